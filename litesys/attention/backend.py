@@ -1,0 +1,62 @@
+"""The attention layer the executors call: writes K/V into pages, then prefill or decode attention.
+
+Decode runs in two stages when logits processors are set (raw fp32 logits -> processors -> softmax·V),
+or one fused stage otherwise. The stage functions come from an ops module: ``ops_torch`` (CPU, reference)
+or the Triton kernels (GPU); both expose the same four functions.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Callable
+
+import torch
+
+from litesys.attention import ops_torch
+from litesys.attention.kv_cache import KVCache
+from litesys.attention.meta import AttnMeta
+
+# processor(logits [B, Hq, L] fp32, lengths [B], layer, meta) -> logits
+LogitsProcessor = Callable[[torch.Tensor, torch.Tensor, int, AttnMeta], torch.Tensor]
+
+
+def select_ops(device: torch.device, backend: str = "auto") -> ModuleType:
+    """``torch`` on CPU; ``triton`` kernels on CUDA (falls back to torch when Triton is unavailable)."""
+    if backend == "torch" or (backend == "auto" and device.type != "cuda"):
+        return ops_torch
+    try:
+        from litesys.attention.kernels import ops_triton
+    except ImportError as e:  # pragma: no cover - depends on the install
+        if backend == "triton":
+            raise ImportError(f"attention backend 'triton' needs triton installed ({e})") from e
+        return ops_torch
+    return ops_triton
+
+
+class Attention:
+    def __init__(self, kv: KVCache, num_q_heads: int, num_kv_heads: int, head_dim: int, scale: float,
+                 ops: ModuleType = ops_torch, processors: dict[int, list[LogitsProcessor]] | None = None,
+                 selector=None):
+        self.kv, self.ops = kv, ops
+        self.num_q_heads, self.num_kv_heads, self.head_dim, self.scale = num_q_heads, num_kv_heads, head_dim, scale
+        # layer -> processors applied to that layer's decode logits (empty: fused path)
+        self.processors = processors or {}
+        # optional block selector (Quest): picks pages per step; see attention/sparse
+        self.selector = selector
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
+        """q: [T, Hq, D], k/v: [T, Hkv, D] for the step's new tokens -> [T, Hq, D]."""
+        self.kv.write(layer, k, v, meta.slot_mapping)
+        if self.selector is not None:
+            self.selector.on_write(layer, self.kv, k, meta)
+        if meta.is_prefill:
+            return self.ops.prefill_attention(q, k, v, meta.cu_seqlens, meta.max_seqlen, self.scale)
+        kc, vc = self.kv.k[layer], self.kv.v[layer]
+        if self.selector is not None and self.selector.active(layer):
+            return self.selector.decode(layer, q, kc, vc, meta, self.scale, self.ops)
+        procs = self.processors.get(layer)
+        if not procs:
+            return self.ops.paged_decode_fused(q, kc, vc, meta.page_table, meta.lengths, self.scale, meta.max_len)
+        logits = self.ops.paged_decode_logits(q, kc, meta.page_table, meta.lengths, self.scale, meta.max_len)
+        for proc in procs:
+            logits = proc(logits, meta.lengths, layer, meta)
+        return self.ops.paged_softmax_v(logits, vc, meta.page_table, meta.lengths)

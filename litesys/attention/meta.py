@@ -1,0 +1,34 @@
+"""Per-step attention metadata shared by the executors, the KV manager, kernels and sparse processors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class AttnMeta:
+    """Everything attention needs for one forward step, built once per step on the device.
+
+    Token-major layout: a step processes ``T`` new tokens. For a decode step ``T == B`` (one token per
+    sequence); for a prefill step the tokens of ``B`` prompts are packed back to back (``cu_seqlens``).
+    """
+
+    is_prefill: bool
+    slot_mapping: torch.Tensor  # [T] int64: flat KV slot (page * page_size + offset) of each new token
+    page_size: int
+    num_q_heads: int = 0
+    num_kv_heads: int = 0
+    # decode
+    page_table: torch.Tensor | None = None  # [B, max_pages] int32, row b = pages of sequence b in order
+    lengths: torch.Tensor | None = None  # [B] int32: tokens in the KV cache incl. the new one
+    max_len: int = 0  # host-side upper bound of ``lengths`` (width of the raw-logits tensor)
+    # prefill
+    cu_seqlens: torch.Tensor | None = None  # [B+1] int32 prefix sums of prompt lengths
+    max_seqlen: int = 0
+    # free-form per-step data for processors/selectors (e.g. quest page summaries)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def group_size(self) -> int:
+        return self.num_q_heads // self.num_kv_heads

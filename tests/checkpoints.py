@@ -1,0 +1,56 @@
+"""Tiny random-weight checkpoints built with transformers' own config/model classes (the reference)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+BASE = dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+            rms_norm_eps=1e-6, tie_word_embeddings=False)
+
+
+def make_checkpoint(path: Path, model_type: str = "qwen3", seed: int = 0, with_tokenizer: bool = True,
+                    **overrides) -> Path:
+    """Write a random ``model_type`` checkpoint (config.json + safetensors) into ``path`` and return it.
+
+    The vocabulary is the real Qwen3 one so that the shipped tokenizer and chat template work with it.
+    """
+    import transformers
+
+    cfg_cls, model_cls = {
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+        "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM),
+    }[model_type]
+    kw = dict(BASE)
+    kw.update(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643)
+    kw.update(overrides)
+    cfg = cfg_cls(**kw)
+    torch.manual_seed(seed)
+    model = model_cls(cfg).float().eval()
+    # Random init leaves norms at 1 and biases at 0: perturb them so the tests see them used.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+                p.add_(torch.randn_like(p) * 0.1)
+            elif name.endswith(".bias"):
+                p.normal_(0, 0.02)
+            elif "embed_tokens" in name or "lm_head" in name:
+                p.normal_(0, 0.5)  # larger logits spread: fewer near-ties in greedy comparisons
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    if with_tokenizer:
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(FIXTURES / f, path / f)
+    return path
+
+
+def load_hf(path: Path):
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
