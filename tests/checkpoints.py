@@ -53,4 +53,4 @@ def make_checkpoint(path: Path, model_type: str = "qwen3", seed: int = 0, with_t
 def load_hf(path: Path):
     import transformers
 
-    return transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

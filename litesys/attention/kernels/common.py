@@ -1,0 +1,79 @@
+"""Shared helpers for the attention kernels: split sizing, dot precision, the online-softmax step."""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = math.log2(math.e)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: exact fp32 products (tf32 would cost ~3e-4 relative error); 16-bit inputs ignore it.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def group_pad(group: int) -> int:
+    """Rows of the [G, D] query tile: tl.dot needs at least 16 rows."""
+    return max(16, next_pow2(group))
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device_index: int) -> int:
+    if not torch.cuda.is_available():
+        return 1
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def choose_split(batch: int, num_kv_heads: int, capacity: int, device: torch.device,
+                 max_split: int, min_split: int) -> int:
+    """Tokens per split of the KV sequence, from shapes only (so CUDA-graph replays see one grid).
+
+    Start from ``max_split`` (long splits: fewer partials to merge) and halve while the grid for the page
+    table's full capacity would not give every SM a few programs (small batches need parallelism along
+    the sequence).
+    """
+    sms = num_sms(device.index or 0) if device.type == "cuda" else 1
+    split = max_split
+    while split > min_split and batch * num_kv_heads * triton.cdiv(capacity, split) < 4 * sms:
+        split //= 2
+    return split
+
+
+@triton.jit
+def online_softmax_step(acc, m, l, s, v, DOT_PREC: tl.constexpr):
+    """Fold one block into the running (acc [G, D], max m [G], sum l [G]) state.
+
+    ``s`` [G, N] are log2-domain scores (-inf = masked), ``v`` [N, D]. A row whose scores are all -inf so
+    far keeps m = -inf, l = 0, acc = 0 (the "safe" max avoids -inf - -inf = NaN).
+    """
+    m_new = tl.maximum(m, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    l = l * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    return acc, m_new, l
+
+
+@triton.jit
+def store_partial(po_ptr, lse_ptr, acc, m, l, b, kvh, split, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
+                  G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
+    """Write one split's normalized output [G, D] and log2-sum-exp [G] for query heads kvh*G .. kvh*G+G-1."""
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D)
+    heads = kvh * G + offs_g
+    g_mask = offs_g < G
+    l_safe = tl.where(l > 0, l, 1.0)
+    out = acc / l_safe[:, None]
+    lse = tl.where(l > 0, m + tl.log2(l_safe), float("-inf"))
+    po = po_ptr + b * stride_pb + heads[:, None] * stride_ph + split * stride_ps + offs_d[None, :]
+    tl.store(po, out, mask=g_mask[:, None])
+    tl.store(lse_ptr + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)

@@ -1,0 +1,74 @@
+"""Stage 1 of the raw-logits path's softmax·V: one program per (sequence, KV head, split).
+
+Same split structure and partial format as ``decode_split`` (so ``decode_merge`` finishes both paths), but
+the scores come from the processed fp32 logits instead of q·k. Logits may be -inf anywhere (processors
+mask positions); positions at or past the length are never read, matching their -inf contract.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from litesys.attention.kernels.common import online_softmax_step, store_partial
+
+
+@triton.jit
+def _softmax_v_split_kernel(
+    logit_ptr, v_ptr, pt_ptr, len_ptr, po_ptr, lse_ptr,
+    stride_xb, stride_xh, stride_xl,
+    stride_vp, stride_vs, stride_vh,
+    stride_ptb,
+    stride_pb, stride_ph, stride_ps,
+    stride_lb, stride_lh,
+    max_len,
+    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
+    SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    length = tl.minimum(tl.load(len_ptr + b), max_len)
+    start = split * SPLIT
+    if start < length:
+        end = tl.minimum(start + SPLIT, length)
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
+        offs_n = tl.arange(0, BLOCK_N)
+        g_mask = offs_g < G
+        rows = logit_ptr + b * stride_xb + (kvh * G + offs_g)[:, None] * stride_xh
+        m = tl.full([G_PAD], float("-inf"), tl.float32)
+        l = tl.zeros([G_PAD], tl.float32)
+        acc = tl.zeros([G_PAD, D], tl.float32)
+        pt_row = pt_ptr + b * stride_ptb
+        for n0 in range(start, end, BLOCK_N):
+            pos = n0 + offs_n
+            valid = pos < end
+            s = tl.load(rows + pos[None, :] * stride_xl, mask=g_mask[:, None] & valid[None, :],
+                        other=float("-inf")) * 1.4426950408889634  # log2(e): scores in the log2 domain
+            page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
+            v = tl.load(v_ptr + (page * stride_vp + (pos % PAGE) * stride_vs + kvh * stride_vh)[:, None]
+                        + offs_d[None, :], mask=valid[:, None], other=0.0)
+            acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
+        store_partial(po_ptr, lse_ptr, acc, m, l, b, kvh, split, stride_pb, stride_ph, stride_ps,
+                      stride_lb, stride_lh, G, G_PAD, D)
+
+
+def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
+                    partial: torch.Tensor, lse: torch.Tensor, split: int, block_n: int, group_pad: int,
+                    dot_prec: str, num_warps: int, num_stages: int) -> None:
+    """Fill ``partial``/``lse`` (same format as ``decode_split``) from fp32 ``logits`` [B, Hq, L]."""
+    b, hq, max_len = logits.shape
+    hkv, d = v_cache.shape[2], v_cache.shape[3]
+    grid = (b, hkv, partial.shape[2])
+    _softmax_v_split_kernel[grid](
+        logits, v_cache, page_table, lengths, partial, lse,
+        logits.stride(0), logits.stride(1), logits.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        page_table.stride(0),
+        partial.stride(0), partial.stride(1), partial.stride(2),
+        lse.stride(0), lse.stride(1),
+        max_len,
+        G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], SPLIT=split, BLOCK_N=block_n,
+        DOT_PREC=dot_prec, num_warps=num_warps, num_stages=num_stages,
+    )

@@ -1,0 +1,82 @@
+"""Stage 1 of fused decode attention (flash-decoding): one program per (sequence, KV head, split).
+
+The program loads the G query heads that share the KV head as one [G_PAD, D] tile, so every K/V row of
+the split is read from memory once for the whole group. K/V rows are gathered token by token through the
+page table (any page size works; a block may span several pages). It writes the split's normalized partial
+output and its log2-sum-exp; ``decode_merge`` combines the splits.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from litesys.attention.kernels.common import online_softmax_step, store_partial
+
+
+@triton.jit
+def _decode_split_kernel(
+    q_ptr, k_ptr, v_ptr, pt_ptr, len_ptr, po_ptr, lse_ptr,
+    stride_qb, stride_qh,
+    stride_kp, stride_ks, stride_kh,
+    stride_vp, stride_vs, stride_vh,
+    stride_ptb,
+    stride_pb, stride_ph, stride_ps,
+    stride_lb, stride_lh,
+    qk_scale,
+    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
+    SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    length = tl.load(len_ptr + b)
+    start = split * SPLIT
+    # The grid covers the page table's capacity; splits past this sequence's length do nothing.
+    if start < length:
+        end = tl.minimum(start + SPLIT, length)
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
+        offs_n = tl.arange(0, BLOCK_N)
+        heads = kvh * G + offs_g
+        q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                    mask=(offs_g < G)[:, None], other=0.0)
+        m = tl.full([G_PAD], float("-inf"), tl.float32)
+        l = tl.zeros([G_PAD], tl.float32)
+        acc = tl.zeros([G_PAD, D], tl.float32)
+        pt_row = pt_ptr + b * stride_ptb
+        for n0 in range(start, end, BLOCK_N):
+            pos = n0 + offs_n
+            valid = pos < end
+            page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
+            slot = pos % PAGE
+            k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
+                        mask=valid[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+            s = tl.where(valid[None, :], s, float("-inf"))
+            v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
+                        mask=valid[:, None], other=0.0)
+            acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
+        store_partial(po_ptr, lse_ptr, acc, m, l, b, kvh, split, stride_pb, stride_ph, stride_ps,
+                      stride_lb, stride_lh, G, G_PAD, D)
+
+
+def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
+                 lengths: torch.Tensor, partial: torch.Tensor, lse: torch.Tensor, qk_scale: float, split: int,
+                 block_n: int, group_pad: int, dot_prec: str, num_warps: int, num_stages: int) -> None:
+    """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for active splits."""
+    b, hq, d = q.shape
+    hkv = k_cache.shape[2]
+    grid = (b, hkv, partial.shape[2])
+    _decode_split_kernel[grid](
+        q, k_cache, v_cache, page_table, lengths, partial, lse,
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        page_table.stride(0),
+        partial.stride(0), partial.stride(1), partial.stride(2),
+        lse.stride(0), lse.stride(1),
+        qk_scale,
+        G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], SPLIT=split, BLOCK_N=block_n,
+        DOT_PREC=dot_prec, num_warps=num_warps, num_stages=num_stages,
+    )

@@ -1,0 +1,80 @@
+"""Varlen causal flash-attention forward for packed prompts (``cu_seqlens``), GQA by head index.
+
+Grid: (query blocks of the longest prompt, prompts, query heads); blocks past a prompt's end exit. Query
+blocks are visited longest-first (the last block of a causal prompt does the most work) to shorten the
+tail. Each program streams its prompt's K/V blocks: the blocks strictly below the diagonal need no mask,
+the diagonal ones mask causally and at the prompt end.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from litesys.attention.kernels.common import online_softmax_step
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    qk_scale,
+    G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    m_block = tl.num_programs(0) - 1 - tl.program_id(0)
+    seq = tl.program_id(1)
+    h = tl.program_id(2)
+    start = tl.load(cu_ptr + seq)
+    seqlen = tl.load(cu_ptr + seq + 1) - start
+    m0 = m_block * BLOCK_M
+    if m0 < seqlen:
+        kvh = h // G
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, D)
+        tok = (start + offs_m).to(tl.int64)
+        m_valid = offs_m < seqlen
+        q = tl.load(q_ptr + tok[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+                    mask=m_valid[:, None], other=0.0)
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        k_base = k_ptr + start.to(tl.int64) * stride_kt + kvh * stride_kh
+        v_base = v_ptr + start.to(tl.int64) * stride_vt + kvh * stride_vh
+        # below the diagonal: every key precedes every query of the block and lies inside the prompt
+        for n0 in range(0, m0, BLOCK_N):
+            kn = n0 + offs_n
+            k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :])
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+            v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :])
+            acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
+        # diagonal blocks: causal mask and prompt end
+        hi = tl.minimum(m0 + BLOCK_M, seqlen)
+        for n0 in range(m0, hi, BLOCK_N):
+            kn = n0 + offs_n
+            kv_valid = kn < seqlen
+            k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+            s = tl.where((kn[None, :] <= offs_m[:, None]) & kv_valid[None, :], s, float("-inf"))
+            v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
+            acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
+        out = acc / tl.where(l > 0, l, 1.0)[:, None]
+        tl.store(out_ptr + tok[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=m_valid[:, None])
+
+
+def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+            out: torch.Tensor, qk_scale: float, block_m: int, block_n: int, dot_prec: str,
+            num_warps: int, num_stages: int) -> None:
+    """out [T, Hq, D] <- causal attention within each prompt of the packed q [T, Hq, D], k/v [T, Hkv, D]."""
+    assert block_m % block_n == 0, "the unmasked loop assumes key blocks tile the query block"
+    t, hq, d = q.shape
+    num_seqs = cu_seqlens.shape[0] - 1
+    grid = (triton.cdiv(max_seqlen, block_m), num_seqs, hq)
+    _prefill_kernel[grid](
+        q, k, v, cu_seqlens, out,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        qk_scale,
+        G=hq // k.shape[1], D=d, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_prec,
+        num_warps=num_warps, num_stages=num_stages,
+    )
