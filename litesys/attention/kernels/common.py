@@ -25,7 +25,7 @@ def group_pad(group: int) -> int:
     return max(16, next_pow2(group))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def num_sms(device_index: int) -> int:
     if not torch.cuda.is_available():
         return 1

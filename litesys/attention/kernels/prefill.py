@@ -1,8 +1,8 @@
 """Varlen causal flash-attention forward for packed prompts (``cu_seqlens``), GQA by head index.
 
-Grid: (query blocks of the longest prompt, prompts, query heads); blocks past a prompt's end exit. Query
-blocks are visited longest-first (the last block of a causal prompt does the most work) to shorten the
-tail. Each program streams its prompt's K/V blocks: the blocks strictly below the diagonal need no mask,
+Grid: (query heads, prompts, query blocks of the longest prompt); blocks past a prompt's end exit. The
+query-block axis is the slowest one and runs backwards, so the heaviest (last, longest-causal) blocks start
+first and the tail is short; heads sharing a KV head run side by side and reuse its K/V from L2. Each program streams its prompt's K/V blocks: the blocks strictly below the diagonal need no mask,
 the diagonal ones mask causally and at the prompt end.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ def _prefill_kernel(
     qk_scale,
     G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    m_block = tl.num_programs(0) - 1 - tl.program_id(0)
+    h = tl.program_id(0)
     seq = tl.program_id(1)
-    h = tl.program_id(2)
+    m_block = tl.num_programs(2) - 1 - tl.program_id(2)
     start = tl.load(cu_ptr + seq)
     seqlen = tl.load(cu_ptr + seq + 1) - start
     m0 = m_block * BLOCK_M
@@ -68,9 +68,9 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch
             num_warps: int, num_stages: int) -> None:
     """out [T, Hq, D] <- causal attention within each prompt of the packed q [T, Hq, D], k/v [T, Hkv, D]."""
     assert block_m % block_n == 0, "the unmasked loop assumes key blocks tile the query block"
-    t, hq, d = q.shape
+    hq, d = q.shape[1], q.shape[2]
     num_seqs = cu_seqlens.shape[0] - 1
-    grid = (triton.cdiv(max_seqlen, block_m), num_seqs, hq)
+    grid = (hq, num_seqs, triton.cdiv(max_seqlen, block_m))
     _prefill_kernel[grid](
         q, k, v, cu_seqlens, out,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),

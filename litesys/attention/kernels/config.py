@@ -1,0 +1,41 @@
+"""Launch parameters of the attention kernels (tuned on an H100 with ``benchmarks/bench_attention.py``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_split: int = 512  # tokens per split when the batch alone fills the GPU
+    min_split: int = 64  # smallest split small batches may drop to
+    block_n: int = 64  # KV rows per inner iteration (split kernels)
+    num_warps: int = 4
+    num_stages: int = 2
+    logits_chunk: int = 128  # positions per program of the logits kernel
+    logits_block_n: int = 64
+    logits_num_warps: int = 4
+    merge_num_warps: int = 4
+
+
+@dataclass(frozen=True)
+class PrefillConfig:
+    block_m: int = 128
+    block_n: int = 64
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+DECODE = DecodeConfig()
+
+
+def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
+    # fp32 tiles are twice as large: halve them to stay inside shared memory
+    if dtype == torch.float32:
+        return PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2)
+    if head_dim > 128:
+        return PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2)
+    if head_dim <= 64:
+        return PrefillConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
+    return PrefillConfig()

@@ -1,0 +1,69 @@
+"""Host side of decode attention: workspace, split choice and kernel launches for both decode paths."""
+from __future__ import annotations
+
+import torch
+import triton
+
+from litesys.attention.kernels.common import LOG2E, choose_split, dot_precision, group_pad
+from litesys.attention.kernels.config import DECODE, DecodeConfig
+from litesys.attention.kernels.decode_logits import decode_logits
+from litesys.attention.kernels.decode_merge import decode_merge
+from litesys.attention.kernels.decode_softmax_v import softmax_v_split
+from litesys.attention.kernels.decode_split import decode_split
+
+
+def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Tensor, page_size: int,
+               num_kv_heads: int, device: torch.device, cfg: DecodeConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Split size and the partial (out, lse) buffers, sized by the page table's capacity, not the lengths."""
+    capacity = max(1, page_table.shape[1] * page_size)
+    split = choose_split(batch, num_kv_heads, capacity, device, cfg.max_split, max(cfg.min_split, cfg.block_n))
+    n_splits = triton.cdiv(capacity, split)
+    partial = torch.empty(batch, num_q_heads, n_splits, head_dim, dtype=torch.float32, device=device)
+    lse = torch.empty(batch, num_q_heads, n_splits, dtype=torch.float32, device=device)
+    return split, partial, lse
+
+
+def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
+          lengths: torch.Tensor, scale: float, cfg: DecodeConfig = DECODE) -> torch.Tensor:
+    b, hq, d = q.shape
+    page_size, hkv = k_cache.shape[1], k_cache.shape[2]
+    out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=q.device)
+    if b == 0:
+        return out
+    q = _last_dim_contiguous(q.to(k_cache.dtype))
+    split, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg)
+    decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, scale * LOG2E, split, cfg.block_n,
+                 group_pad(hq // hkv), dot_precision(k_cache.dtype), cfg.num_warps, cfg.num_stages)
+    decode_merge(partial, lse, lengths, out, split, cfg.merge_num_warps)
+    return out
+
+
+def logits(q: torch.Tensor, k_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor, scale: float,
+           max_len: int, cfg: DecodeConfig = DECODE) -> torch.Tensor:
+    b, hq, _ = q.shape
+    hkv = k_cache.shape[2]
+    out = torch.empty(b, hq, max_len, dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out
+    q = _last_dim_contiguous(q.to(k_cache.dtype))
+    decode_logits(q, k_cache, page_table, lengths, out, scale, cfg.logits_chunk, cfg.logits_block_n,
+                  group_pad(hq // hkv), dot_precision(k_cache.dtype), cfg.logits_num_warps, 1)
+    return out
+
+
+def softmax_v(logits_: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
+              cfg: DecodeConfig = DECODE) -> torch.Tensor:
+    b, hq, _ = logits_.shape
+    page_size, hkv, d = v_cache.shape[1], v_cache.shape[2], v_cache.shape[3]
+    out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=logits_.device)
+    if b == 0:
+        return out
+    split, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, logits_.device, cfg)
+    softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, split, cfg.block_n,
+                    group_pad(hq // hkv), dot_precision(v_cache.dtype), cfg.num_warps, cfg.num_stages)
+    decode_merge(partial, lse, lengths, out, split, cfg.merge_num_warps)
+    return out

@@ -1,0 +1,54 @@
+"""GPU attention ops: the four functions of ``ops_torch`` with the same signatures, backed by Triton kernels.
+
+Decode calls are CUDA-graph safe: grids and workspaces depend only on tensor shapes (batch, heads, the page
+table's width), never on per-step lengths, and nothing synchronizes with the host.
+"""
+from __future__ import annotations
+
+import torch
+
+from litesys.attention.kernels import decode
+from litesys.attention.kernels.common import LOG2E, dot_precision
+from litesys.attention.kernels.config import prefill_config
+from litesys.attention.kernels.prefill import prefill
+
+
+def paged_decode_logits(
+    q: torch.Tensor, k_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
+    scale: float, max_len: int,
+) -> torch.Tensor:
+    """Raw attention logits ``q·k * scale`` as fp32 ``[B, Hq, max_len]``, ``-inf`` at positions >= length."""
+    return decode.logits(q, k_cache, page_table, lengths, scale, max_len)
+
+
+def paged_softmax_v(
+    logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
+) -> torch.Tensor:
+    """softmax(logits)·V -> ``[B, Hq, D]`` in the cache dtype; positions >= length are not read."""
+    return decode.softmax_v(logits, v_cache, page_table, lengths)
+
+
+def paged_decode_fused(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
+    lengths: torch.Tensor, scale: float, max_len: int | None = None,
+) -> torch.Tensor:
+    """Split-KV flash-decoding; ``max_len`` is unused (the grid follows the page table's capacity)."""
+    return decode.fused(q, k_cache, v_cache, page_table, lengths, scale)
+
+
+def prefill_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention within each packed prompt. q: [T, Hq, D]; k, v: [T, Hkv, D] -> [T, Hq, D]."""
+    out = torch.empty_like(q)
+    if q.shape[0] == 0:
+        return out
+    if max_seqlen <= 0:  # unknown: one host sync (prefill is not graph-captured)
+        max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    k, v = k.to(q.dtype), v.to(q.dtype)
+    cfg = prefill_config(q.shape[2], q.dtype)
+    prefill(q, k, v, cu_seqlens, max_seqlen, out, scale * LOG2E, cfg.block_m, cfg.block_n, dot_precision(q.dtype),
+            cfg.num_warps, cfg.num_stages)
+    return out
