@@ -1,7 +1,7 @@
 """User-facing knobs, validated once with one-line errors that say what to do."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -25,7 +25,6 @@ class SamplingParams:
     repeat_check: bool = True
     repeat_check_window: int = 1024
     repeat_block_size: int = 64
-    stop_token_ids: list[int] = field(default_factory=list)  # in addition to the model's EOS ids
 
     def __post_init__(self) -> None:
         self.validate()

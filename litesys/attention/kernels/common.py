@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 import triton
@@ -16,8 +17,21 @@ def next_pow2(n: int) -> int:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    # fp32 inputs: exact fp32 products (tf32 would cost ~3e-4 relative error); 16-bit inputs ignore it.
-    return "ieee" if dtype == torch.float32 else "tf32"
+    """The ``DOT_PREC`` constexpr of the kernels (see ``mma``)."""
+    if dtype == torch.float32:
+        return "ieee"  # exact fp32 products: tf32 would cost ~3e-4 relative error
+    if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1":
+        return "upcast"  # the CPU interpreter multiplies bf16 tiles wrongly (numpy has no bf16)
+    return "tf32"  # ignored for 16-bit inputs
+
+
+@triton.jit
+def mma(a, b, DOT_PREC: tl.constexpr):
+    """tl.dot with fp32 accumulation; "upcast" (interpreter only) multiplies the same values in fp32."""
+    if DOT_PREC == "upcast":
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=DOT_PREC)
 
 
 def group_pad(group: int) -> int:
@@ -59,7 +73,7 @@ def online_softmax_step(acc, m, l, s, v, DOT_PREC: tl.constexpr):
     alpha = tl.exp2(m - m_safe)
     p = tl.exp2(s - m_safe[:, None])
     l = l * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, DOT_PREC)
     return acc, m_new, l
 
 

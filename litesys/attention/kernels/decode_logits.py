@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from litesys.attention.kernels.common import mma
+
 
 @triton.jit
 def _decode_logits_kernel(
@@ -47,7 +49,7 @@ def _decode_logits_kernel(
             page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
             k = tl.load(k_ptr + (page * stride_kp + (pos % PAGE) * stride_ks + kvh * stride_kh)[:, None]
                         + offs_d[None, :], mask=valid[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale
+            s = mma(q, tl.trans(k), DOT_PREC) * scale
             s = tl.where(valid[None, :], s, float("-inf"))
             tl.store(out_rows + pos[None, :], s, mask=g_mask[:, None] & (pos < max_len)[None, :])
 

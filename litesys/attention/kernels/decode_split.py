@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import online_softmax_step, store_partial
+from litesys.attention.kernels.common import mma, online_softmax_step, store_partial
 
 
 @triton.jit
@@ -52,7 +52,7 @@ def _decode_split_kernel(
             slot = pos % PAGE
             k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
                         mask=valid[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+            s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
             s = tl.where(valid[None, :], s, float("-inf"))
             v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
                         mask=valid[:, None], other=0.0)

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import online_softmax_step
+from litesys.attention.kernels.common import mma, online_softmax_step
 
 
 @triton.jit
@@ -45,7 +45,7 @@ def _prefill_kernel(
         for n0 in range(0, m0, BLOCK_N):
             kn = n0 + offs_n
             k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :])
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+            s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
             v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :])
             acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
         # diagonal blocks: causal mask and prompt end
@@ -54,8 +54,8 @@ def _prefill_kernel(
             kn = n0 + offs_n
             kv_valid = kn < seqlen
             k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-            s = tl.where((kn[None, :] <= offs_m[:, None]) & kv_valid[None, :], s, float("-inf"))
+            s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
+            s = tl.where((kn[None, :] <= offs_m[:, None] + 1) & kv_valid[None, :], s, float("-inf"))
             v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
             acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
         out = acc / tl.where(l > 0, l, 1.0)[:, None]

@@ -1,0 +1,101 @@
+"""Shared pieces of the logits processors: the sink / middle / local split, group averaging, counter-based noise.
+
+Every processor sees raw decode logits ``[B, Hq, L]`` (fp32, ``-inf`` at positions >= each length) and returns
+logits where dropped positions are ``-inf``. Everything here is vectorized over the batch with masks and has
+no host synchronisation, so processors can run inside a captured CUDA graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from litesys.attention.meta import AttnMeta
+
+NEG_INF = float("-inf")
+_M32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Model shape facts a processor factory may need."""
+
+    num_q_heads: int
+    num_kv_heads: int
+    num_layers: int
+
+
+def positions(length: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(length, device=device)
+
+
+def middle_mask(lengths: torch.Tensor, max_len: int, sink: int, local: int) -> torch.Tensor:
+    """[B, L] bool: the "middle" ``sink <= pos < len - local`` that a method may drop (sinks + local are kept)."""
+    pos = positions(max_len, lengths.device)[None, :]
+    return (pos >= sink) & (pos < (lengths.long() - local)[:, None])
+
+
+def group_mean(logits: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
+    """[B, Hq, L] -> [B, Hkv, L]: logits averaged over the query heads that share a KV head."""
+    b, hq, length = logits.shape
+    return logits.view(b, num_kv_heads, hq // num_kv_heads, length).mean(dim=2)
+
+
+def expand_groups(mask: torch.Tensor, num_q_heads: int) -> torch.Tensor:
+    """[B, Hkv, L] -> [B, Hq, L] (each KV head's decision applies to all of its query heads)."""
+    b, hkv, length = mask.shape
+    return mask[:, :, None, :].expand(b, hkv, num_q_heads // hkv, length).reshape(b, num_q_heads, length)
+
+
+def apply_keep(logits: torch.Tensor, keep_middle: torch.Tensor, middle: torch.Tensor,
+               sparse_rows: torch.Tensor) -> torch.Tensor:
+    """Drop middle positions not in ``keep_middle`` ([B, H, L]) for rows with ``sparse_rows`` ([B]) set."""
+    drop = middle[:, None, :] & ~keep_middle & sparse_rows[:, None, None]
+    return logits.masked_fill(drop, NEG_INF)
+
+
+def scatter_keep(indices: torch.Tensor, length: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[..., k] indices (+ optional validity) -> [..., length] bool mask with those positions set."""
+    keep = torch.zeros(*indices.shape[:-1], length + 1, dtype=torch.bool, device=indices.device)
+    if valid is not None:  # invalid picks go to a dump column that is cut off (no data-dependent shapes)
+        indices = torch.where(valid, indices, length)
+    keep.scatter_(-1, indices, True)
+    return keep[..., :length]
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finaliser on int64 tensors holding values in [0, 2^32) (products wrap, low bits kept)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _M32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _M32
+    return x ^ (x >> 16)
+
+
+def seq_ids(meta: AttnMeta, batch: int, device: torch.device) -> torch.Tensor:
+    """Per-sequence id for the noise (``meta.extra["seq_ids"]`` when the engine provides it, else zeros)."""
+    ids = meta.extra.get("seq_ids") if meta is not None else None
+    if ids is None:
+        return torch.zeros(batch, dtype=torch.int64, device=device)
+    return ids.to(device=device, dtype=torch.int64)
+
+
+def counter_hash(seed: int, layer: int, seq: torch.Tensor, lengths: torch.Tensor, heads: int,
+                 width: int) -> torch.Tensor:
+    """[B, heads, width] int64 hashes in [0, 2^32), a pure function of (seed, layer, seq id, length, head, index).
+
+    Counter-based rather than a stateful generator: a sequence's draw does not depend on which other
+    sequences share the batch, on the padded width, or on the device, and the length acts as the step.
+    """
+    dev = lengths.device
+    base = _mix32((seq.long() * 0x9E3779B1 + seed * 0x632BE5AB + layer) & _M32)
+    base = _mix32((base + lengths.long() * 0x27D4EB2F) & _M32)  # [B]
+    h = torch.arange(heads, device=dev, dtype=torch.int64)
+    hb = _mix32((base[:, None] + h[None, :] * 0x165667B1) & _M32)  # [B, heads]
+    i = torch.arange(width, device=dev, dtype=torch.int64)
+    return _mix32((hb[:, :, None] + i[None, None, :] * 0x9E3779B1) & _M32)
+
+
+def hash_to_uniform(x: torch.Tensor) -> torch.Tensor:
+    """int hashes in [0, 2^32) -> float32 uniforms in [0, 1) (24 random bits, exactly representable)."""
+    return (x >> 8).to(torch.float32) * (2.0 ** -24)

@@ -1,0 +1,44 @@
+"""Oracle sampling: a Monte-Carlo estimate of the middle's share of attention, drawn from the true distribution.
+
+Defined on the normalised attention distribution (the original drew from unnormalised logits, which is not a
+distribution). Per query head, with middle logits ``l_i`` and ``q_i = softmax(l)_i`` restricted to the middle,
+``n`` positions are drawn i.i.d. from ``q`` (inverse CDF on counter-based uniforms). A drawn position with count
+``c_i`` gets the logit ``log(c_i / n) + logsumexp(l_middle)``, the others ``-inf``. Then the softmax keeps the
+exact sink/local weights and the exact total middle mass ``Z_mid / Z``, and distributes that mass as
+``c_i / n``: an unbiased estimate of the middle's contribution to the output. Rows with
+``len <= sink + local + n`` stay dense.
+"""
+from __future__ import annotations
+
+import torch
+
+from litesys.attention.meta import AttnMeta
+from litesys.attention.sparse.common import NEG_INF, Heads, counter_hash, hash_to_uniform, middle_mask, seq_ids
+
+
+class OracleSampleProcessor:
+    def __init__(self, n: int, sink: int, local: int, seed: int = 0):
+        self.n, self.sink, self.local, self.seed = n, sink, local, seed
+
+    def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
+        b, hq, width = logits.shape
+        if width <= self.sink + self.local + self.n:
+            return logits
+        middle = middle_mask(lengths, width, self.sink, self.local)[:, None, :]
+        lm = logits.masked_fill(~middle, NEG_INF)
+        m = lm.amax(dim=-1, keepdim=True)
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # rows without a middle (dense anyway)
+        cdf = torch.exp(lm - m).cumsum(dim=-1)  # unnormalised: no division, so no rounding of the weights
+        total = cdf[..., -1:]
+        u = hash_to_uniform(counter_hash(self.seed, layer, seq_ids(meta, b, logits.device), lengths, hq, self.n))
+        idx = torch.searchsorted(cdf, (u * total).contiguous(), right=True)
+        last = (lengths.long() - self.local - 1).clamp(min=0)[:, None, None]  # u * total may round up to total
+        idx = torch.minimum(idx, last)
+        counts = torch.zeros(b, hq, width, device=logits.device).scatter_add_(-1, idx, torch.ones_like(u))
+        sampled = torch.log(counts / self.n) + (m + torch.log(total))  # log(0) = -inf for positions not drawn
+        sparse = middle & (lengths > self.sink + self.local + self.n)[:, None, None]
+        return torch.where(sparse, sampled, logits)
+
+
+def from_config(cfg, heads: Heads) -> OracleSampleProcessor:
+    return OracleSampleProcessor(cfg.attn_nsample, cfg.attn_sink, cfg.attn_local, cfg.attn_seed)

@@ -1,0 +1,131 @@
+"""Quest (Tang et al., 2024): query-aware page selection over per-page key summaries; decode reads only those pages.
+
+* Summaries: element-wise min and max of the keys of each page, per KV head (``[L, P, Hkv, D]``, kept here).
+  On every K/V write the written pages' summaries are recomputed from the page's valid entries (the write
+  offset tells how many), so a reallocated page never keeps its previous owner's summary.
+* Score: per query head Quest's upper bound ``sum_d max(q_d min_d, q_d max_d)`` of ``q·k`` over the page; with
+  GQA the KV head's score is the sum over its query heads (an upper bound of the group-averaged logit, which
+  is what the logits processors rank by). One page set per (sequence, KV head), shared by its query heads.
+* Selection: the pages holding the first ``sink`` positions, the pages holding the last ``max(local, 1)``
+  positions (always incl. the current partial page), plus the ``quest_topk_blocks`` best-scoring pages between.
+  A sequence with no more pages than that budget attends to all of its pages (equals dense attention).
+* The engine's KV page size must equal ``quest_block_size``: Quest's blocks are the KV pages.
+"""
+from __future__ import annotations
+
+import torch
+
+from litesys.attention.meta import AttnMeta
+from litesys.attention.sparse import quest_torch
+
+
+def page_counts(page_size: int, sink: int, local: int) -> tuple[int, int]:
+    """(sink pages, most local pages): static sizes of the selection."""
+    w = max(local, 1)
+    return -(-sink // page_size), (w - 1 + page_size - 1) // page_size + 1
+
+
+def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, topk: int, sink: int,
+                 local: int) -> torch.Tensor:
+    """scores [B, Hkv, NP] -> sel [B, Hkv, S] int32: selected logical pages ascending, then -1 padding.
+
+    S = sink pages + min(topk, NP) + local pages is static (no host sync; CUDA-graph safe).
+    """
+    b, hkv, n_pages = scores.shape
+    dev = scores.device
+    n_sink, n_local = page_counts(page_size, sink, local)
+    lens = lengths.long()
+    used = (lens + page_size - 1) // page_size  # [B] pages in use
+    first_local = (lens - max(local, 1)).clamp(min=0) // page_size
+    p = torch.arange(n_pages, device=dev)
+    middle = (p[None, :] >= n_sink) & (p[None, :] < first_local[:, None]) & (p[None, :] < used[:, None])
+    k = min(topk, n_pages)
+    vals, mid = scores.masked_fill(~middle[:, None, :], float("-inf")).topk(k, dim=-1)
+    mid_ok = vals > float("-inf")
+    sinks = torch.arange(n_sink, device=dev).expand(b, hkv, n_sink)
+    sink_ok = sinks < used[:, None, None]
+    locs = first_local[:, None, None] + torch.arange(n_local, device=dev)
+    loc_ok = (locs >= n_sink) & (locs < used[:, None, None])
+    pages = torch.cat([sinks, mid, locs.expand(b, hkv, n_local)], dim=-1)
+    ok = torch.cat([sink_ok, mid_ok, loc_ok.expand(b, hkv, n_local)], dim=-1)
+    big = torch.iinfo(torch.int64).max
+    pages = torch.where(ok, pages, big).sort(dim=-1).values  # ascending: sequential reads, empty slots last
+    return torch.where(pages == big, -1, pages).to(torch.int32)
+
+
+class QuestSelector:
+    """The backend's block-selection hook (see ``litesys/attention/backend.py``)."""
+
+    def __init__(self, topk_pages: int, page_size: int, num_layers: int, sink: int = 4, local: int = 0,
+                 layer_skip: tuple[int, ...] = (0,), backend: str = "auto"):
+        self.topk, self.page_size, self.sink, self.local = topk_pages, page_size, sink, local
+        self.layers = frozenset(range(num_layers)) - frozenset(layer_skip)
+        self.num_layers = num_layers
+        self.backend = backend  # "auto" (Triton on CUDA), "torch" or "triton"
+        self.kmin: torch.Tensor | None = None
+        self.kmax: torch.Tensor | None = None
+
+    @staticmethod
+    def bytes_per_page(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+        """Summary memory per KV page (min + max), for the engine's pool sizing: 1/page_size of the K/V bytes."""
+        return 2 * num_layers * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
+
+    def active(self, layer: int) -> bool:
+        return layer in self.layers
+
+    def bind(self, kv) -> None:
+        """Allocate the summaries for ``kv``'s pool (done on the first write when not called by the engine)."""
+        if kv.page_size != self.page_size:
+            raise ValueError(f"quest_block_size={self.page_size} must equal the KV page size {kv.page_size}")
+        shape = (kv.num_layers, kv.num_pages, kv.num_kv_heads, kv.head_dim)
+        self.kmin = torch.zeros(shape, dtype=kv.k.dtype, device=kv.k.device)
+        self.kmax = torch.zeros(shape, dtype=kv.k.dtype, device=kv.k.device)
+
+    def on_write(self, layer: int, kv, k_new: torch.Tensor, meta: AttnMeta) -> None:
+        if layer not in self.layers:
+            return
+        if self.kmin is None or self.kmin.shape[1] != kv.num_pages:
+            self.bind(kv)
+        ps = self.page_size
+        slots = meta.slot_mapping.long().clamp(min=0)  # padding rows: scratch page 0
+        if meta.is_prefill:
+            # Only each page's last written token matters: its offset says how many entries are valid.
+            # (Boolean indexing syncs with the host; fine in prefill, which is never graph-captured.)
+            nxt = torch.cat([slots[1:], slots.new_full((1,), -1)])
+            slots = slots[(nxt != slots + 1) | (slots % ps == ps - 1)]
+        pages = slots // ps
+        filled = torch.arange(ps, device=slots.device)[None, :] <= (slots % ps)[:, None]  # [N, page]
+        kp = kv.k[layer][pages]  # [N, page, Hkv, D]
+        mask = filled[:, :, None, None]
+        self.kmin[layer].index_copy_(0, pages, kp.masked_fill(~mask, float("inf")).amin(dim=1))
+        self.kmax[layer].index_copy_(0, pages, kp.masked_fill(~mask, float("-inf")).amax(dim=1))
+
+    def _use_triton(self, q: torch.Tensor) -> bool:
+        return self.backend == "triton" or (self.backend == "auto" and q.is_cuda)
+
+    def select(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
+        """sel [B, Hkv, S] int32 for this step (see ``select_pages``)."""
+        n_pages = meta.page_table.shape[1]
+        if meta.max_len > 0:
+            n_pages = min(n_pages, -(-meta.max_len // self.page_size))
+        if self._use_triton(q):
+            from litesys.attention.kernels import quest_triton
+            scores = quest_triton.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
+                                               self.page_size, n_pages)
+        else:
+            scores = quest_torch.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
+                                              self.page_size, n_pages)
+        return select_pages(scores, meta.lengths, self.page_size, self.topk, self.sink, self.local)
+
+    def decode(self, layer: int, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttnMeta,
+               scale: float, ops=None) -> torch.Tensor:
+        sel = self.select(layer, q, meta)
+        if self._use_triton(q):
+            from litesys.attention.kernels import quest_triton
+            return quest_triton.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale)
+        return quest_torch.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale)
+
+
+def from_config(cfg, num_layers: int, page_size: int, backend: str = "auto") -> QuestSelector:
+    return QuestSelector(cfg.quest_topk_blocks, page_size, num_layers, cfg.attn_sink, cfg.attn_local or 0,
+                         tuple(cfg.attn_layer_skip), backend)

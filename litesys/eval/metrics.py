@@ -1,0 +1,90 @@
+"""Accuracy metrics over graded samples: pass@1, unbiased pass@k, maj@k, per-problem counts, budget curve.
+
+A sample record needs ``problem_id``, ``trial``, ``correct`` and (for maj@k) ``answer_key``; the budget
+curve also needs ``num_tokens``.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from math import comb
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of Chen et al. (2021): 1 - C(n-c, k) / C(n, k) for n samples with c correct."""
+    if not (0 <= c <= n) or not (1 <= k <= n):
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def ks_up_to(trials: int) -> list[int]:
+    """k = 1, 2, 4, ... <= trials."""
+    ks, k = [], 1
+    while k <= trials:
+        ks.append(k)
+        k *= 2
+    return ks
+
+
+def by_problem(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped per problem, each group sorted by trial."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[r["problem_id"]].append(r)
+    return {pid: sorted(g, key=lambda r: r["trial"]) for pid, g in groups.items()}
+
+
+def majority_correct(samples: list[dict]) -> bool:
+    """Vote over the samples' answers (samples without an answer abstain); ties go to the earliest trial."""
+    votes = Counter(s["answer_key"] for s in samples if s.get("answer_key") is not None)
+    if not votes:
+        return False
+    top = max(votes.values())
+    winner = next(s for s in samples if s.get("answer_key") is not None and votes[s["answer_key"]] == top)
+    return bool(winner["correct"])
+
+
+def summarize(records: list[dict], trials: int) -> dict:
+    """pass@1 (mean over samples), pass@k and maj@k for k = 1, 2, 4, ... <= trials, per-problem counts.
+
+    pass@k averages over problems with at least k samples; maj@k votes over each problem's first k trials.
+    """
+    groups = by_problem(records)
+    per_problem = {pid: {"correct": sum(bool(s["correct"]) for s in g), "samples": len(g)}
+                   for pid, g in groups.items()}
+    out: dict = {"problems": len(groups), "samples": len(records),
+                 "pass@1": sum(bool(r["correct"]) for r in records) / len(records) if records else 0.0}
+    pass_k, maj_k = {}, {}
+    for k in ks_up_to(trials):
+        eligible = [pid for pid, c in per_problem.items() if c["samples"] >= k]
+        if not eligible:
+            continue
+        pass_k[f"pass@{k}"] = sum(pass_at_k(per_problem[p]["samples"], per_problem[p]["correct"], k)
+                                  for p in eligible) / len(eligible)
+        maj_k[f"maj@{k}"] = sum(majority_correct(groups[p][:k]) for p in eligible) / len(eligible)
+    out["pass@k"] = pass_k
+    out["maj@k"] = maj_k
+    out["per_problem"] = dict(sorted(per_problem.items()))
+    return out
+
+
+def budget_curve(records: list[dict], budgets: list[int]) -> list[tuple[int, float]]:
+    """pass@1 had generation been cut at each budget: a sample counts only if correct within that many tokens.
+
+    A sample longer than the budget counts as wrong (cut before its final answer), so the curve is exact for
+    answers given at the end, as reasoning models do.
+    """
+    if not records:
+        return [(b, 0.0) for b in budgets]
+    return [(b, sum(bool(r["correct"]) and r["num_tokens"] <= b for r in records) / len(records))
+            for b in budgets]
+
+
+def default_budgets(max_tokens: int) -> list[int]:
+    """Powers of two up to ``max_tokens``, plus ``max_tokens`` itself."""
+    budgets, b = [], 64
+    while b < max_tokens:
+        budgets.append(b)
+        b *= 2
+    return budgets + [max_tokens]

@@ -1,0 +1,345 @@
+"""Task-agnostic, resumable, sharded generation runner.
+
+A task hands over a ``Job``: its work items (one per (problem id, trial), with prompt, sampling params and
+the fields each record carries), how to build the engine on a device, and optionally a record processor
+(e.g. grading) that runs in a writer thread. The runner
+
+* appends every finished sample to its shard's JSONL at once (flush + fsync), so a crash loses nothing;
+* on rerun skips the (problem id, trial) pairs already on disk (any shard, any earlier ``--nproc``);
+* refuses to mix results when the run-config file in the output folder differs from this run's;
+* with ``nproc > 1`` runs one process per device, each on its share of the problems, with its own shard.
+
+The job is rebuilt inside each data-parallel worker from ``args`` by a module-level ``job_factory``
+(so nothing unpicklable crosses processes).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+RUN_CONFIG = "run_config.json"
+SHARD_GLOB = "samples.*.jsonl"
+LOCK_FILE = ".lock"
+
+
+class RunError(RuntimeError):
+    """A run cannot start or finish; the message says what to do."""
+
+
+@dataclass
+class WorkItem:
+    problem_id: str
+    trial: int
+    prompt: Any  # token ids, a string, or a chat conversation
+    sampling: Any  # litesys SamplingParams (seeded per item)
+    fields: dict = field(default_factory=dict)  # task fields copied into the sample record
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.problem_id, self.trial)
+
+
+class RecordProcessor(Protocol):
+    def __call__(self, records: list[dict]) -> list[dict]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Job:
+    items: list[WorkItem]  # every requested (problem id, trial), in problem order
+    make_llm: Callable[[str], Any]  # device -> engine with generate(prompts, params, progress, on_finish)
+    make_processor: Callable[[], RecordProcessor] | None = None  # built where the shard runs
+    desc: str = "samples"
+
+
+JobFactory = Callable[[argparse.Namespace], Job]
+
+
+def sample_seed(run_seed: int, problem_id: str, trial: int) -> int:
+    """Seed of one (problem, trial): the same whatever the batch, the shard or an interruption."""
+    digest = hashlib.sha256(f"{run_seed}\x00{problem_id}\x00{trial}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def shard_path(output_dir: Path, rank: int) -> Path:
+    return Path(output_dir) / f"samples.{rank}.jsonl"
+
+
+# ---------------------------------------------------------------- run config
+
+
+def check_run_config(output_dir: Path, config: dict) -> None:
+    """Refuse (RunError) when ``output_dir`` holds a run made with other settings."""
+    path = Path(output_dir) / RUN_CONFIG
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    diff = [k for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
+    if diff:
+        shown = "; ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in diff[:4])
+        raise RunError(f"{output_dir} holds a run with other settings ({shown}); refusing to mix results - "
+                       "use another --output_dir or rerun with the same flags")
+
+
+def write_run_config(output_dir: Path, config: dict) -> None:
+    path = Path(output_dir) / RUN_CONFIG
+    if not path.is_file():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- samples on disk
+
+
+def _read_lines(path: Path) -> tuple[list[dict], int]:
+    """Records of one shard and the byte length of its complete lines (a SIGKILL can leave a torn last line)."""
+    data = path.read_bytes()
+    good = data.rfind(b"\n") + 1
+    records = []
+    for n, line in enumerate(data[:good].splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RunError(f"{path}:{n} is not valid JSON ({e.msg}); move that file away to redo its "
+                               "samples") from e
+    return records, good
+
+
+def read_samples(output_dir: Path) -> list[dict]:
+    """All finished samples of all shards, one per (problem id, trial)."""
+    seen: dict[tuple[str, int], dict] = {}
+    for path in sorted(Path(output_dir).glob(SHARD_GLOB)):
+        for rec in _read_lines(path)[0]:
+            seen.setdefault((rec["problem_id"], rec["trial"]), rec)
+    return list(seen.values())
+
+
+def repair_tail(path: Path) -> None:
+    """Drop a torn last line so that appended records start on a line of their own."""
+    if path.is_file():
+        good = _read_lines(path)[1]
+        if good != path.stat().st_size:
+            with open(path, "r+b") as f:
+                f.truncate(good)
+
+
+class SampleWriter:
+    """Processes (e.g. grades) and appends records in a background thread; fsync after every write."""
+
+    def __init__(self, path: Path, processor: RecordProcessor | None):
+        repair_tail(path)
+        self._file = open(path, "a", encoding="utf-8")
+        self._processor = processor
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="sample-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, record: dict) -> None:
+        if self._error is not None:
+            raise RunError(f"writing samples failed: {self._error}") from self._error
+        self._queue.put(record)
+
+    def _loop(self) -> None:
+        done = False
+        while not done:
+            batch = [self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if batch[-1] is None:
+                batch.pop()
+                done = True
+            if not batch or self._error is not None:
+                continue
+            try:
+                if self._processor is not None:
+                    batch = self._processor(batch)
+                for rec in batch:
+                    self._file.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except BaseException as e:  # noqa: BLE001 - reported to the generating thread
+                self._error = e
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._file.close()
+        if self._processor is not None:
+            self._processor.close()
+        if self._error is not None:
+            raise RunError(f"writing samples failed: {self._error}") from self._error
+
+
+# ---------------------------------------------------------------- one shard
+
+
+def _prompt_record(prompt: Any) -> Any:
+    return prompt if isinstance(prompt, (str, list)) else list(prompt)
+
+
+def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, device: str,
+              position: int = 0) -> int:
+    """Generate ``items`` on ``device`` into shard ``rank``; returns the number of samples written."""
+    if not items:
+        return 0
+    from tqdm import tqdm
+
+    llm = job.make_llm(device)
+    writer = SampleWriter(shard_path(output_dir, rank), job.make_processor() if job.make_processor else None)
+    left: dict[str, int] = {}
+    for it in items:
+        left[it.problem_id] = left.get(it.problem_id, 0) + 1
+    n_problems, state = len(left), {"problems": 0, "tokens": 0, "reported": set()}
+    bar = tqdm(total=len(items), desc=f"[{rank}] {job.desc}" if position else job.desc, position=position,
+               unit="sample", dynamic_ncols=True, smoothing=0.05)
+    start = time.monotonic()
+
+    def on_finish(index: int, output) -> None:
+        if index in state["reported"]:
+            return
+        state["reported"].add(index)
+        it = items[index]
+        sample = output.samples[0]
+        writer.put({"problem_id": it.problem_id, "trial": it.trial, "seed": it.sampling.seed,
+                    "prompt": _prompt_record(it.prompt), "output": sample.text,
+                    "num_tokens": len(sample.token_ids), "finish_reason": sample.finish_reason, **it.fields})
+        left[it.problem_id] -= 1
+        state["problems"] += left[it.problem_id] == 0
+        state["tokens"] += len(sample.token_ids)
+        bar.set_postfix(problems=f"{state['problems']}/{n_problems}",
+                        tok_s=f"{state['tokens'] / max(time.monotonic() - start, 1e-9):.0f}", refresh=False)
+        bar.update(1)
+
+    try:
+        outputs = llm.generate([it.prompt for it in items], [it.sampling for it in items], progress=False,
+                               on_finish=on_finish)
+        for i, out in enumerate(outputs):  # an engine that reports nothing early still loses nothing
+            on_finish(i, out)
+    finally:
+        bar.close()
+        writer.close()
+    return len(items)
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def _hold_lock(output_dir: Path):
+    import fcntl
+
+    f = open(Path(output_dir) / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RunError(f"another run is writing to {output_dir}; wait for it to finish or use another "
+                       "--output_dir") from None
+    return f
+
+
+def _die_with_parent() -> None:
+    # A killed launcher must not leave workers appending to shards that a rerun will also write.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _dp_worker(job_factory: JobFactory, args: argparse.Namespace, output_dir: str, rank: int, nproc: int,
+               device: str, keys: list[tuple[str, int]]) -> None:
+    _die_with_parent()
+    try:
+        if device == "cpu":
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))  # no oversubscription
+        job = job_factory(args)
+        by_key = {it.key: it for it in job.items}
+        run_shard(job, [by_key[tuple(k)] for k in keys], Path(output_dir), rank, device, position=rank)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def split_work(items: list[WorkItem], nproc: int) -> list[list[WorkItem]]:
+    """Whole problems round-robin over the workers (a problem's trials stay together)."""
+    order = {pid: i for i, pid in enumerate(dict.fromkeys(it.problem_id for it in items))}
+    shards: list[list[WorkItem]] = [[] for _ in range(nproc)]
+    for it in items:
+        shards[order[it.problem_id] % nproc].append(it)
+    return shards
+
+
+def run(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, devices: list[str],
+        run_config: dict, job: Job | None = None) -> list[dict]:
+    """Generate every missing sample of the job and return all samples of the requested items.
+
+    ``devices`` has one entry per data-parallel worker. ``job`` may be passed when already built.
+    """
+    output_dir = Path(output_dir)
+    check_run_config(output_dir, run_config)
+    job = job or job_factory(args)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = _hold_lock(output_dir)
+    try:
+        write_run_config(output_dir, run_config)
+        done = {(r["problem_id"], r["trial"]) for r in read_samples(output_dir)}
+        todo = [it for it in job.items if it.key not in done]
+        if todo:
+            print(f"{len(job.items) - len(todo)} of {len(job.items)} samples already in {output_dir}; "
+                  f"generating {len(todo)} on {len(devices)} worker(s)", file=sys.stderr)
+        if len(devices) == 1:
+            run_shard(job, todo, output_dir, 0, devices[0])
+        elif todo:
+            _run_parallel(job_factory, args, output_dir, devices, split_work(todo, len(devices)))
+    finally:
+        lock.close()
+    wanted = {it.key for it in job.items}
+    return [r for r in read_samples(output_dir) if (r["problem_id"], r["trial"]) in wanted]
+
+
+def _run_parallel(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, devices: list[str],
+                  shards: list[list[WorkItem]]) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked
+    procs = []
+    for rank, (device, shard) in enumerate(zip(devices, shards)):
+        if shard:
+            p = ctx.Process(target=_dp_worker, name=f"litesys-dp{rank}",
+                            args=(job_factory, args, str(output_dir), rank, len(devices), device,
+                                  [it.key for it in shard]))
+            p.start()
+            procs.append((rank, p))
+    failed = []
+    try:
+        for rank, p in procs:
+            p.join()
+            if p.exitcode != 0:
+                failed.append(f"worker {rank} (exit code {p.exitcode})")
+    finally:
+        for _, p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    if failed:
+        raise RunError(f"{', '.join(failed)} failed (see above); finished samples are saved - rerun the same "
+                       "command to resume")
