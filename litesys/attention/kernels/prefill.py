@@ -55,7 +55,7 @@ def _prefill_kernel(
             kv_valid = kn < seqlen
             k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-            s = tl.where((kn[None, :] <= offs_m[:, None] + 1) & kv_valid[None, :], s, float("-inf"))
+            s = tl.where((kn[None, :] <= offs_m[:, None]) & kv_valid[None, :], s, float("-inf"))
             v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
             acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
         out = acc / tl.where(l > 0, l, 1.0)[:, None]
