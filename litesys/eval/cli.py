@@ -1,0 +1,166 @@
+"""Argparse pieces shared by the eval scripts (eval_math.py, eval_lcb.py, ...), and their checks.
+
+Every flag that has an underscore also answers to its dashed spelling (``--max_len`` = ``--max-len``).
+A bad flag or value exits with one line on stderr and code 2, before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message says what to do."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        die(f"{message} (see {self.prog} --help)", self.prog)
+
+
+def die(message: str, prog: str | None = None) -> NoReturn:
+    prog = prog or os.path.basename(sys.argv[0])
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _names(name: str) -> list[str]:
+    dashed = name.replace("_", "-")
+    return [name, dashed] if dashed != name else [name]
+
+
+def add(group, name: str, **kw) -> None:
+    """Add ``--name`` (and its dashed spelling) with ``dest`` = the underscore name."""
+    group.add_argument(*_names(name), dest=name.lstrip("-").replace("-", "_"), **kw)
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("engine")
+    add(g, "--model", required=True, help="checkpoint directory or hub id")
+    add(g, "--model_class", default=None, help="qwen2 | qwen3 | qwen3moe (default: the config's model_type)")
+    add(g, "--max_len", type=int, default=32768, help="max sequence length, prompt + generation (default 32768)")
+    add(g, "--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
+    add(g, "--device", default="auto", help="auto | cuda | cpu (default: cuda when available)")
+    add(g, "--gpu_memory_utilization", type=float, default=0.9, help="share of GPU memory to use (default 0.9)")
+    g.add_argument("--enable-thinking", "--enable_thinking", dest="enable_thinking", default=None,
+                   action=argparse.BooleanOptionalAction,
+                   help="chat template's thinking switch (default: the template's own)")
+
+
+def add_sampling_args(parser: argparse.ArgumentParser, temperature: float = 0.6, top_p: float = 0.95,
+                      top_k: int = 20, min_p: float = 0.0, gen_len: int = 32768) -> None:
+    """Sampling flags; the defaults are Qwen3's recommended thinking-mode settings."""
+    g = parser.add_argument_group("sampling")
+    add(g, "--gen_len", type=int, default=gen_len, help=f"max generated tokens per sample (default {gen_len})")
+    add(g, "--temperature", type=float, default=temperature, help=f"0 = greedy (default {temperature})")
+    add(g, "--top_p", type=float, default=top_p, help=f"default {top_p}")
+    add(g, "--top_k", type=int, default=top_k, help=f"0 disables (default {top_k})")
+    add(g, "--min_p", type=float, default=min_p, help=f"default {min_p}")
+
+
+def add_repetition_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("repetition stop")
+    g.add_argument("--repeat-check", "--repeat_check", dest="repeat_check", default=True,
+                   action=argparse.BooleanOptionalAction,
+                   help="stop a sample that repeats its last block (default on)")
+    add(g, "--repeat_check_window", type=int, default=1024, help="tokens looked back (default 1024)")
+    add(g, "--repeat_block_size", type=int, default=64, help="block that must repeat (default 64)")
+
+
+def add_run_args(parser: argparse.ArgumentParser, default_output_root: str = "outputs") -> None:
+    g = parser.add_argument_group("run")
+    add(g, "--trial", type=int, default=1, help="samples per problem (default 1)")
+    add(g, "--seed", type=int, default=0, help="run seed; each (problem, trial) seed derives from it")
+    add(g, "--limit", type=int, default=None, help="only the first N problems")
+    add(g, "--output_dir", default=None,
+        help=f"where samples and summary go (default {default_output_root}/<task>/<model name>)")
+    add(g, "--nproc", type=int, default=1, help="data-parallel workers, one device each (default 1)")
+    add(g, "--wandb", default=None, metavar="PROJECT", help="also log the summary to this wandb project")
+
+
+def validate_common(args: argparse.Namespace) -> None:
+    """Checks shared by all eval scripts; raises UsageError."""
+    if args.trial < 1:
+        raise UsageError(f"--trial must be >= 1, got {args.trial}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    if args.nproc < 1:
+        raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.gen_len < 1:
+        raise UsageError(f"--gen_len must be >= 1, got {args.gen_len}")
+    if args.max_len < 2:
+        raise UsageError(f"--max_len must be >= 2, got {args.max_len}")
+    if args.gen_len > args.max_len:
+        raise UsageError(f"--gen_len {args.gen_len} is larger than --max_len {args.max_len}; raise --max_len "
+                         "(it counts prompt + generation) or lower --gen_len")
+    sampling_params(args, seed=0)  # SamplingParams' own checks, as one-line errors
+    if args.wandb:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UsageError("--wandb needs the wandb package: pip install wandb") from None
+
+
+def resolve_devices(args: argparse.Namespace) -> list[str]:
+    """One device per data-parallel worker: cuda:0..N-1, or N CPU processes."""
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda but no GPU is visible; pass --device cpu")
+        if args.nproc > 1:
+            if device != "cuda":
+                raise UsageError("--nproc > 1 picks the GPUs itself (cuda:0..N-1); pass --device cuda")
+            if args.nproc > torch.cuda.device_count():
+                raise UsageError(f"--nproc {args.nproc} but only {torch.cuda.device_count()} GPU(s) visible; "
+                                 "lower --nproc")
+            return [f"cuda:{i}" for i in range(args.nproc)]
+        return [device]
+    if device != "cpu":
+        raise UsageError(f"--device {device!r} is not cuda, cuda:N or cpu")
+    return ["cpu"] * args.nproc
+
+
+def resolve_dtype(args: argparse.Namespace, devices: list[str]) -> str:
+    if args.dtype != "auto":
+        return args.dtype
+    return "float32" if devices[0] == "cpu" else "bfloat16"
+
+
+def sampling_params(args: argparse.Namespace, seed: int):
+    """One request's SamplingParams from the flags (n=1: each trial is its own seeded request)."""
+    from litesys.config import SamplingParams
+
+    try:
+        return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+                              max_new_tokens=args.gen_len, seed=seed, n=1, repeat_check=args.repeat_check,
+                              repeat_check_window=args.repeat_check_window,
+                              repeat_block_size=args.repeat_block_size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def sampling_config(args: argparse.Namespace) -> dict:
+    """The flags that change what is generated (for the run-config file)."""
+    keys = ("temperature", "top_p", "top_k", "min_p", "gen_len", "repeat_check", "repeat_check_window",
+            "repeat_block_size", "seed", "max_len", "enable_thinking", "model_class")
+    return {k: getattr(args, k) for k in keys}
+
+
+def model_id(model: str) -> str:
+    """A local checkpoint as an absolute path (same run whatever the working folder), else the hub id."""
+    return os.path.abspath(model) if os.path.exists(model) else model
+
+
+def check_model(model: str) -> None:
+    if not os.path.exists(model) and (model.startswith((".", "/", "~")) or model.count("/") != 1):
+        raise UsageError(f"--model {model} is neither a local checkpoint directory nor a hub id (org/name)")
