@@ -10,9 +10,9 @@ if not torch.cuda.is_available():  # must be set before the kernels are defined
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
-from litesys.attention import ops_torch as ref
-from litesys.attention.kernels import decode, ops_triton
-from litesys.attention.kernels.config import DecodeConfig
+from litesys.attention import ops_torch as ref  # noqa: E402
+from litesys.attention.kernels import decode, ops_triton  # noqa: E402
+from litesys.attention.kernels.config import DecodeConfig  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 # small splits and blocks: several splits per sequence and blocks spanning pages at tiny lengths

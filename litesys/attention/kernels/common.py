@@ -62,32 +62,32 @@ def choose_split(batch: int, num_kv_heads: int, capacity: int, device: torch.dev
 
 
 @triton.jit
-def online_softmax_step(acc, m, l, s, v, DOT_PREC: tl.constexpr):
-    """Fold one block into the running (acc [G, D], max m [G], sum l [G]) state.
+def online_softmax_step(acc, m, den, s, v, DOT_PREC: tl.constexpr):
+    """Fold one block into the running (acc [G, D], max m [G], sum den [G]) state.
 
     ``s`` [G, N] are log2-domain scores (-inf = masked), ``v`` [N, D]. A row whose scores are all -inf so
-    far keeps m = -inf, l = 0, acc = 0 (the "safe" max avoids -inf - -inf = NaN).
+    far keeps m = -inf, den = 0, acc = 0 (the "safe" max avoids -inf - -inf = NaN).
     """
     m_new = tl.maximum(m, tl.max(s, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     alpha = tl.exp2(m - m_safe)
     p = tl.exp2(s - m_safe[:, None])
-    l = l * alpha + tl.sum(p, 1)
+    den = den * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, DOT_PREC)
-    return acc, m_new, l
+    return acc, m_new, den
 
 
 @triton.jit
-def store_partial(po_ptr, lse_ptr, acc, m, l, b, kvh, split, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
+def store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
                   G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
     """Write one split's normalized output [G, D] and log2-sum-exp [G] for query heads kvh*G .. kvh*G+G-1."""
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     heads = kvh * G + offs_g
     g_mask = offs_g < G
-    l_safe = tl.where(l > 0, l, 1.0)
-    out = acc / l_safe[:, None]
-    lse = tl.where(l > 0, m + tl.log2(l_safe), float("-inf"))
+    den_safe = tl.where(den > 0, den, 1.0)
+    out = acc / den_safe[:, None]
+    lse = tl.where(den > 0, m + tl.log2(den_safe), float("-inf"))
     po = po_ptr + b * stride_pb + heads[:, None] * stride_ph + split * stride_ps + offs_d[None, :]
     tl.store(po, out, mask=g_mask[:, None])
     tl.store(lse_ptr + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)

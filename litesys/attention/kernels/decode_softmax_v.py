@@ -38,7 +38,7 @@ def _softmax_v_split_kernel(
         g_mask = offs_g < G
         rows = logit_ptr + b * stride_xb + (kvh * G + offs_g)[:, None] * stride_xh
         m = tl.full([G_PAD], float("-inf"), tl.float32)
-        l = tl.zeros([G_PAD], tl.float32)
+        den = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
         pt_row = pt_ptr + b * stride_ptb
         for n0 in range(start, end, BLOCK_N):
@@ -49,8 +49,8 @@ def _softmax_v_split_kernel(
             page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
             v = tl.load(v_ptr + (page * stride_vp + (pos % PAGE) * stride_vs + kvh * stride_vh)[:, None]
                         + offs_d[None, :], mask=valid[:, None], other=0.0)
-            acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
-        store_partial(po_ptr, lse_ptr, acc, m, l, b, kvh, split, stride_pb, stride_ph, stride_ps,
+            acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+        store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                       stride_lb, stride_lh, G, G_PAD, D)
 
 

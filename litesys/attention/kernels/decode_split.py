@@ -42,7 +42,7 @@ def _decode_split_kernel(
         q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
                     mask=(offs_g < G)[:, None], other=0.0)
         m = tl.full([G_PAD], float("-inf"), tl.float32)
-        l = tl.zeros([G_PAD], tl.float32)
+        den = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
         pt_row = pt_ptr + b * stride_ptb
         for n0 in range(start, end, BLOCK_N):
@@ -56,8 +56,8 @@ def _decode_split_kernel(
             s = tl.where(valid[None, :], s, float("-inf"))
             v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
                         mask=valid[:, None], other=0.0)
-            acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
-        store_partial(po_ptr, lse_ptr, acc, m, l, b, kvh, split, stride_pb, stride_ph, stride_ps,
+            acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+        store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                       stride_lb, stride_lh, G, G_PAD, D)
 
 

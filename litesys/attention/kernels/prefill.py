@@ -2,8 +2,9 @@
 
 Grid: (query heads, prompts, query blocks of the longest prompt); blocks past a prompt's end exit. The
 query-block axis is the slowest one and runs backwards, so the heaviest (last, longest-causal) blocks start
-first and the tail is short; heads sharing a KV head run side by side and reuse its K/V from L2. Each program streams its prompt's K/V blocks: the blocks strictly below the diagonal need no mask,
-the diagonal ones mask causally and at the prompt end.
+first and the tail is short; heads sharing a KV head run side by side and reuse its K/V from L2. Each program
+streams its prompt's K/V blocks: the blocks strictly below the diagonal need no mask, the diagonal ones mask
+causally and at the prompt end.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _prefill_kernel(
         q = tl.load(q_ptr + tok[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
                     mask=m_valid[:, None], other=0.0)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l = tl.zeros([BLOCK_M], tl.float32)
+        den = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D], tl.float32)
         k_base = k_ptr + start.to(tl.int64) * stride_kt + kvh * stride_kh
         v_base = v_ptr + start.to(tl.int64) * stride_vt + kvh * stride_vh
@@ -47,7 +48,7 @@ def _prefill_kernel(
             k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :])
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
             v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :])
-            acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
+            acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
         # diagonal blocks: causal mask and prompt end
         hi = tl.minimum(m0 + BLOCK_M, seqlen)
         for n0 in range(m0, hi, BLOCK_N):
@@ -57,8 +58,8 @@ def _prefill_kernel(
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
             s = tl.where((kn[None, :] <= offs_m[:, None]) & kv_valid[None, :], s, float("-inf"))
             v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
-            acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
-        out = acc / tl.where(l > 0, l, 1.0)[:, None]
+            acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+        out = acc / tl.where(den > 0, den, 1.0)[:, None]
         tl.store(out_ptr + tok[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=m_valid[:, None])
 
