@@ -1,4 +1,4 @@
-"""Quest: page summaries, page selection vs a per-sequence reference, sparse decode vs dense, only selected pages read."""
+"""Quest: page summaries, page selection vs a per-sequence reference, sparse decode vs dense, selected reads only."""
 from __future__ import annotations
 
 import math

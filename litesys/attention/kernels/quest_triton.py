@@ -20,6 +20,7 @@ from litesys.attention.kernels.common import (
     LOG2E,
     dot_precision,
     group_pad,
+    mma,
     next_pow2,
     num_sms,
     online_softmax_step,
@@ -49,7 +50,7 @@ def _quest_scores_kernel(
     hi = tl.load(hi_ptr + row, mask=valid[:, None], other=0.0)
     q_pos = tl.maximum(q, 0.0).to(lo.dtype)
     q_neg = tl.minimum(q, 0.0).to(lo.dtype)
-    s = tl.dot(q_pos, tl.trans(hi), input_precision=DOT_PREC) + tl.dot(q_neg, tl.trans(lo), input_precision=DOT_PREC)
+    s = mma(q_pos, tl.trans(hi), DOT_PREC) + mma(q_neg, tl.trans(lo), DOT_PREC)
     score = tl.sum(s, 0)  # padded query rows are zero
     tl.store(out_ptr + b * stride_ob + kvh * stride_oh + offs_p, tl.where(valid, score, float("-inf")),
              mask=offs_p < n_pages)
@@ -98,7 +99,7 @@ def _quest_decode_kernel(
     q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
                 mask=(offs_g < G)[:, None], other=0.0)
     m = tl.full([G_PAD], float("-inf"), tl.float32)
-    l = tl.zeros([G_PAD], tl.float32)
+    den = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
     sel_row = sel_ptr + b * stride_selb + kvh * stride_selh
     pt_row = pt_ptr + b * stride_ptb
@@ -112,12 +113,12 @@ def _quest_decode_kernel(
         slot = vpos % PAGE
         k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
                     mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
         v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
                     mask=valid[:, None], other=0.0)
-        acc, m, l = online_softmax_step(acc, m, l, s, v, DOT_PREC)
-    store_partial(po_ptr, lse_ptr, acc, m, l, b, kvh, split, stride_pb, stride_ph, stride_ps,
+        acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+    store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                   stride_lb, stride_lh, G, G_PAD, D)
 
 
@@ -148,15 +149,18 @@ def _split_size(batch: int, num_kv_heads: int, n_virtual: int, block_n: int, dev
 
 def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, sel: torch.Tensor, scale: float, block_n: int = 64,
-                 num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
-    """softmax(q·K_sel * scale)·V_sel over the pages in ``sel`` [B, Hkv, S] -> [B, Hq, D] in the cache dtype."""
+                 split: int | None = None, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """softmax(q·K_sel * scale)·V_sel over the pages in ``sel`` [B, Hkv, S] -> [B, Hq, D] in the cache dtype.
+
+    ``split``: virtual tokens per program (a multiple of ``block_n``); default from the shapes.
+    """
     b, hq, d = q.shape
     page, hkv = k_cache.shape[1], k_cache.shape[2]
     if d != next_pow2(d):
         raise ValueError(f"quest_decode needs a power-of-two head_dim, got {d}; use the torch path")
     sel = sel.contiguous()
     n_virtual = sel.shape[-1] * page
-    split = _split_size(b, hkv, n_virtual, block_n, q.device)
+    split = split or _split_size(b, hkv, n_virtual, block_n, q.device)
     nsplit = -(-n_virtual // split)
     partial = torch.empty(b, hq, nsplit, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(b, hq, nsplit, dtype=torch.float32, device=q.device)
