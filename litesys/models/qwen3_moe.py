@@ -1,0 +1,65 @@
+"""Qwen3-MoE executor: the Qwen3 layer stack with sparse MoE blocks in place of the MLP where the config says.
+
+A layer is sparse unless it is in ``mlp_only_layers`` or ``(i + 1) % decoder_sparse_step != 0`` (as
+transformers). Sparse layers keep their experts stacked -- ``gate_up`` [E, 2I, H] (gate rows then up rows)
+and ``down`` [E, H, I] in the layer's LayerWeights -- and the router [E, H] in ``self.routers[i]``.
+Tensor parallel: every rank holds all experts with a slice of each expert's intermediate dim and the full
+router (routing is computed redundantly, identically on every rank); one all-reduce after the block.
+"""
+from __future__ import annotations
+
+import torch
+
+from litesys.models.config import ModelConfig
+from litesys.models.layers import Dist
+from litesys.models.loader import Checkpoint
+from litesys.models.moe import moe_experts, route
+from litesys.models.qwen3 import LayerWeights, Qwen3ForCausalLM
+
+
+class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
+    def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int,
+                 dist: Dist | None = None):
+        super().__init__(cfg, device, dtype, max_seq_len, dist)
+        raw = cfg.raw
+        # transformers 5 writes num_local_experts; hub configs (and 4.x) num_experts
+        self.num_experts = int(raw.get("num_experts", raw.get("num_local_experts", 0)) or 0)
+        self.top_k = int(raw.get("num_experts_per_tok", 1))
+        self.norm_topk_prob = bool(raw.get("norm_topk_prob", False))
+        self.moe_inter = int(raw.get("moe_intermediate_size", 0))
+        step = int(raw.get("decoder_sparse_step", 1) or 1)
+        dense = set(raw.get("mlp_only_layers") or [])
+        self.sparse = [i not in dense and self.num_experts > 0 and (i + 1) % step == 0
+                       for i in range(cfg.num_layers)]
+        self.routers: dict[int, torch.Tensor] = {}
+
+    def load_mlp(self, ckpt: Checkpoint, i: int, inter: tuple[int, int]) -> dict:
+        if not self.sparse[i]:
+            return super().load_mlp(ckpt, i, inter)
+        m = f"model.layers.{i}.mlp."
+        self.routers[i] = ckpt.get(m + "gate.weight").to(self.device, self.dtype)
+        s, e = self.dist.split(self.moe_inter, "moe_intermediate_size")
+        if m + "experts.gate_up_proj" in ckpt:  # stacked (transformers 5 save_pretrained(save_original_format=False))
+            return self._load_stacked(ckpt, m + "experts.", s, e)
+        E, H, n = self.num_experts, self.cfg.hidden_size, e - s
+        # Fill preallocated stacks expert by expert: never two copies of a layer's experts in memory.
+        gate_up = torch.empty(E, 2 * n, H, dtype=self.dtype, device=self.device)
+        down = torch.empty(E, H, n, dtype=self.dtype, device=self.device)
+        for x in range(E):
+            p = f"{m}experts.{x}."
+            gate_up[x, :n].copy_(ckpt.get(p + "gate_proj.weight", 0, s, e))
+            gate_up[x, n:].copy_(ckpt.get(p + "up_proj.weight", 0, s, e))
+            down[x].copy_(ckpt.get(p + "down_proj.weight", 1, s, e))
+        return dict(gate_up=gate_up, down=down)
+
+    def _load_stacked(self, ckpt: Checkpoint, p: str, s: int, e: int) -> dict:
+        n, dt, dev = self.moe_inter, self.dtype, self.device
+        gate_up = torch.cat([ckpt.get(p + "gate_up_proj", 1, s, e), ckpt.get(p + "gate_up_proj", 1, n + s, n + e)],
+                            dim=1)
+        return dict(gate_up=gate_up.to(dev, dt).contiguous(), down=ckpt.get(p + "down_proj", 2, s, e).to(dev, dt))
+
+    def mlp(self, i: int, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
+        if not self.sparse[i]:
+            return super().mlp(i, x, w)
+        weights, ids = route(x, self.routers[i], self.top_k, self.norm_topk_prob)
+        return self.dist.all_reduce(moe_experts(x, w.gate_up, w.down, weights, ids))
