@@ -27,8 +27,11 @@ def make_checkpoint(path: Path, model_type: str = "qwen3", seed: int = 0, with_t
         "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM),
     }[model_type]
     kw = dict(BASE)
-    kw.update(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643)
     kw.update(overrides)
+    v = kw["vocab_size"]
+    # real Qwen ids (<|endoftext|>, <|im_end|>) when the vocabulary is the real one, else the last two ids
+    eos, im_end = (151643, 151645) if v > 151645 else (v - 1, v - 2)
+    kw = {**dict(bos_token_id=eos, eos_token_id=[im_end, eos], pad_token_id=eos), **kw}
     cfg = cfg_cls(**kw)
     torch.manual_seed(seed)
     model = model_cls(cfg).float().eval()

@@ -6,8 +6,8 @@ or the Triton kernels (GPU); both expose the same four functions.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable
 
 import torch
 

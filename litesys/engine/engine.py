@@ -6,7 +6,7 @@ the device once every ``check_every`` steps to learn which sequences finished.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,12 +20,14 @@ from litesys.engine.sampler import SamplingTensors, sample
 from litesys.engine.scheduler import PrefillItem, Scheduler, pages_for
 from litesys.engine.sequence import Request, Seq
 from litesys.engine.state import SlotState
+from litesys.models.layers import Dist
 
 
 class Engine:
     def __init__(self, model, kv: KVCache, attn: Attention, *, max_slots: int, max_seq_len: int,
                  max_batched_tokens: int, eos_ids: list[int], check_every: int = 1, graphs=None):
         self.model, self.kv, self.attn = model, kv, attn
+        self.dist: Dist = getattr(model, "dist", None) or Dist()
         self.device = kv.k.device
         self.page_size = kv.page_size
         self.max_seq_len = max_seq_len
@@ -242,6 +244,8 @@ class Engine:
         steps = st.gen_len[rows]
         params = SamplingTensors(st.temperature[rows], st.top_k[rows], st.top_p[rows], st.min_p[rows], st.seed[rows])
         tok = sample(logits, params, steps, self.all_greedy, self.need_full_sort, self.max_top_k)
+        # Tensor parallel: every rank goes on with tp-rank 0's tokens, so scheduling can never diverge (docs/tp.md)
+        tok = self.dist.broadcast_first(tok)
         live = st.finish[rows] == stops.RUNNING
         # finished rows (not yet collected) keep their state; live rows append the new token
         write_col = steps.clamp(max=st.gen.shape[1] - 1)

@@ -25,7 +25,7 @@ class ModelConfig:
     raw: dict = field(default_factory=dict)  # the whole config.json, for model-specific fields (MoE)
 
     @classmethod
-    def from_dir(cls, path: Path) -> "ModelConfig":
+    def from_dir(cls, path: Path) -> ModelConfig:
         raw = json.loads((path / "config.json").read_text())
         rope = dict(raw.get("rope_parameters") or {})
         if raw.get("rope_scaling"):  # pre-v5 checkpoints keep theta and scaling apart

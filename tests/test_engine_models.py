@@ -1,0 +1,151 @@
+"""Executors and the engine against transformers (float32, CPU): prefill logits and greedy generation."""
+from __future__ import annotations
+
+import pytest
+import torch
+from checkpoints import load_hf, make_checkpoint
+
+from litesys import LLM, SamplingParams
+from litesys.attention.backend import Attention
+from litesys.attention.kv_cache import KVCache
+from litesys.attention.meta import AttnMeta
+from litesys.models.config import ModelConfig
+from litesys.models.loader import Checkpoint
+from litesys.models.registry import resolve
+
+SMALL = dict(vocab_size=1024)
+SHAPES = {
+    "qwen3_gqa1": ("qwen3", dict(num_attention_heads=4, num_key_value_heads=4)),
+    "qwen3_gqa2_tied": ("qwen3", dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)),
+    "qwen3_gqa4_hd32": ("qwen3", dict(num_attention_heads=8, num_key_value_heads=2, head_dim=32)),
+    "qwen3_yarn": ("qwen3", dict(head_dim=32, rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
+                                                               "original_max_position_embeddings": 64})),
+    "qwen3_linear": ("qwen3", dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4})),
+    "qwen2_bias_gqa2": ("qwen2", dict(num_attention_heads=4, num_key_value_heads=2)),
+    "qwen2_bias_gqa4": ("qwen2", dict(num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=True)),
+}
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    return {k: make_checkpoint(root / k, mt, with_tokenizer=False, **SMALL, **kw) for k, (mt, kw) in SHAPES.items()}
+
+
+def _prompts(n: int, seed: int = 0, vocab: int = 1024) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lens = [1, 3, 9, 16, 17, 31, 40, 64, 70, 5][:n]
+    return [torch.randint(0, vocab, (L,), generator=g).tolist() for L in lens]
+
+
+def _hf_greedy(path, prompts, n_new):
+    hf = load_hf(path)
+    outs = []
+    for p in prompts:
+        o = hf.generate(torch.tensor([p]), max_new_tokens=n_new, do_sample=False, eos_token_id=None, pad_token_id=0,
+                        attention_mask=torch.ones(1, len(p), dtype=torch.long))
+        outs.append(o[0, len(p):].tolist())
+    return outs
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_prefill_logits_match_transformers(ckpts, shape):
+    path = ckpts[shape]
+    cfg = ModelConfig.from_dir(path)
+    _, cls = resolve(None, cfg.model_type)
+    model = cls(cfg, "cpu", torch.float32, 512)
+    model.load(Checkpoint(path))
+    kv = KVCache(cfg.num_layers, 32, 16, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
+    attn = Attention(kv, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.head_dim ** -0.5)
+    prompts = _prompts(4, seed=1)[1:] + [torch.randint(0, 1024, (200,)).tolist()]  # 200 > yarn's original 64
+    lens = [len(p) for p in prompts]
+    ids = torch.tensor([t for p in prompts for t in p])
+    pos = torch.cat([torch.arange(n) for n in lens])
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
+    meta = AttnMeta(True, torch.arange(16, 16 + len(ids)), 16, cfg.num_heads, cfg.num_kv_heads, cu_seqlens=cu,
+                    max_seqlen=max(lens))
+    logits = model.compute_logits(model.forward(ids, pos, meta, attn))
+    hf = load_hf(path)
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            ref = hf(torch.tensor([p])).logits[0]
+            assert (logits[cu[i]:cu[i + 1]] - ref).abs().max().item() < 1e-4
+
+
+GREEDY = SamplingParams(temperature=0, max_new_tokens=32, ignore_eos=True, repeat_check=False)
+
+
+@pytest.mark.parametrize("shape", ["qwen3_gqa4_hd32", "qwen2_bias_gqa2", "qwen3_yarn"])
+def test_greedy_generation_matches_transformers(ckpts, shape):
+    prompts = _prompts(10)
+    ref = _hf_greedy(ckpts[shape], prompts, 32)
+    llm = LLM(str(ckpts[shape]), device="cpu", dtype=torch.float32, max_seq_len=256)
+    outs = llm.generate(prompts, GREEDY)
+    assert [o.token_ids for o in outs] == ref
+    assert all(o.finish_reason == "length" for o in outs)
+
+
+def test_refill_and_preemption_keep_greedy_exact(ckpts):
+    path = ckpts["qwen3_gqa2_tied"]
+    prompts = _prompts(10)
+    ref = _hf_greedy(path, prompts, 32)
+    # more prompts than slots: finished sequences are replaced by waiting ones
+    llm = LLM(str(path), device="cpu", dtype=torch.float32, max_seq_len=256, max_num_seqs=3)
+    assert [o.token_ids for o in llm.generate(prompts, GREEDY)] == ref
+    assert llm.engine.stats["prefill_steps"] >= 4
+    # a pool far too small for all sequences at once forces preemption and recomputation
+    llm = LLM(str(path), device="cpu", dtype=torch.float32, max_seq_len=128, page_size=8, num_kv_pages=20)
+    assert [o.token_ids for o in llm.generate(prompts, GREEDY)] == ref
+    assert llm.engine.stats["preemptions"] > 0
+
+
+def test_n_samples_share_prompt_pages(ckpts, monkeypatch):
+    from litesys.engine.engine import Engine
+
+    path = ckpts["qwen3_gqa1"]
+    llm = LLM(str(path), device="cpu", dtype=torch.float32, max_seq_len=256, page_size=16, num_kv_pages=64)
+    prompt = _prompts(8)[6]  # 40 tokens: 2 full pages + 1 partial page
+    used = []
+    orig = Engine._place
+
+    def spy(self, new, logits, items):
+        used.append(self.kv.num_pages - 1 - self.alloc.num_free)
+        return orig(self, new, logits, items)
+
+    monkeypatch.setattr(Engine, "_place", spy)
+    single = llm.generate([prompt], GREEDY)[0]
+    out = llm.generate([prompt], SamplingParams(temperature=0, max_new_tokens=32, ignore_eos=True, n=4,
+                                                repeat_check=False))[0]
+    # prefilled once: 3 prompt pages, the 2 full ones shared, the partial one copied for samples 2..4
+    assert used == [3, 3 + 3]
+    assert len(out.samples) == 4 and all(s.token_ids == single.token_ids for s in out.samples)
+    assert llm.engine.alloc.num_free == llm.kv.num_pages - 1  # everything returned
+
+
+def test_sampling_is_independent_of_the_batch(ckpts):
+    llm = LLM(str(ckpts["qwen3_gqa2_tied"]), device="cpu", dtype=torch.float32, max_seq_len=256)
+    p = SamplingParams(temperature=4.0, top_p=0.9, top_k=50, max_new_tokens=24, seed=1234, ignore_eos=True,
+                       repeat_check=False)
+    prompts = _prompts(6, seed=3)
+    alone = llm.generate([prompts[2]], p)[0].token_ids
+    others = SamplingParams(temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=40, ignore_eos=True, repeat_check=False)
+    mixed = llm.generate(prompts, [others, others, p, others, others, others])
+    assert mixed[2].token_ids == alone
+    other_seed = llm.generate([prompts[2]], SamplingParams(**{**p.__dict__, "seed": 99}))[0].token_ids
+    assert other_seed != alone
+
+
+def test_max_seq_len_caps_generation(ckpts):
+    llm = LLM(str(ckpts["qwen3_gqa1"]), device="cpu", dtype=torch.float32, max_seq_len=48)
+    out = llm.generate([_prompts(8)[6]], GREEDY)[0]  # 40-token prompt, 32 asked, 8 fit
+    assert len(out.token_ids) == 8 and out.finish_reason == "length"
+
+
+def test_on_finish_reports_every_request_once(ckpts):
+    llm = LLM(str(ckpts["qwen3_gqa1"]), device="cpu", dtype=torch.float32, max_seq_len=256, max_num_seqs=2)
+    seen = []
+    prompts = _prompts(5)
+    outs = llm.generate(prompts, SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True),
+                        on_finish=lambda i, o: seen.append((i, o.token_ids)))
+    assert sorted(i for i, _ in seen) == list(range(5))
+    assert dict(seen) == {i: o.token_ids for i, o in enumerate(outs)}

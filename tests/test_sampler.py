@@ -1,0 +1,87 @@
+"""Sampler: exact candidate sets, empirical distribution vs the filtered softmax, determinism."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from litesys.engine.sampler import SamplingTensors, candidates, derive_seed, sample, uniform
+
+
+def _params(B, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=0):
+    f = lambda v, dt: torch.full((B,), v, dtype=dt)
+    return SamplingTensors(f(temperature, torch.float32), f(top_k, torch.int64), f(top_p, torch.float32),
+                           f(min_p, torch.float32), torch.arange(B, dtype=torch.int64) + seed)
+
+
+def _kept(logits, **kw):
+    p = _params(logits.shape[0], **kw)
+    full = kw.get("top_k", 0) <= 0
+    probs, idx = candidates(logits, p, need_full_sort=full, max_top_k=max(kw.get("top_k", 0), 1))
+    return [set(idx[b][probs[b] > 0].tolist()) for b in range(logits.shape[0])]
+
+
+def test_top_k_keeps_exactly_k_largest():
+    logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 2.5, 0.0]])
+    assert _kept(logits, top_k=3) == [{1, 4, 2}]
+    assert _kept(logits, top_k=1) == [{1}]
+
+
+def test_top_p_keeps_smallest_prefix_reaching_p():
+    probs = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]])
+    logits = probs.log()
+    assert _kept(logits, top_p=0.5) == [{0}]  # 0.5 reached by the first token alone
+    assert _kept(logits, top_p=0.6) == [{0, 1}]
+    assert _kept(logits, top_p=0.86) == [{0, 1, 2, 3}]  # 0.85 < 0.86 -> need the fourth
+    assert _kept(logits, top_p=1.0) == [{0, 1, 2, 3, 4}]
+
+
+def test_min_p_relative_to_top_token():
+    probs = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]])
+    assert _kept(probs.log(), min_p=0.3) == [{0, 1, 2}]  # keep p >= 0.15
+    assert _kept(probs.log(), min_p=0.05) == [{0, 1, 2, 3, 4}]
+
+
+def test_temperature_then_filters_combined():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0]])
+    # temperature 0.5 sharpens: softmax(2*logits); top_k 4 then top_p 0.9 on the renormalised four
+    p = torch.softmax(2 * logits[0, :4], -1)
+    need = int((torch.cumsum(p, 0) - p < 0.9).sum())
+    assert _kept(logits, temperature=0.5, top_k=4, top_p=0.9) == [set(range(need))]
+
+
+@pytest.mark.parametrize("kw", [dict(top_k=5), dict(top_p=0.8), dict(min_p=0.1), dict(top_k=8, top_p=0.9, min_p=0.05),
+                                dict(temperature=0.7)])
+def test_empirical_distribution_matches_filtered_softmax(kw):
+    g = torch.Generator().manual_seed(0)
+    V, N = 12, 20000
+    row = torch.randn(V, generator=g) * 1.5
+    logits = row.expand(N, V).contiguous()
+    p = _params(N, **kw)
+    full = kw.get("top_k", 0) <= 0
+    toks = sample(logits, p, torch.zeros(N, dtype=torch.int64), False, full, max(kw.get("top_k", 0), 1))
+    emp = torch.bincount(toks, minlength=V).double() / N
+    probs, idx = candidates(row[None], _params(1, **kw), full, max(kw.get("top_k", 0), 1))
+    target = torch.zeros(V, dtype=torch.float64).scatter(0, idx[0], probs[0].double())
+    tv = 0.5 * (emp - target).abs().sum().item()
+    assert tv < 0.02, (tv, emp, target)
+    assert set(toks.unique().tolist()) <= set(idx[0][probs[0] > 0].tolist())  # never a filtered token
+
+
+def test_greedy_rows_take_argmax_in_a_mixed_batch():
+    logits = torch.randn(4, 50)
+    p = _params(4, temperature=1.0)
+    p.temperature[1] = 0.0
+    p.temperature[3] = 0.0
+    toks = sample(logits, p, torch.zeros(4, dtype=torch.int64), False, True, 1)
+    assert toks[1] == logits[1].argmax() and toks[3] == logits[3].argmax()
+
+
+def test_uniform_is_a_pure_function_of_seed_and_step():
+    seeds = torch.tensor([derive_seed(0, i, 0) for i in range(1000)])
+    steps = torch.arange(1000)
+    u = uniform(seeds, steps)
+    assert torch.equal(u, uniform(seeds, steps))
+    assert torch.equal(u[500:], uniform(seeds[500:], steps[500:]))  # no dependence on the other rows
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean().item() - 0.5) < 0.03 and len(set(u.tolist())) > 990
+    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3) != derive_seed(1, 2, 4)
