@@ -30,14 +30,12 @@ def die(message: str, prog: str | None = None) -> NoReturn:
     sys.exit(2)
 
 
-def _names(name: str) -> list[str]:
-    dashed = name.replace("_", "-")
-    return [name, dashed] if dashed != name else [name]
-
-
 def add(group, name: str, **kw) -> None:
-    """Add ``--name`` (and its dashed spelling) with ``dest`` = the underscore name."""
-    group.add_argument(*_names(name), dest=name.lstrip("-").replace("-", "_"), **kw)
+    """Add ``--name`` under both spellings (``--max_len``/``--max-len``); ``dest`` is the underscore one."""
+    under = "--" + name[2:].replace("-", "_")
+    dashed = "--" + name[2:].replace("_", "-")
+    names = [name] + [n for n in (under, dashed) if n != name]
+    group.add_argument(*names, dest=under[2:], **kw)
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +46,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     add(g, "--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     add(g, "--device", default="auto", help="auto | cuda | cpu (default: cuda when available)")
     add(g, "--gpu_memory_utilization", type=float, default=0.9, help="share of GPU memory to use (default 0.9)")
+    add(g, "--max_num_seqs", type=int, default=256, help="most sequences decoded at once (default 256)")
     g.add_argument("--enable-thinking", "--enable_thinking", dest="enable_thinking", default=None,
                    action=argparse.BooleanOptionalAction,
                    help="chat template's thinking switch (default: the template's own)")
@@ -92,6 +91,8 @@ def validate_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     if args.nproc < 1:
         raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.max_num_seqs < 1:
+        raise UsageError(f"--max_num_seqs must be >= 1, got {args.max_num_seqs}")
     if args.gen_len < 1:
         raise UsageError(f"--gen_len must be >= 1, got {args.gen_len}")
     if args.max_len < 2:

@@ -103,7 +103,7 @@ def _parse_pred(response: str, timeout: int | None) -> tuple[list, str | None]:
     if found is not None:
         configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
         return parse("\\boxed{" + clean_answer(found) + "}", configs, parsing_timeout=timeout), found
-    tail = text[-TAIL_CHARS:]
+    tail = text[-TAIL_CHARS:].replace("\\$", "")  # an escaped currency sign hides the number from math-verify
     parsed = parse(tail, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=timeout)
     extracted = parsed[-1] if parsed and isinstance(parsed[-1], str) else (str(parsed[0]) if parsed else None)
     return parsed, extracted

@@ -25,8 +25,8 @@ def build_parser(prog: str = "eval_math.py") -> cli.Parser:
     p = cli.Parser(prog=prog, description="Generate and grade math answers; resumable, data parallel.")
     g = p.add_argument_group("task")
     cli.add(g, "--task", required=True, help=f"{' | '.join(TASKS)} | {CUSTOM} (a local file)")
-    cli.add(g, "--data-file", dest="data_file", default=None, help="local JSONL/parquet instead of the hub")
-    cli.add(g, "--data-dir", dest="data_dir", default=None, help="folder with <task>.jsonl or <task>.parquet")
+    cli.add(g, "--data-file", default=None, help="local JSONL/parquet instead of the hub")
+    cli.add(g, "--data-dir", default=None, help="folder with <task>.jsonl or <task>.parquet")
     cli.add(g, "--question-field", default=None, help="question column of a local file (default problem/question)")
     cli.add(g, "--answer-field", default=None, help="answer column of a local file (default answer)")
     g.add_argument("--prompt-template", "--prompt_template", dest="prompt_template", default="litesys",
@@ -100,7 +100,7 @@ def make_job(args: argparse.Namespace) -> Job:
 
         kw = dict(device=device, dtype=getattr(torch, args.dtype_resolved), max_seq_len=args.max_len,
                   model_class=args.model_class, gpu_memory_utilization=args.gpu_memory_utilization,
-                  seed=args.seed, enable_thinking=args.enable_thinking)
+                  max_num_seqs=args.max_num_seqs, seed=args.seed, enable_thinking=args.enable_thinking)
         sparse = _sparse(args)
         if sparse is not None:
             kw["sparse"] = sparse

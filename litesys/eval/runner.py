@@ -24,9 +24,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 RUN_CONFIG = "run_config.json"
 SHARD_GLOB = "samples.*.jsonl"
@@ -206,7 +207,8 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
         left[it.problem_id] = left.get(it.problem_id, 0) + 1
     n_problems, state = len(left), {"problems": 0, "tokens": 0, "reported": set()}
     bar = tqdm(total=len(items), desc=f"[{rank}] {job.desc}" if position else job.desc, position=position,
-               unit="sample", dynamic_ncols=True, smoothing=0.05)
+               unit="sample", dynamic_ncols=True, smoothing=0.05,
+               disable=os.environ.get("LITESYS_NO_PROGRESS") == "1")
     start = time.monotonic()
 
     def on_finish(index: int, output) -> None:
