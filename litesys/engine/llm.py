@@ -17,7 +17,7 @@ from litesys.engine.sampler import derive_seed
 from litesys.engine.sequence import Request, Seq
 from litesys.models.config import ModelConfig
 from litesys.models.layers import Dist
-from litesys.models.loader import Checkpoint
+from litesys.models.loader import Checkpoint, RandomCheckpoint
 from litesys.models.registry import resolve
 
 Prompt = list[int] | str | list[dict]
@@ -48,7 +48,8 @@ class LLM:
                  *, page_size: int = 16, max_num_seqs: int = 256, max_num_batched_tokens: int = 16384,
                  num_kv_pages: int | None = None, seed: int = 0, enable_thinking: bool | None = None,
                  sparse=None, attention_backend: str = "auto", cuda_graphs: bool = True,
-                 check_every: int | None = None, tensor_parallel_size: int = 1, tokenizer: str | None = None):
+                 check_every: int | None = None, tensor_parallel_size: int = 1, tokenizer: str | None = None,
+                 load_format: str = "safetensors"):
         if max_seq_len < 2:
             raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
         if not (0.0 < gpu_memory_utilization <= 1.0):
@@ -69,7 +70,12 @@ class LLM:
         if sparse is not None and getattr(sparse, "quest_block_size", None):
             page_size = sparse.quest_block_size  # Quest summarises exactly one KV page per block
         self.model = model_cls(self.cfg, self.device, dtype, max_seq_len + check_every + 1, dist=self.dist)
-        self.model.load(Checkpoint(self.path))
+        if load_format == "random":  # benchmarks: real architecture, random weights made on the device
+            self.model.load(RandomCheckpoint(self.cfg.raw, self.device, seed=seed))
+        elif load_format == "safetensors":
+            self.model.load(Checkpoint(self.path))
+        else:
+            raise ValueError(f"load_format must be 'safetensors' or 'random', got {load_format!r}")
 
         n_q, n_kv = self.model.num_q_heads, self.model.num_kv_heads
         if num_kv_pages is None:
