@@ -271,12 +271,15 @@ def main(job_path: str) -> None:
         sys.set_int_max_str_digits(50000)
     signal.signal(signal.SIGALRM, _on_alarm)
     run = _Run(job, tests)
+    me = os.getpid()
     start = time.monotonic()
     _disable_builtins()
     try:
         result = run.call_based() if run.fn_name else run.standard_input()
     except BaseException as e:  # anything escaping the per-test handlers (e.g. a late alarm)
         result = run.verdict(RUNTIME, f"harness: {e!r}")
+    if os.getpid() != me:  # a forked copy of this process unwound to here: only the original reports
+        os._exit(1)
     result["elapsed_s"] = round(time.monotonic() - start, 3)
     data = (json.dumps(result) + "\n").encode()
     while data:

@@ -1,0 +1,10 @@
+"""Grade LiveCodeBench generations in a sandbox, as lcb_runner scores them; resumable.
+
+    python grade_lcb.py --output_dir outputs/lcb/Qwen3-8B --output_file outputs/lcb/Qwen3-8B.verdicts.jsonl
+
+Run as root (e.g. in a container) for the full sandbox. See docs/eval_lcb.md.
+"""
+from litesys.eval.lcb_grade_cli import main
+
+if __name__ == "__main__":
+    main()
