@@ -1,0 +1,170 @@
+"""GPU benchmark of sparse decode attention: one layer's decode attention time vs context, per method.
+
+    python examples/sparse_bench.py --shape 0.6b --contexts 4096 16384 32768 --batch 8
+    python examples/sparse_bench.py --shape 8b --contexts 4096 16384 32768 --batch 8
+    python examples/sparse_bench.py --e2e --contexts 32768 --batch 8   # engine decode tok/s, 0.6B random weights
+
+Per layer and step, with random bf16 K/V in a paged cache (shuffled pages), CUDA-graph replays (launch overhead
+excluded as in the engine's graphs); each processor keeps 1/8 of the context (plus sinks and a 128-token local
+window); Quest runs at 1/4 and 1/8 of the pages. Prints a markdown table (ms, and ratios to dense fused decode and
+to the dense raw-logits path) and writes it as JSON next to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from litesys.attention.kernels import ops_triton
+from litesys.attention.kv_cache import KVCache
+from litesys.attention.meta import AttnMeta
+from litesys.attention.sparse import SparseConfig, build
+
+SHAPES = {"0.6b": dict(hq=16, hkv=8, d=128, layers=28), "8b": dict(hq=32, hkv=8, d=128, layers=36)}
+
+
+def timed(fn, iters: int = 50) -> float:
+    """ms per call of ``fn`` replayed from a CUDA graph (eager when capture is not possible)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    run = fn
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        run = graph.replay
+    except RuntimeError as e:  # report, keep going eagerly
+        print(f"  (graph capture failed, timing eagerly: {str(e).splitlines()[0]})", file=sys.stderr)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    run()
+    start.record()
+    for _ in range(iters):
+        run()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+def processor_configs(ctx: int, page: int) -> dict[str, SparseConfig]:
+    budget, local = ctx // 8, 128
+    common = dict(attn_local=local, attn_layer_skip=[])
+    return {
+        "local": SparseConfig(attn_local=budget, attn_layer_skip=[]),
+        "topk": SparseConfig(attn_topk=budget, **common),
+        "block_topk": SparseConfig(attn_block_topk=budget // 16, attn_block_size=16, **common),
+        "stride": SparseConfig(attn_block_topk=budget // 16, attn_block_size=16, attn_stride=8, **common),
+        "random_select": SparseConfig(attn_random_select=budget, **common),
+        "random_nsample": SparseConfig(attn_random_nsample=budget, **common),
+        "oracle_sample": SparseConfig(attn_nsample=budget, **common),
+        "oracle_topp": SparseConfig(attn_oracle_topp=0.9, **common),
+        "quest_1/4": SparseConfig(quest_topk_blocks=ctx // page // 4, quest_block_size=page, attn_layer_skip=[]),
+        "quest_1/8": SparseConfig(quest_topk_blocks=ctx // page // 8, quest_block_size=page, attn_layer_skip=[]),
+    }
+
+
+def bench_attention(shape: str, ctx: int, batch: int, page: int) -> list[dict]:
+    s = SHAPES[shape]
+    hq, hkv, d = s["hq"], s["hkv"], s["d"]
+    dev, scale = torch.device("cuda"), d ** -0.5
+    n_pages = ctx // page
+    kv = KVCache(1, batch * n_pages + 1, page, hkv, d, torch.bfloat16, dev)
+    kv.k.normal_()
+    kv.v.normal_()
+    pt = (torch.randperm(batch * n_pages, device=dev) + 1).view(batch, n_pages).int()
+    lengths = torch.full((batch,), ctx, dtype=torch.int32, device=dev)
+    q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device=dev)
+    meta = AttnMeta(False, torch.zeros(batch, dtype=torch.int64, device=dev), page, hq, hkv, page_table=pt,
+                    lengths=lengths, max_len=ctx, extra={"seq_ids": torch.arange(batch, device=dev)})
+    kc, vc = kv.k[0], kv.v[0]
+
+    def dense():
+        return ops_triton.paged_decode_fused(q, kc, vc, pt, lengths, scale, ctx)
+
+    def raw():
+        return ops_triton.paged_softmax_v(ops_triton.paged_decode_logits(q, kc, pt, lengths, scale, ctx), vc, pt,
+                                          lengths)
+
+    rows = [dict(method="dense_fused", ms=timed(dense)), dict(method="dense_raw_logits", ms=timed(raw))]
+    for name, cfg in processor_configs(ctx, page).items():
+        procs, sel = build(cfg, 1, hq, hkv, page)
+        if sel is not None:
+            sel.bind(kv)
+            sel.kmin[0].copy_(kc.amin(dim=1))  # summaries of the full pages
+            sel.kmax[0].copy_(kc.amax(dim=1))
+            fn = lambda sel=sel: sel.decode(0, q, kc, vc, meta, scale)  # noqa: E731
+        else:
+            proc = procs[0][0]
+
+            def fn(proc=proc):
+                logits = ops_triton.paged_decode_logits(q, kc, pt, lengths, scale, ctx)
+                return ops_triton.paged_softmax_v(proc(logits, lengths, 0, meta), vc, pt, lengths)
+        rows.append(dict(method=name, ms=timed(fn)))
+    for r in rows:
+        r.update(shape=shape, context=ctx, batch=batch, vs_dense=rows[0]["ms"] / r["ms"],
+                 vs_raw=r["ms"] / rows[1]["ms"])
+    return rows
+
+
+def bench_e2e(ctx: int, batch: int, page: int, new_tokens: int) -> list[dict]:
+    """Engine decode tok/s on random Qwen3-0.6B weights: (time(N) - time(8)) isolates decode from prefill."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import tempfile
+
+    from checkpoints import make_checkpoint
+
+    from litesys import LLM, SamplingParams
+
+    tmp = Path(tempfile.mkdtemp())
+    ckpt = make_checkpoint(tmp / "qwen3-0.6b", "qwen3", with_tokenizer=False, hidden_size=1024,
+                           intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                           num_key_value_heads=8, head_dim=128, max_position_embeddings=ctx + 2 * new_tokens)
+    prompts = [torch.randint(0, 150000, (ctx - new_tokens,)).tolist() for _ in range(batch)]
+    rows = []
+    variants = {"dense": (None, True), "dense_no_graphs": (None, False),
+                "quest_1/8": (SparseConfig(quest_topk_blocks=ctx // page // 8, quest_block_size=page), False)}
+    for name, (cfg, graphs) in variants.items():
+        llm = LLM(str(ckpt), dtype=torch.bfloat16, max_seq_len=ctx + new_tokens, page_size=page, sparse=cfg,
+                  cuda_graphs=graphs, max_num_seqs=batch)
+        times = []
+        for n in (8, new_tokens):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            llm.generate(prompts, SamplingParams(temperature=0, max_new_tokens=n, ignore_eos=True,
+                                                 repeat_check=False))
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        rows.append(dict(method=name, context=ctx, batch=batch,
+                         decode_tok_s=batch * (new_tokens - 8) / (times[1] - times[0])))
+        del llm
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=list(SHAPES), default="0.6b")
+    ap.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384, 32768])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--page", type=int, default=16, help="KV page size = Quest block size")
+    ap.add_argument("--e2e", action="store_true", help="engine decode tok/s (dense vs Quest 1/8) instead")
+    ap.add_argument("--new_tokens", type=int, default=136)
+    ap.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
+    args = ap.parse_args()
+    rows = []
+    for ctx in args.contexts:
+        rows += (bench_e2e(ctx, args.batch, args.page, args.new_tokens) if args.e2e
+                 else bench_attention(args.shape, ctx, args.batch, args.page))
+    args.out.write_text(json.dumps(rows, indent=1))
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
