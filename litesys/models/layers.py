@@ -35,6 +35,12 @@ class Dist:
         torch.distributed.all_gather(parts, x.contiguous(), group=self.group)
         return torch.cat(parts, dim=-1)
 
+    def broadcast_first(self, x: torch.Tensor) -> torch.Tensor:
+        """tp-rank 0's ``x`` on every rank, in place (sampled tokens: one decision for the whole replica)."""
+        if self.world > 1:
+            torch.distributed.broadcast(x, group=self.group, group_src=0)
+        return x
+
     def split(self, n: int, what: str) -> tuple[int, int]:
         """[start, stop) of this rank's share of ``n`` items (heads, features, vocab rows)."""
         if n % self.world:

@@ -1,7 +1,8 @@
 """Qwen3 executor (dense): per-head q/k RMSNorm, ``head_dim`` from the config, tied or untied lm_head.
 
-Plain tensors, readable top to bottom. Written for ``dist.world`` ranks; a single GPU is ``world == 1``
-(the tensor-parallel variant in ``qwen3_dist.py`` only picks the rank's shards and adds the all-reduces).
+Plain tensors, readable top to bottom. Written for ``dist.world`` ranks; a single GPU is ``world == 1``, where
+every collective is a no-op (the tensor-parallel variant in ``qwen3_dist.py`` only checks the TP shape and
+replicates KV heads when there are fewer of them than ranks).
 """
 from __future__ import annotations
 
@@ -40,20 +41,16 @@ class Qwen3ForCausalLM:
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
         self.dist = dist or Dist()
         self.head_dim = cfg.head_dim
-        # This rank's query heads and KV heads (KV heads replicated when there are fewer than ranks).
-        self.q_heads = self.dist.split(cfg.num_heads, "num_attention_heads")
-        if cfg.num_kv_heads >= self.dist.world:
-            self.kv_heads = self.dist.split(cfg.num_kv_heads, "num_key_value_heads")
-        else:
-            if self.dist.world % cfg.num_kv_heads:
-                raise ValueError(f"tensor-parallel size {self.dist.world} must be a multiple of num_key_value_heads "
-                                 f"({cfg.num_kv_heads}) when it exceeds it")
-            h = self.dist.rank * cfg.num_kv_heads // self.dist.world
-            self.kv_heads = (h, h + 1)
+        self.q_heads, self.kv_heads = self.head_shards()  # [start, stop) of this rank's query / KV heads
         self.num_q_heads = self.q_heads[1] - self.q_heads[0]
         self.num_kv_heads = self.kv_heads[1] - self.kv_heads[0]
         self.rope = rope_cos_sin(cfg.head_dim, cfg.rope, cfg.max_position_embeddings, max_seq_len, self.device)
         self.layers: list[LayerWeights] = []
+
+    def head_shards(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """All heads when ``world == 1``; the tensor-parallel variant overrides this (KV head replication)."""
+        return (self.dist.split(self.cfg.num_heads, "num_attention_heads"),
+                self.dist.split(self.cfg.num_kv_heads, "num_key_value_heads"))
 
     # ---- loading -------------------------------------------------------------------------------------
     def load(self, ckpt: Checkpoint) -> None:

@@ -1,0 +1,94 @@
+"""Tensor-parallel process groups under ``torchrun``: the world as data-parallel replicas of ``tp`` ranks.
+
+torchrun starts one process per GPU (per CPU rank on CPU) and sets RANK / WORLD_SIZE / LOCAL_RANK /
+MASTER_ADDR / MASTER_PORT in each. With ``world = replicas * tp`` processes, global ranks
+``[r * tp, (r + 1) * tp)`` form replica ``r``: they hold one copy of the model between them (tensor
+parallel) and generate its share of the work; replicas never talk to each other. So 8 GPUs with
+``tp=2`` are 4 replicas of 2 GPUs each. Consecutive ranks share a node under torchrun, so a replica's
+all-reduces stay on the node's NVLink as long as ``tp`` divides ``--nproc_per_node``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from litesys.models.layers import Dist
+
+_groups: dict[int, object] = {}  # tp -> this process's replica group (new_group is collective: make each once)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where this process sits: global ``rank`` of ``world``, in replica ``replica`` at position ``tp_rank``."""
+
+    rank: int
+    world: int
+    tp: int
+    local_rank: int = 0
+
+    @property
+    def replica(self) -> int:
+        return self.rank // self.tp
+
+    @property
+    def num_replicas(self) -> int:
+        return self.world // self.tp
+
+    @property
+    def tp_rank(self) -> int:
+        return self.rank % self.tp
+
+
+def layout(tp: int) -> Layout:
+    """This process's place for tensor-parallel size ``tp``; ValueError (one line) on a launch that cannot work."""
+    if tp < 1:
+        raise ValueError(f"tensor_parallel_size must be >= 1, got {tp}")
+    if "WORLD_SIZE" not in os.environ and not dist.is_initialized():
+        if tp > 1:
+            raise ValueError(f"tensor_parallel_size={tp} needs one process per rank: launch with torchrun, e.g. "
+                             f"torchrun --nproc_per_node {tp} <script> ... (WORLD_SIZE is not set)")
+        return Layout(0, 1, 1)
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
+    if world % tp:
+        raise ValueError(f"tensor_parallel_size {tp} does not divide the world size {world} (processes started "
+                         f"by torchrun); start a multiple of {tp} processes or pick a size dividing {world}")
+    return Layout(rank, world, tp, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_tensor_parallel(tp: int, device: torch.device | str) -> Dist:
+    """Join (or create) the default process group and return this rank's replica as a ``Dist``.
+
+    nccl on CUDA, gloo on CPU. On CUDA the current device becomes ``device``'s index or LOCAL_RANK, so a plain
+    ``device="cuda"`` lands each rank on its own GPU.
+    """
+    lay = layout(tp)
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index if device.index is not None else lay.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if tp == 1:
+        return Dist()
+    if tp not in _groups:
+        if lay.num_replicas == 1:
+            _groups[tp] = None  # the default group: no extra communicator
+        else:
+            # every rank must create every group, in the same order; each keeps its own
+            for r in range(lay.num_replicas):
+                g = dist.new_group(list(range(r * tp, (r + 1) * tp)))
+                if r == lay.replica:
+                    _groups[tp] = g
+    return Dist(rank=lay.tp_rank, world=tp, group=_groups[tp])
+
+
+def shutdown() -> None:
+    """Destroy the process group (and replica groups) at the end of a clean run; a no-op when none exists."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _groups.clear()
