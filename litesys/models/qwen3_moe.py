@@ -17,20 +17,28 @@ from litesys.models.moe import moe_experts, route
 from litesys.models.qwen3 import LayerWeights, Qwen3ForCausalLM
 
 
+def num_experts(raw: dict) -> int:
+    # transformers 5 writes num_local_experts; hub configs (and 4.x) num_experts
+    return int(raw.get("num_experts", raw.get("num_local_experts", 0)) or 0)
+
+
+def sparse_layers(cfg: ModelConfig) -> list[bool]:
+    """Per layer: MoE block (True) or dense MLP, exactly as transformers' Qwen3MoeDecoderLayer decides."""
+    step = int(cfg.raw.get("decoder_sparse_step", 1) or 1)
+    dense = set(cfg.raw.get("mlp_only_layers") or [])
+    return [i not in dense and num_experts(cfg.raw) > 0 and (i + 1) % step == 0 for i in range(cfg.num_layers)]
+
+
 class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
     def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int,
                  dist: Dist | None = None):
         super().__init__(cfg, device, dtype, max_seq_len, dist)
         raw = cfg.raw
-        # transformers 5 writes num_local_experts; hub configs (and 4.x) num_experts
-        self.num_experts = int(raw.get("num_experts", raw.get("num_local_experts", 0)) or 0)
+        self.num_experts = num_experts(raw)
         self.top_k = int(raw.get("num_experts_per_tok", 1))
         self.norm_topk_prob = bool(raw.get("norm_topk_prob", False))
         self.moe_inter = int(raw.get("moe_intermediate_size", 0))
-        step = int(raw.get("decoder_sparse_step", 1) or 1)
-        dense = set(raw.get("mlp_only_layers") or [])
-        self.sparse = [i not in dense and self.num_experts > 0 and (i + 1) % step == 0
-                       for i in range(cfg.num_layers)]
+        self.sparse = sparse_layers(cfg)
         self.routers: dict[int, torch.Tensor] = {}
 
     def load_mlp(self, ckpt: Checkpoint, i: int, inter: tuple[int, int]) -> dict:

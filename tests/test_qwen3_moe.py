@@ -1,0 +1,155 @@
+"""Qwen3-MoE executor against transformers (float32, CPU): routing variants, dense/sparse layer patterns,
+per-expert and stacked checkpoints, greedy generation, and tensor parallelism on 2 gloo ranks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from checkpoints import load_hf, make_checkpoint
+from dist_utils import run_ranks
+
+from litesys import LLM, SamplingParams
+from litesys.attention.backend import Attention
+from litesys.attention.kv_cache import KVCache
+from litesys.attention.meta import AttnMeta
+from litesys.models.config import ModelConfig
+from litesys.models.loader import Checkpoint
+from litesys.models.qwen3_moe import Qwen3MoeForCausalLM
+
+VOCAB = 1024
+MOE = dict(vocab_size=VOCAB, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
+SHAPES = {
+    "top2_norm": dict(MOE, norm_topk_prob=True),
+    "top2_raw": dict(MOE, norm_topk_prob=False, tie_word_embeddings=True),
+    # layers 0..3: step 2 makes 1 and 3 sparse, mlp_only_layers turns 3 back to dense -> only layer 1 is MoE
+    "step2_mlp_only": dict(MOE, norm_topk_prob=True, num_hidden_layers=4, decoder_sparse_step=2, mlp_only_layers=[3]),
+    "top4_of_16": dict(MOE, num_experts=16, num_experts_per_tok=4, norm_topk_prob=True, num_attention_heads=8,
+                       num_key_value_heads=2),
+}
+GREEDY = SamplingParams(temperature=0, max_new_tokens=24, ignore_eos=True, repeat_check=False)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("moe_ckpts")
+    return {k: str(make_checkpoint(root / k, "qwen3_moe", with_tokenizer=False, **kw)) for k, kw in SHAPES.items()}
+
+
+def _prompts(seed: int = 0, lens=(1, 5, 17, 40)) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lens]
+
+
+def _model(path: str) -> Qwen3MoeForCausalLM:
+    cfg = ModelConfig.from_dir(Path(path))
+    m = Qwen3MoeForCausalLM(cfg, "cpu", torch.float32, 256)
+    m.load(Checkpoint(path))
+    return m
+
+
+def _prefill_logits(m, prompts: list[list[int]]) -> torch.Tensor:
+    """Logits at every position of the prompts, packed in one prefill: [sum(len), vocab]."""
+    cfg = m.cfg
+    kv = KVCache(cfg.num_layers, 16, 16, m.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
+    attn = Attention(kv, m.num_q_heads, m.num_kv_heads, cfg.head_dim, cfg.head_dim ** -0.5)
+    lens = [len(p) for p in prompts]
+    ids = torch.tensor([t for p in prompts for t in p])
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
+    meta = AttnMeta(True, torch.arange(16, 16 + len(ids)), 16, m.num_q_heads, m.num_kv_heads, cu_seqlens=cu,
+                    max_seqlen=max(lens))
+    pos = torch.cat([torch.arange(n) for n in lens])
+    return m.compute_logits(m.forward(ids, pos, meta, attn))
+
+
+def _hf_logits(hf, prompts: list[list[int]]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([hf(torch.tensor([p])).logits[0] for p in prompts])
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_prefill_logits_match_transformers(ckpts, shape):
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+
+    m, hf = _model(ckpts[shape]), load_hf(ckpts[shape])
+    assert m.sparse == [isinstance(layer.mlp, Qwen3MoeSparseMoeBlock) for layer in hf.model.layers]
+    assert any(m.sparse)
+    prompts = _prompts(1)
+    err = (_prefill_logits(m, prompts) - _hf_logits(hf, prompts)).abs().max().item()
+    assert err < 1e-4, f"{shape}: prefill logits differ by {err}"
+
+
+def test_sparse_layer_pattern(ckpts):
+    m = _model(ckpts["step2_mlp_only"])
+    assert m.sparse == [False, True, False, False]
+    assert m.layers[1].gate_up.shape == (8, 64, 64) and m.layers[1].down.shape == (8, 64, 32)
+    assert m.layers[0].gate_up.shape == (256, 64)  # dense MLP: intermediate_size 128, gate and up fused
+    assert set(m.routers) == {1}
+
+
+def test_stacked_expert_checkpoint_loads_the_same(ckpts, tmp_path):
+    """transformers 5's own layout (save_original_format=False): experts.gate_up_proj / experts.down_proj."""
+    path = ckpts["top2_norm"]
+    load_hf(path).save_pretrained(tmp_path, save_original_format=False)
+    assert "model.layers.0.mlp.experts.gate_up_proj" in Checkpoint(tmp_path)
+    a, b = _model(path), _model(str(tmp_path))
+    for la, lb in zip(a.layers, b.layers):
+        assert torch.equal(la.gate_up, lb.gate_up) and torch.equal(la.down, lb.down)
+    prompts = _prompts(2, lens=(9,))
+    # same weights; only BLAS rounding may differ (mmapped tensors land at different alignments)
+    assert (_prefill_logits(a, prompts) - _prefill_logits(b, prompts)).abs().max().item() < 1e-5
+
+
+def _hf_greedy(path: str, prompts: list[list[int]], n_new: int) -> list[list[int]]:
+    hf = load_hf(path)
+    outs = []
+    for p in prompts:
+        o = hf.generate(torch.tensor([p]), max_new_tokens=n_new, do_sample=False, eos_token_id=None, pad_token_id=0,
+                        attention_mask=torch.ones(1, len(p), dtype=torch.long))
+        outs.append(o[0, len(p):].tolist())
+    return outs
+
+
+@pytest.mark.parametrize("shape", ["top2_norm", "top2_raw", "step2_mlp_only"])
+def test_greedy_generation_matches_transformers(ckpts, shape):
+    prompts = _prompts(3)
+    ref = _hf_greedy(ckpts[shape], prompts, GREEDY.max_new_tokens)
+    llm = LLM(ckpts[shape], device="cpu", dtype=torch.float32, max_seq_len=128, num_kv_pages=64, max_num_seqs=8)
+    assert isinstance(llm.model, Qwen3MoeForCausalLM)
+    assert [o.token_ids for o in llm.generate(prompts, GREEDY)] == ref
+
+
+TP_SHAPES = ["top2_norm", "step2_mlp_only"]
+
+
+def _run(path: str, tp: int) -> dict:
+    llm = LLM(path, device="cpu", dtype=torch.float32, max_seq_len=96, num_kv_pages=64, max_num_seqs=8,
+              tensor_parallel_size=tp)
+    prompts = _prompts(4)
+    return {"logits": _prefill_logits(llm.model, prompts),
+            "greedy": [o.token_ids for o in llm.generate(prompts, GREEDY)],
+            "shapes": [tuple(w.gate_up.shape) + tuple(w.down.shape) for w in llm.model.layers],
+            "cls": type(llm.model).__name__}
+
+
+def _tp_rank(rank: int, world: int, paths: list[str]) -> list[dict]:
+    return [_run(p, world) for p in paths]
+
+
+def test_tp2_matches_single_process(ckpts):
+    paths = [ckpts[s] for s in TP_SHAPES]
+    per_rank = run_ranks(_tp_rank, 2, paths, timeout=240)
+    for i, path in enumerate(paths):
+        ref = _run(path, 1)
+        for rank, res in enumerate(per_rank):
+            r = res[i]
+            assert r["cls"] == "Qwen3MoeDistForCausalLM"
+            err = (r["logits"] - ref["logits"]).abs().max().item()
+            assert err < 1e-4, f"{TP_SHAPES[i]} rank {rank}: prefill logits differ by {err}"
+            assert r["greedy"] == ref["greedy"], f"{TP_SHAPES[i]} rank {rank}: greedy tokens differ"
+            # each rank holds half of every expert's intermediate dim (and of the dense MLPs)
+            for got, full in zip(r["shapes"], ref["shapes"]):
+                if len(full) == 6:  # [E, 2I, H] + [E, H, I]
+                    assert got == (full[0], full[1] // 2, full[2], full[3], full[4], full[5] // 2)
+                else:  # [2I, H] + [H, I]
+                    assert got == (full[0] // 2, full[1], full[2], full[3] // 2)
