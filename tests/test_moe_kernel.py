@@ -1,0 +1,140 @@
+"""Fused MoE Triton kernels and the expert sort/alignment vs the PyTorch reference (CPU: TRITON_INTERPRET=1)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # must be set before the kernels are defined
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton", reason="Triton kernels need the triton package")
+
+from litesys.models.moe.fused import MoeKernelConfig, fused_moe, pick_config  # noqa: E402
+from litesys.models.moe.reference import moe_reference  # noqa: E402
+from litesys.models.moe.routing import align_block_size, padded_capacity, route  # noqa: E402
+
+DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+
+
+def rel_err(out: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((out.double() - expected.double()).norm() / expected.double().norm()).item()
+
+
+def skewed_ids(T: int, k: int, E: int, empty: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """[T, k] distinct experts per token; expert 0 in most tokens, the ``empty`` experts in none."""
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.tensor([e for e in range(E) if e not in empty])
+    rows = []
+    for t in range(T):
+        perm = allowed[torch.randperm(len(allowed), generator=g)]
+        if t % 4 != 3:  # 3 of 4 tokens route to expert 0 first
+            perm = torch.cat([torch.tensor([0]), perm[perm != 0]])
+        rows.append(perm[:k])
+    return torch.stack(rows)
+
+
+def make_case(T: int, H: int, inter: int, E: int, k: int, dtype: torch.dtype, empty=(3, 5), seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, H, generator=g).to(dtype)
+    w13 = (torch.randn(E, 2 * inter, H, generator=g) / H ** 0.5).to(dtype)
+    w2 = (torch.randn(E, H, inter, generator=g) / inter ** 0.5).to(dtype)
+    ids = skewed_ids(T, k, E, empty, seed)
+    w = torch.softmax(torch.randn(T, k, generator=g), -1).to(dtype)
+    return x, w13, w2, w, ids
+
+
+def check_alignment(ids: torch.Tensor, E: int, block_m: int) -> None:
+    a = align_block_size(ids, E, block_m)
+    flat = ids.reshape(-1)
+    n = flat.numel()
+    sorted_ids = a.sorted_ids.tolist()
+    used = a.num_padded.item()
+    assert used % block_m == 0 and a.sorted_ids.numel() == padded_capacity(n, E, block_m) >= used
+    counts = torch.bincount(flat, minlength=E)
+    assert used == int(((counts + block_m - 1) // block_m * block_m).sum())
+    assert sorted(p for p in sorted_ids[:used] if p < n) == list(range(n))  # every pair exactly once
+    assert all(p == n for p in sorted_ids[used:])
+    for b in range(used // block_m):
+        rows = [p for p in sorted_ids[b * block_m:(b + 1) * block_m] if p < n]
+        assert rows, "a block in use holds at least one pair"
+        assert all(flat[p].item() == a.block_expert[b].item() for p in rows)
+        assert rows == sorted(rows)  # token order kept inside an expert
+    assert set(a.block_expert[:used // block_m].tolist()) == set(flat.tolist())
+
+
+@pytest.mark.parametrize("T,k,E,block_m", [(1, 1, 4, 16), (1, 8, 16, 16), (13, 2, 8, 16), (40, 3, 8, 4),
+                                           (64, 2, 8, 32)])
+def test_alignment(T, k, E, block_m):
+    check_alignment(skewed_ids(T, k, E, empty=(1,) if E > k + 1 else ()), E, block_m)
+
+
+FP32 = [
+    # (T, H, I, E, k, config): uneven routing with experts 3 and 5 empty throughout
+    (13, 64, 48, 8, 2, MoeKernelConfig(16, 32, 32, 4, 2)),  # I not a multiple of block_n: masked columns
+    (13, 48, 32, 8, 2, MoeKernelConfig(16, 32, 32, 4, 2)),  # H not a multiple of block_k: masked K loop
+    (33, 64, 32, 8, 3, MoeKernelConfig(32, 32, 64, 4, 2)),  # several row blocks for expert 0
+    (1, 64, 32, 8, 2, MoeKernelConfig(16, 32, 32, 4, 2)),  # one token (sorted path)
+    (1, 64, 32, 8, 2, MoeKernelConfig(16, 32, 32, 4, 2, pair_mode=True)),  # one token, decode path
+    (6, 48, 48, 8, 3, MoeKernelConfig(16, 32, 32, 4, 2, pair_mode=True)),  # decode path, masked N and K
+    (5, 64, 32, 8, 1, MoeKernelConfig(16, 32, 32, 4, 2)),  # top-1: no sum over slots
+]
+
+
+@pytest.mark.parametrize("T,H,inter,E,k,cfg", FP32)
+def test_fused_matches_reference_fp32(T, H, inter, E, k, cfg):
+    x, w13, w2, w, ids = make_case(T, H, inter, E, k, torch.float32)
+    ref = moe_reference(x, w13, w2, w, ids)
+    dev = [t.to(DEVICE) for t in (x, w13, w2, w, ids)]
+    out = fused_moe(*dev, config=cfg).cpu()
+    assert out.shape == ref.shape and rel_err(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("pair_mode", [False, True])
+def test_fused_matches_reference_bf16(pair_mode):
+    x, w13, w2, w, ids = make_case(9, 64, 32, 8, 2, torch.bfloat16)
+    ref = moe_reference(*(t.float() for t in (x, w13, w2, w)), ids)
+    cfg = MoeKernelConfig(16, 32, 32, 4, 2, pair_mode=pair_mode)
+    out = fused_moe(*(t.to(DEVICE) for t in (x, w13, w2, w, ids)), config=cfg).cpu()
+    assert out.dtype == torch.bfloat16 and rel_err(out, ref) < 1e-2
+
+
+def test_routed_end_to_end_with_default_config():
+    """route() feeding the kernels with pick_config's choice, vs the reference on the same routing."""
+    g = torch.Generator().manual_seed(3)
+    T, H, inter, E, k = 11, 64, 32, 16, 4
+    x = torch.randn(T, H, generator=g)
+    gate = torch.randn(E, H, generator=g)
+    w13, w2 = torch.randn(E, 2 * inter, H, generator=g) / 8, torch.randn(E, H, inter, generator=g) / 6
+    w, ids = route(x, gate, k, norm_topk_prob=True)
+    assert torch.allclose(w.sum(-1), torch.ones(T))
+    ref = moe_reference(x, w13, w2, w, ids)
+    for n_pairs_max in (0, 64):  # sorted path, then the pair (decode) path
+        cfg = pick_config(T * k, E, torch.float32, pair_max=n_pairs_max)
+        assert cfg.pair_mode == (n_pairs_max > 0)
+        out = fused_moe(*(t.to(DEVICE) for t in (x, w13, w2, w, ids)), config=cfg).cpu()
+        assert rel_err(out, ref) < 1e-5
+
+
+@pytest.mark.gpu
+def test_fused_moe_in_cuda_graph():
+    """Routing + alignment + kernels replay in a CUDA graph (no host sync) and follow new routing."""
+    T, H, inter, E, k = 16, 256, 128, 32, 4
+    x, w13, w2, _, _ = (t.cuda() for t in make_case(T, H, inter, E, k, torch.bfloat16, empty=()))
+    gate = torch.randn(E, H, device="cuda", dtype=torch.bfloat16)
+    cfg = MoeKernelConfig(16, 64, 64, 4, 2)  # the sorted path (pair mode has no sort to capture)
+
+    def step():
+        w, ids = route(x, gate, k, True)
+        return fused_moe(x, w13, w2, w, ids, config=cfg)
+
+    step()  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    for seed in range(3):
+        x.copy_(torch.randn(T, H, generator=torch.Generator().manual_seed(seed)).to(x))
+        graph.replay()
+        w, ids = route(x, gate, k, True)
+        ref = moe_reference(x.float(), w13.float(), w2.float(), w.float(), ids)
+        assert rel_err(out, ref) < 1e-2
