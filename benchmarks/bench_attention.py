@@ -6,8 +6,8 @@
 1. HBM copy bandwidth (device-to-device copy, bytes read + written): the decode kernels' ceiling.
 2. Correctness vs ``ops_torch`` at full size: decode at lengths 1..32K (ragged, page boundaries, every page size),
    both decode paths, exact -inf mask of the logits, a CUDA-graph replay with new lengths, prefill up to 32K.
-3. Decode timing (batch 64, 8K context, Qwen3-8B heads): a sweep of split size / block / warps / stages, then
-   page sizes, reported as K+V bytes / time vs the copy bandwidth; the raw-logits path relative to fused.
+3. Decode timing (batch 64, 8K context, Qwen3-8B heads): a sweep of splits (programs per SM) / block / warps /
+   stages, then page sizes, reported as K+V bytes / time vs the copy bandwidth; the raw-logits path relative to fused.
 4. Prefill timing (Qwen3-0.6B heads): the Triton varlen kernel (small sweep) vs SDPA loops, torch varlen_attn
    and flex attention, 64 x 512 and 4 x 8K tokens.
 """
@@ -41,7 +41,7 @@ class Sizes:
     check_mid: tuple[int, ...] = (511, 512, 513, 4097, 8192, 20000)
     time_batch: int = 64
     time_ctx: int = 8192
-    splits: tuple[int, ...] = (256, 512, 1024)
+    programs_per_sm: tuple[int, ...] = (4, 8, 16, 32, 64)
     block_ns: tuple[int, ...] = (32, 64, 128)
     warps: tuple[int, ...] = (4, 8)
     stages: tuple[int, ...] = (3, 4)
@@ -54,9 +54,10 @@ class Sizes:
         (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 64, 8, 4), (128, 32, 4, 4))
 
 
-SMOKE_SIZES = Sizes(dec_heads=(4, 2, 16), check_max=100, check_mid=(40,), time_batch=2, time_ctx=64, splits=(32,),
-                    block_ns=(16,), warps=(4,), stages=(1,), pages=(16, 32), logit_chunks=(32,), pre_heads=(4, 2, 16),
-                    pre_check=(1, 20, 45), pre_shapes=((2, 40),), pre_configs=((32, 16, 4, 1),))
+SMOKE_SIZES = Sizes(
+    dec_heads=(4, 2, 16), check_max=100, check_mid=(40,), time_batch=2, time_ctx=64, programs_per_sm=(64,),
+    block_ns=(16,), warps=(4,), stages=(1,), pages=(16, 32), logit_chunks=(32,), pre_heads=(4, 2, 16),
+    pre_check=(1, 20, 45), pre_shapes=((2, 40),), pre_configs=((32, 16, 4, 1),))
 SZ = SMOKE_SIZES if SMOKE else Sizes()
 DEV = "cpu" if SMOKE else "cuda"
 BF16 = torch.bfloat16
@@ -193,12 +194,12 @@ def time_decode(copy_bw: float) -> dict:
                                              case["scale"], cfg))
 
     best = None
-    for split in SZ.splits:
+    for pps in SZ.programs_per_sm:
         for block_n in SZ.block_ns:
             for warps in SZ.warps:
-                cfg = DecodeConfig(max_split=split, min_split=split, block_n=block_n, num_warps=warps, num_stages=2)
+                cfg = DecodeConfig(programs_per_sm=pps, block_n=block_n, num_warps=warps, num_stages=2)
                 ms = run(cfg, c)
-                row = {"split": split, "block_n": block_n, "warps": warps, "stages": 2, "ms": ms,
+                row = {"programs_per_sm": pps, "block_n": block_n, "warps": warps, "stages": 2, "ms": ms,
                        "bw_frac": nbytes / ms / 1e9 / copy_bw}
                 out["sweep"].append(row)
                 if best is None or ms < best[1]:
@@ -206,7 +207,7 @@ def time_decode(copy_bw: float) -> dict:
     for stages in SZ.stages:
         cfg = dataclasses.replace(best[0], num_stages=stages)
         ms = run(cfg, c)
-        out["sweep"].append({"split": cfg.max_split, "block_n": cfg.block_n, "warps": cfg.num_warps,
+        out["sweep"].append({"programs_per_sm": cfg.programs_per_sm, "block_n": cfg.block_n, "warps": cfg.num_warps,
                              "stages": stages, "ms": ms, "bw_frac": nbytes / ms / 1e9 / copy_bw})
         if ms < best[1]:
             best = (cfg, ms)
@@ -262,13 +263,15 @@ def time_small_model(cfg: DecodeConfig, lcfg: DecodeConfig, copy_bw: float) -> d
     c = decode_case(lengths, hq, hkv, d, 16, capacity=cap)
     nbytes = kv_bytes(c)
     args = (c["q"], c["kc"], c["vc"], c["pt"], c["lens"], c["scale"])
-    fused_ms = bench_ms(lambda: decode.fused(*args, cfg))
+    by_pps = {pps: bench_ms(lambda pps=pps: decode.fused(*args, dataclasses.replace(cfg, programs_per_sm=pps)))
+              for pps in sorted({cfg.programs_per_sm, *SZ.programs_per_sm[::2]})}
+    fused_ms = min(by_pps.values())
     two_ms = bench_ms(lambda: decode.softmax_v(decode.logits(c["q"], c["kc"], c["pt"], c["lens"], c["scale"], cap,
                                                              lcfg), c["vc"], c["pt"], c["lens"], lcfg))
-    row = {"batch": batch, "capacity": cap, "fused_ms": fused_ms, "two_stage_ms": two_ms,
+    row = {"batch": batch, "capacity": cap, "fused_ms": fused_ms, "two_stage_ms": two_ms, "fused_ms_by_pps": by_pps,
            "bw_frac": nbytes / fused_ms / 1e9 / copy_bw}
     log(f"Qwen3-0.6B heads B{batch} ragged to {cap}: fused {fused_ms:.3f} ms ({row['bw_frac']:.1%} of copy BW), "
-        f"two-stage {two_ms:.3f} ms")
+        f"two-stage {two_ms:.3f} ms; by programs/SM {by_pps}")
     return row
 
 

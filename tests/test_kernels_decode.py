@@ -15,8 +15,9 @@ from litesys.attention.kernels import decode, ops_triton  # noqa: E402
 from litesys.attention.kernels.config import DecodeConfig  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
-# small splits and blocks: several splits per sequence and blocks spanning pages at tiny lengths
-SMALL = DecodeConfig(max_split=32, min_split=32, block_n=16, logits_chunk=32, logits_block_n=16)
+# small blocks and up to 4 splits per sequence (the CPU counts as one SM): several splits and blocks spanning
+# pages at tiny lengths
+SMALL = DecodeConfig(programs_per_sm=64, max_splits=4, block_n=16, logits_chunk=32, logits_block_n=16)
 
 
 def rel_err(out: torch.Tensor, expected: torch.Tensor) -> float:
@@ -81,10 +82,11 @@ def test_fused_matches_reference(dtype: torch.dtype, group: int) -> None:
 
 @pytest.mark.parametrize("page", [4, 8, 32, 64])
 def test_fused_many_splits_and_page_sizes(page: int) -> None:
-    """Splits of 32 tokens, blocks of 16: blocks span pages (page 4/8) or share one (page 32/64)."""
+    """Up to 4 splits, blocks of 16: blocks span pages (page 4/8) or share one (page 32/64)."""
     lengths = [1, page - 1, page, page + 1, 31, 32, 33, 97]
     c = make_case(lengths, hq=4, hkv=2, d=16, page=page, dtype=torch.float32, extra_pages=2, seed=page)
     d = c["dev"]
+    assert decode._workspace(len(lengths), 4, 16, d["pt"], page, 2, torch.device(DEVICE), SMALL)[0] == 4
     out = decode.fused(d["q"], d["kc"], d["vc"], d["pt"], d["lens"], c["scale"], SMALL)
     assert rel_err(out.cpu(), reference(c)) < 1e-5
 
@@ -165,7 +167,7 @@ def test_non_contiguous_query_and_long_ragged_batch() -> None:
 
 
 def test_grid_depends_on_shapes_only() -> None:
-    """The split size (hence grid and workspace) follows the table width, not the lengths (CUDA graphs)."""
+    """The number of splits (hence grid and workspace) follows shapes, not the lengths (CUDA graphs)."""
     short = make_case([3, 2], hq=4, hkv=2, d=16, page=16, dtype=torch.float32, extra_pages=19)
     long = make_case([300, 200], hq=4, hkv=2, d=16, page=16, dtype=torch.float32, extra_pages=1)
     assert short["pt"].shape == long["pt"].shape

@@ -46,19 +46,25 @@ def num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def choose_split(batch: int, num_kv_heads: int, capacity: int, device: torch.device,
-                 max_split: int, min_split: int) -> int:
-    """Tokens per split of the KV sequence, from shapes only (so CUDA-graph replays see one grid).
+def choose_num_splits(batch: int, num_kv_heads: int, capacity: int, device: torch.device, programs_per_sm: int,
+                      max_splits: int, block_n: int) -> int:
+    """Splits per (sequence, KV head), from shapes only, so CUDA-graph replays see one grid and workspace.
 
-    Start from ``max_split`` (long splits: fewer partials to merge) and halve while the grid for the page
-    table's full capacity would not give every SM a few programs (small batches need parallelism along
-    the sequence).
+    Enough programs to give every SM ``programs_per_sm`` of them; no more than ``max_splits`` (merge cost) or
+    than the table's capacity has blocks. The split *length* adapts to each sequence at run time
+    (``split_bounds``), so every split of a sequence has work and a wide page table costs nothing.
     """
     sms = num_sms(device.index or 0) if device.type == "cuda" else 1
-    split = max_split
-    while split > min_split and batch * num_kv_heads * triton.cdiv(capacity, split) < 4 * sms:
-        split //= 2
-    return split
+    wanted = triton.cdiv(programs_per_sm * sms, max(1, batch * num_kv_heads))
+    return max(1, min(wanted, max_splits, triton.cdiv(capacity, block_n)))
+
+
+@triton.jit
+def split_bounds(length, split, num_splits, BLOCK_N: tl.constexpr):
+    """[start, end) of one of ``num_splits`` near-equal, whole-block pieces of a sequence; per-split tokens."""
+    per = tl.cdiv(tl.cdiv(length, num_splits), BLOCK_N) * BLOCK_N
+    start = split * per
+    return start, tl.minimum(start + per, length), per
 
 
 @triton.jit

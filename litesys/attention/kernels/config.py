@@ -8,8 +8,8 @@ import torch
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    max_split: int = 512  # tokens per split when the batch alone fills the GPU
-    min_split: int = 64  # smallest split small batches may drop to
+    programs_per_sm: int = 8  # split sequences until the grid has this many (sequence, head, split) programs/SM
+    max_splits: int = 64  # upper bound on splits per sequence (merge cost, workspace)
     block_n: int = 64  # KV rows per inner iteration (split kernels)
     num_warps: int = 4
     num_stages: int = 2

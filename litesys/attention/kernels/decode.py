@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import torch
-import triton
 
-from litesys.attention.kernels.common import LOG2E, choose_split, dot_precision, group_pad
+from litesys.attention.kernels.common import LOG2E, choose_num_splits, dot_precision, group_pad
 from litesys.attention.kernels.config import DECODE, DecodeConfig
 from litesys.attention.kernels.decode_logits import decode_logits
 from litesys.attention.kernels.decode_merge import decode_merge
@@ -18,13 +17,13 @@ def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
 
 def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Tensor, page_size: int,
                num_kv_heads: int, device: torch.device, cfg: DecodeConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """Split size and the partial (out, lse) buffers, sized by the page table's capacity, not the lengths."""
+    """Number of splits and the partial (out, lse) buffers: from shapes only, never from the lengths."""
     capacity = max(1, page_table.shape[1] * page_size)
-    split = choose_split(batch, num_kv_heads, capacity, device, cfg.max_split, max(cfg.min_split, cfg.block_n))
-    n_splits = triton.cdiv(capacity, split)
+    n_splits = choose_num_splits(batch, num_kv_heads, capacity, device, cfg.programs_per_sm, cfg.max_splits,
+                                 cfg.block_n)
     partial = torch.empty(batch, num_q_heads, n_splits, head_dim, dtype=torch.float32, device=device)
     lse = torch.empty(batch, num_q_heads, n_splits, dtype=torch.float32, device=device)
-    return split, partial, lse
+    return n_splits, partial, lse
 
 
 def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
@@ -35,10 +34,10 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     if b == 0:
         return out
     q = _last_dim_contiguous(q.to(k_cache.dtype))
-    split, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg)
-    decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, scale * LOG2E, split, cfg.block_n,
+    _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg)
+    decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, scale * LOG2E, cfg.block_n,
                  group_pad(hq // hkv), dot_precision(k_cache.dtype), cfg.num_warps, cfg.num_stages)
-    decode_merge(partial, lse, lengths, out, split, cfg.merge_num_warps)
+    decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
     return out
 
 
@@ -62,8 +61,8 @@ def softmax_v(logits_: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Te
     out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=logits_.device)
     if b == 0:
         return out
-    split, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, logits_.device, cfg)
-    softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, split, cfg.block_n,
+    _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, logits_.device, cfg)
+    softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, cfg.block_n,
                     group_pad(hq // hkv), dot_precision(v_cache.dtype), cfg.num_warps, cfg.num_stages)
-    decode_merge(partial, lse, lengths, out, split, cfg.merge_num_warps)
+    decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
     return out

@@ -9,19 +9,22 @@ import torch
 import triton
 import triton.language as tl
 
+from litesys.attention.kernels.common import split_bounds
+
 
 @triton.jit
 def _decode_merge_kernel(
     po_ptr, lse_ptr, len_ptr, out_ptr,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh,
-    stride_ob, stride_oh, num_s,
-    SPLIT: tl.constexpr, S_BLOCK: tl.constexpr, D: tl.constexpr,
+    stride_ob, stride_oh, num_splits,
+    BLOCK_N: tl.constexpr, S_BLOCK: tl.constexpr, D: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     length = tl.load(len_ptr + b)
-    n_splits = tl.minimum(tl.cdiv(length, SPLIT), num_s)
+    _, _, per = split_bounds(length, 0, num_splits, BLOCK_N)
+    n_splits = tl.where(per > 0, tl.cdiv(length, tl.maximum(per, 1)), 0)  # splits that hold tokens
     offs_s = tl.arange(0, S_BLOCK)
     offs_d = tl.arange(0, D)
     lse_row = lse_ptr + b * stride_lb + h * stride_lh
@@ -49,7 +52,7 @@ def _decode_merge_kernel(
 
 
 def decode_merge(partial: torch.Tensor, lse: torch.Tensor, lengths: torch.Tensor, out: torch.Tensor,
-                 split: int, num_warps: int = 4) -> None:
+                 block_n: int, num_warps: int = 4) -> None:
     """out [B, Hq, D] <- merge of ``partial`` [B, Hq, S, D] weighted by exp2(``lse`` [B, Hq, S])."""
     b, hq, s, d = partial.shape
     s_block = min(16, triton.next_power_of_2(s))
@@ -58,5 +61,5 @@ def decode_merge(partial: torch.Tensor, lse: torch.Tensor, lengths: torch.Tensor
         partial.stride(0), partial.stride(1), partial.stride(2),
         lse.stride(0), lse.stride(1),
         out.stride(0), out.stride(1), s,
-        SPLIT=split, S_BLOCK=s_block, D=d, num_warps=num_warps,
+        BLOCK_N=block_n, S_BLOCK=s_block, D=d, num_warps=num_warps,
     )

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import online_softmax_step, store_partial
+from litesys.attention.kernels.common import online_softmax_step, split_bounds, store_partial
 
 
 @triton.jit
@@ -20,18 +20,20 @@ def _softmax_v_split_kernel(
     stride_vp, stride_vs, stride_vh,
     stride_ptb,
     stride_pb, stride_ph, stride_ps,
-    stride_lb, stride_lh,
+    stride_lb, stride_lh, num_splits,
     max_len,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
-    SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
-    length = tl.minimum(tl.load(len_ptr + b), max_len)
-    start = split * SPLIT
+    length = tl.load(len_ptr + b)
+    # same splits as the merge sees (from the length); a logits row narrower than the length is read up to
+    # its width only (such a split then stores an empty partial: lse -inf)
+    start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
+    end = tl.minimum(end, max_len)
     if start < length:
-        end = tl.minimum(start + SPLIT, length)
         offs_g = tl.arange(0, G_PAD)
         offs_d = tl.arange(0, D)
         offs_n = tl.arange(0, BLOCK_N)
@@ -55,7 +57,7 @@ def _softmax_v_split_kernel(
 
 
 def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
-                    partial: torch.Tensor, lse: torch.Tensor, split: int, block_n: int, group_pad: int,
+                    partial: torch.Tensor, lse: torch.Tensor, block_n: int, group_pad: int,
                     dot_prec: str, num_warps: int, num_stages: int) -> None:
     """Fill ``partial``/``lse`` (same format as ``decode_split``) from fp32 ``logits`` [B, Hq, L]."""
     b, hq, max_len = logits.shape
@@ -67,8 +69,8 @@ def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: tor
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         page_table.stride(0),
         partial.stride(0), partial.stride(1), partial.stride(2),
-        lse.stride(0), lse.stride(1),
+        lse.stride(0), lse.stride(1), partial.shape[2],
         max_len,
-        G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], SPLIT=split, BLOCK_N=block_n,
+        G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, num_warps=num_warps, num_stages=num_stages,
     )

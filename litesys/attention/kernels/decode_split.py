@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import mma, online_softmax_step, store_partial
+from litesys.attention.kernels.common import mma, online_softmax_step, split_bounds, store_partial
 
 
 @triton.jit
@@ -22,19 +22,18 @@ def _decode_split_kernel(
     stride_vp, stride_vs, stride_vh,
     stride_ptb,
     stride_pb, stride_ph, stride_ps,
-    stride_lb, stride_lh,
+    stride_lb, stride_lh, num_splits,
     qk_scale,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
-    SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     length = tl.load(len_ptr + b)
-    start = split * SPLIT
-    # The grid covers the page table's capacity; splits past this sequence's length do nothing.
+    start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
+    # Short sequences leave trailing splits empty: those programs do nothing.
     if start < length:
-        end = tl.minimum(start + SPLIT, length)
         offs_g = tl.arange(0, G_PAD)
         offs_d = tl.arange(0, D)
         offs_n = tl.arange(0, BLOCK_N)
@@ -62,7 +61,7 @@ def _decode_split_kernel(
 
 
 def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-                 lengths: torch.Tensor, partial: torch.Tensor, lse: torch.Tensor, qk_scale: float, split: int,
+                 lengths: torch.Tensor, partial: torch.Tensor, lse: torch.Tensor, qk_scale: float,
                  block_n: int, group_pad: int, dot_prec: str, num_warps: int, num_stages: int) -> None:
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for active splits."""
     b, hq, d = q.shape
@@ -75,8 +74,8 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         page_table.stride(0),
         partial.stride(0), partial.stride(1), partial.stride(2),
-        lse.stride(0), lse.stride(1),
+        lse.stride(0), lse.stride(1), partial.shape[2],
         qk_scale,
-        G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], SPLIT=split, BLOCK_N=block_n,
+        G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, num_warps=num_warps, num_stages=num_stages,
     )
