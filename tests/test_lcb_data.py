@@ -10,8 +10,7 @@ import zlib
 
 import pytest
 
-from litesys.eval.lcb import (build_prompt, decode_test_cases, func_name, load_problems, problem_tests,
-                              release_files)
+from litesys.eval.lcb import build_prompt, decode_test_cases, func_name, load_problems, problem_tests, release_files
 from litesys.eval.lcb_grade import extract_code, summarize
 from litesys.eval.lcb_harness import clean_if_name, make_function, stdio_match
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_lcb_data import encode_private, problem
 
 from litesys.eval import lcb_grade_cli
 from litesys.eval.lcb_grade import RUNTIME, Program, ProgramPool, Verdict
-from test_lcb_data import encode_private, problem
 
 
 def fenced(code: str) -> str:
@@ -146,3 +146,19 @@ def test_pool_writes_off_a_stuck_worker():
     assert done["stuck"].verdict == RUNTIME and "stuck" in done["stuck"].detail
     assert all(done[k].passed for k in "abcd")
     assert len(killed) == 1 and pool.stuck == 1
+
+
+@pytest.mark.slow
+def test_200_programs_two_workers_match_one(tmp_path):
+    kinds = [(ADD, "a, b = map(int, input().split())\nprint(a + b)"), (ADD, "print(3)"), (ADD, "print(1 / 0)"),
+             (ADD_TO, "class Solution:\n    def addTo(self, nums, k):\n        return [x + k for x in nums]"),
+             (ADD_TO, "class Solution:\n    def addTo(self, nums, k):\n        return nums")]
+    cases = [kinds[i % len(kinds)] for i in range(200)]
+    write_generations(tmp_path / "gen" / "samples.0.jsonl", cases)
+    _, one = grade(tmp_path / "gen", tmp_path / "one.jsonl", "--workers", "1")
+    start = time.monotonic()
+    _, two = grade(tmp_path / "gen", tmp_path / "two.jsonl", "--workers", "2")
+    assert time.monotonic() - start < 120
+    strip = lambda recs: {r["key"]: (r["verdict"], r["tests_passed"]) for r in recs}  # noqa: E731
+    assert len(two) == 200 and strip(two) == strip(one)
+    assert sum(r["passed"] for r in two) == 80

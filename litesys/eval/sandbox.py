@@ -142,27 +142,31 @@ class Sandbox:
         self._sweep(self._slots[slot])  # leftovers of an earlier, crashed grader using the same uid
         return self._slots[slot]
 
-    def _uid_tasks(self, uid: int) -> list[int]:
-        """Pids whose real or effective uid is ``uid`` (from /proc/*/status, which prctl cannot hide)."""
-        pids = []
+    def _uid_tasks(self, uid: int) -> tuple[list[int], int]:
+        """Live pids whose real or effective uid is ``uid`` (from /proc/*/status, which prctl cannot hide), and
+        how many zombies it has: those are harmless but count against RLIMIT_NPROC until init reaps them."""
+        live, zombies = [], 0
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
             try:
                 with open(f"/proc/{name}/status") as f:
-                    for line in f:
-                        if line.startswith("Uid:"):
-                            ids = line.split()[1:3]
-                            if str(uid) in ids:
-                                pids.append(int(name))
-                            break
+                    status = f.read()
             except OSError:
                 continue
-        return pids
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if str(uid) not in fields.get("Uid", "").split()[:2]:
+                continue
+            if fields.get("State", "").split()[:1] == ["Z"]:
+                zombies += 1
+            else:
+                live.append(int(name))
+        return live, zombies
 
     def _count_tasks(self, uid: int) -> int:
-        total = 0
-        for pid in self._uid_tasks(uid):
+        live, zombies = self._uid_tasks(uid)
+        total = zombies
+        for pid in live:
             try:
                 total += len(os.listdir(f"/proc/{pid}/task"))
             except OSError:
@@ -170,23 +174,24 @@ class Sandbox:
         return total
 
     def _sweep(self, slot: _Slot) -> bool:
-        """Kill every process left under the slot's uid; True when none is left."""
+        """Kill every process left under the slot's uid; True when none is left alive."""
         if slot.uid is None:
             return True
-        for _ in range(20):
-            if not self._uid_tasks(slot.uid):
+        for _ in range(50):
+            live = self._uid_tasks(slot.uid)[0]
+            if not live:
                 return True
             if self._kill_bin:  # kill(-1) as that uid: one atomic sweep, no race with fork
                 subprocess.run([self._kill_bin, "-KILL", "-1"], user=slot.uid, group=slot.gid, extra_groups=[],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, env={})
             else:
-                for pid in self._uid_tasks(slot.uid):
+                for pid in live:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except OSError:
                         pass
-            time.sleep(0.01)
-        return not self._uid_tasks(slot.uid)
+            time.sleep(0.005)
+        return not self._uid_tasks(slot.uid)[0]
 
     def kill_slot(self, slot: int) -> None:
         """Kill everything a slot is running (used by a watchdog on a stuck worker)."""
@@ -227,11 +232,11 @@ class Sandbox:
             for name, data in files.items():
                 (workdir / name).write_bytes(data)
                 os.chmod(workdir / name, 0o644)
-            nproc = lim.max_tasks
+            # RLIMIT_NPROC counts every task of the uid, zombies of earlier runs included (and, when not root,
+            # all of this user's processes): cap relative to what is there now.
             if s.uid is not None:
                 os.chown(workdir, s.uid, s.gid)
-            else:  # not root: RLIMIT_NPROC counts all of this user's tasks, so cap relative to the current count
-                nproc += self._count_tasks(os.getuid())
+            nproc = lim.max_tasks + self._count_tasks(s.uid if s.uid is not None else os.getuid())
             cfg = {"uid": s.uid, "memory": lim.memory_bytes, "fsize": lim.file_bytes, "nofile": lim.open_files,
                    "cpu": int(math.ceil(wall_s)) + 1, "nproc": nproc}
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
