@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from litesys.eval.sandbox import Limits, Sandbox
 from test_lcb_data import problem
 from test_lcb_grade import ADD, write_generations
+
+from litesys.eval.sandbox import Limits, Sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 UID_BASE = 65000
