@@ -97,8 +97,8 @@ def hostile_cases(sentinel: Path, escape: str) -> list[tuple]:
                                "    except OSError:\n        pass\ntry:\n"
                                f"    posix.unlink({str(sentinel)!r})\nexcept OSError:\n    pass\n" + sum_,
          {"passed"}),
-        ("read environment", ENV, "import os\nleak = 'hunter2' in repr(dict(os.environ))\ntry:\n"
-                                  "    leak = leak or b'hunter2' in open(f'/proc/{os.getppid()}/environ', 'rb').read()\n"
+        ("read environment", ENV, "import os\nleak = 'hunter2' in repr(dict(os.environ))\ntry:\n    leak = leak or "
+                                  "b'hunter2' in open(f'/proc/{os.getppid()}/environ', 'rb').read()\n"
                                   "except OSError:\n    pass\ninput()\nprint('leak' if leak else 'clean')",
          {"passed"}),
         ("kill parent", ADD, "import os\nos.kill(os.getppid(), 9)\n" + sum_, {"runtime error"}),
