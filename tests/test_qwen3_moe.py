@@ -153,3 +153,20 @@ def test_tp2_matches_single_process(ckpts):
                     assert got == (full[0], full[1] // 2, full[2], full[3], full[4], full[5] // 2)
                 else:  # [2I, H] + [H, I]
                     assert got == (full[0] // 2, full[1], full[2], full[3] // 2)
+
+
+def test_expert_stats_count_routed_experts(ckpts, monkeypatch):
+    """One sequence decoding: each sparse layer routes to exactly top_k distinct experts per step."""
+    monkeypatch.setattr(Qwen3MoeForCausalLM, "track_experts", True)
+    path = ckpts["step2_mlp_only"]
+    llm = LLM(path, device="cpu", dtype=torch.float32, max_seq_len=64, num_kv_pages=16, max_num_seqs=2)
+    m = llm.model
+    llm.generate(_prompts(5, lens=(7,)), SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True))
+    steps = int(m.decode_steps)
+    assert steps == 5  # the first token comes from the prefill, which is not counted
+    assert m.expert_hits.tolist() == [0, 2 * steps, 0, 0]
+    per_expert = 3 * 32 * 64 * 4  # gate, up, down of one expert in fp32
+    assert m.moe_weight_bytes_per_step() == 8 * 64 * 4 + 2 * per_expert
+    m.reset_expert_stats()
+    assert m.moe_weight_bytes_per_step() == 8 * 64 * 4 + 8 * per_expert  # untracked: every expert
+    assert [t.shape[0] for t in m.moe_stacked_tensors()] == [8, 8]

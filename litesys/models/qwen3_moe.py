@@ -5,11 +5,19 @@ transformers). Sparse layers keep their experts stacked -- ``gate_up`` [E, 2I, H
 and ``down`` [E, H, I] in the layer's LayerWeights -- and the router [E, H] in ``self.routers[i]``.
 Tensor parallel: every rank holds all experts with a slice of each expert's intermediate dim and the full
 router (routing is computed redundantly, identically on every rank); one all-reduce after the block.
+
+Expert statistics for the benchmarks' memory floor (``track_experts``, or LITESYS_MOE_STATS=1 before the model
+is built): decode steps count the distinct experts each sparse layer routes to, on the device (no sync, so
+captured decode graphs keep counting); ``moe_weight_bytes_per_step`` turns that into routed bytes per step.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
+from litesys.attention.backend import Attention
+from litesys.attention.meta import AttnMeta
 from litesys.models.config import ModelConfig
 from litesys.models.layers import Dist
 from litesys.models.loader import Checkpoint
@@ -30,6 +38,8 @@ def sparse_layers(cfg: ModelConfig) -> list[bool]:
 
 
 class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
+    track_experts = os.environ.get("LITESYS_MOE_STATS") == "1"
+
     def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int,
                  dist: Dist | None = None):
         super().__init__(cfg, device, dtype, max_seq_len, dist)
@@ -40,6 +50,9 @@ class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
         self.moe_inter = int(raw.get("moe_intermediate_size", 0))
         self.sparse = sparse_layers(cfg)
         self.routers: dict[int, torch.Tensor] = {}
+        self._count = False  # this forward counts routed experts (decode steps with tracking on)
+        self.expert_hits = torch.zeros(cfg.num_layers, dtype=torch.int64, device=self.device)
+        self.decode_steps = torch.zeros((), dtype=torch.int64, device=self.device)
 
     def load_mlp(self, ckpt: Checkpoint, i: int, inter: tuple[int, int]) -> dict:
         if not self.sparse[i]:
@@ -66,8 +79,39 @@ class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
                             dim=1)
         return dict(gate_up=gate_up.to(dev, dt).contiguous(), down=ckpt.get(p + "down_proj", 2, s, e).to(dev, dt))
 
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, meta: AttnMeta, attn: Attention) -> torch.Tensor:
+        self._count = self.track_experts and not meta.is_prefill
+        if self._count:
+            self.decode_steps += 1
+        return super().forward(ids, positions, meta, attn)
+
     def mlp(self, i: int, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
         if not self.sparse[i]:
             return super().mlp(i, x, w)
         weights, ids = route(x, self.routers[i], self.top_k, self.norm_topk_prob)
+        if self._count:
+            hit = torch.zeros(self.num_experts, dtype=torch.int64, device=x.device).index_fill_(0, ids.reshape(-1), 1)
+            self.expert_hits[i] += hit.sum()
         return self.dist.all_reduce(moe_experts(x, w.gate_up, w.down, weights, ids))
+
+    # ---- benchmark accounting ------------------------------------------------------------------------
+    def moe_stacked_tensors(self) -> list[torch.Tensor]:
+        """The stacked expert weights (a memory floor counts only the routed part of them)."""
+        return [t for i, w in enumerate(self.layers) if self.sparse[i] for t in (w.gate_up, w.down)]
+
+    def reset_expert_stats(self) -> None:
+        self.expert_hits.zero_()
+        self.decode_steps.zero_()
+
+    def moe_weight_bytes_per_step(self) -> float:
+        """Bytes a decode step reads for the MoE blocks: routers, plus the experts routed to (mean over the
+        tracked decode steps; every expert when nothing was tracked)."""
+        routers = sum(r.numel() * r.element_size() for r in self.routers.values())
+        stacks = self.moe_stacked_tensors()
+        if not stacks:
+            return float(routers)
+        per_expert = sum(t[0].numel() * t.element_size() for t in stacks[:2])  # one expert's gate_up + down
+        steps = int(self.decode_steps.item())
+        if steps == 0:
+            return float(routers + sum(t.numel() * t.element_size() for t in stacks))
+        return routers + int(self.expert_hits.sum().item()) / steps * per_expert
