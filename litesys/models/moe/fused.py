@@ -75,8 +75,8 @@ def _gate_up_kernel(
     EVEN_K: tl.constexpr, PAIR_MODE: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """out[pair, n] = silu(x[tok] · w[e, n]) * (x[tok] · w[e, N + n]) for this block's pairs (w: [E, 2N, K])."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_n = tl.program_id(0)  # fastest: a block's column tiles run together and share its rows in L2
+    pid_m = tl.program_id(1)
     pair, row_ok, expert, active = _row_block(pid_m, sorted_ids_ptr, block_expert_ptr, num_padded_ptr,
                                               topk_ids_ptr, num_pairs, BLOCK_M, PAIR_MODE)
     if active:
@@ -118,8 +118,8 @@ def _down_kernel(
     EVEN_K: tl.constexpr, PAIR_MODE: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """out[pair, n] = topk_w[pair] * (a[pair] · w[e, n]) for this block's pairs (w: [E, N, K])."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_n = tl.program_id(0)  # fastest: a block's column tiles run together and share its rows in L2
+    pid_m = tl.program_id(1)
     pair, row_ok, expert, active = _row_block(pid_m, sorted_ids_ptr, block_expert_ptr, num_padded_ptr,
                                               topk_ids_ptr, num_pairs, BLOCK_M, PAIR_MODE)
     if active:
@@ -168,10 +168,11 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
         assert align.block_m == cfg.block_m
         sorted_ids, block_expert, num_padded = align.sorted_ids, align.block_expert, align.num_padded
         m_blocks = align.num_blocks
+    assert m_blocks < 65536, "grid axis 1 limit: use a larger block_m for this many tokens"
     prec = dot_precision(x.dtype)
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
     act = torch.empty(n_pairs, inter, dtype=x.dtype, device=x.device)
-    _gate_up_kernel[(m_blocks, triton.cdiv(inter, bn))](
+    _gate_up_kernel[(triton.cdiv(inter, bn), m_blocks)](
         x, w13, act, sorted_ids, block_expert, num_padded, ids,
         n_pairs, H, inter, x.stride(0), w13.stride(0), w13.stride(1), act.stride(0),
         TOP_K=top_k, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, EVEN_K=H % bk == 0, PAIR_MODE=cfg.pair_mode,
@@ -179,7 +180,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     )
     per_pair = torch.empty(n_pairs, H, dtype=x.dtype, device=x.device)
     w = topk_weights.reshape(-1)
-    _down_kernel[(m_blocks, triton.cdiv(H, bn))](
+    _down_kernel[(triton.cdiv(H, bn), m_blocks)](
         act, w2, per_pair, w if w.is_contiguous() else w.contiguous(), sorted_ids, block_expert, num_padded, ids,
         n_pairs, inter, H, act.stride(0), w2.stride(0), w2.stride(1), per_pair.stride(0),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, EVEN_K=inter % bk == 0, PAIR_MODE=cfg.pair_mode,
