@@ -1,0 +1,145 @@
+"""eval_lcb.py's wiring: flags -> LiveCodeBench problems -> runner job -> generation JSONL (grading is separate).
+
+Each sample line carries the problem fields grade_lcb.py needs (``question_id``, ``difficulty``, the test
+cases, ``metadata``, ``starter_code``, ...) and the response as ``output_text``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from litesys.eval import cli
+from litesys.eval.lcb import PROBLEM_FIELDS, SYSTEM_PROMPT, build_prompt, load_problems, release_files
+from litesys.eval.runner import Job, RunError, WorkItem, check_run_config, run, sample_seed
+
+try:  # the sparse-attention flags, once that module exists (as eval_math.py)
+    from litesys.attention.sparse import config as sparse_config
+except ImportError:
+    sparse_config = None
+
+
+def build_parser(prog: str = "eval_lcb.py") -> cli.Parser:
+    p = cli.Parser(prog=prog, description="Generate LiveCodeBench solutions; resumable, data parallel. "
+                                          "Grade them with grade_lcb.py.")
+    g = p.add_argument_group("task")
+    cli.add(g, "--release", default="v5",
+            help="release_v1..release_v6 | release_latest | v1..v6 (problems added in that release) | vA_vB "
+                 "(default v5)")
+    cli.add(g, "--data_file", default=None, help="local .jsonl/.parquet with LiveCodeBench's fields instead of the hub")
+    cli.add(g, "--start_date", default=None, help="only problems with contest_date >= this (YYYY-MM-DD)")
+    cli.add(g, "--end_date", default=None, help="only problems with contest_date <= this (YYYY-MM-DD)")
+    g.add_argument("--system-prompt", "--system_prompt", dest="system_prompt", default="none",
+                   choices=["none", "lcb"], help="lcb: LiveCodeBench's generic system message (default none)")
+    cli.add(g, "--hub_cache", default=None, help="cache folder for the hub download (default: HF's)")
+    cli.add_engine_args(p)
+    cli.add_sampling_args(p)
+    cli.add_repetition_args(p)
+    cli.add_run_args(p)
+    p.set_defaults(enable_thinking=True)  # LiveCodeBench runs of reasoning models think
+    if sparse_config is not None:
+        sparse_config.add_cli_args(p)
+    return p
+
+
+def _sparse(args: argparse.Namespace):
+    return sparse_config.from_args(args) if sparse_config is not None else None
+
+
+def load(args: argparse.Namespace) -> list[dict]:
+    problems = load_problems(args.data_file or args.release, args.start_date, args.end_date, args.hub_cache)
+    return problems[:args.limit] if args.limit else problems
+
+
+def _jsonable(v):
+    return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)  # e.g. parquet datetimes
+
+
+def conversation(problem: dict, system_prompt: str) -> list[dict]:
+    msgs = [{"role": "system", "content": SYSTEM_PROMPT}] if system_prompt == "lcb" else []
+    return msgs + [{"role": "user", "content": build_prompt(problem)}]
+
+
+def make_job(args: argparse.Namespace, problems: list[dict] | None = None) -> Job:
+    """Module level on purpose: data-parallel workers rebuild the job from the flags."""
+    problems = load(args) if problems is None else problems
+    items = [WorkItem(str(p["question_id"]), t, conversation(p, args.system_prompt),
+                      cli.sampling_params(args, sample_seed(args.seed, str(p["question_id"]), t)),
+                      {k: _jsonable(p.get(k)) for k in PROBLEM_FIELDS})
+             for p in problems for t in range(args.trial)]
+
+    def make_llm(device: str):
+        import torch
+
+        from litesys import LLM
+
+        kw = dict(device=device, dtype=getattr(torch, args.dtype_resolved), max_seq_len=args.max_len,
+                  model_class=args.model_class, gpu_memory_utilization=args.gpu_memory_utilization,
+                  max_num_seqs=args.max_num_seqs, seed=args.seed, enable_thinking=args.enable_thinking)
+        sparse = _sparse(args)
+        if sparse is not None:
+            kw["sparse"] = sparse
+        return LLM(args.model, **kw)
+
+    return Job(items, make_llm, OutputText, desc="lcb")
+
+
+class OutputText:
+    """Record processor: the response goes out as ``output_text``, the name grade_lcb.py reads."""
+
+    def __call__(self, records: list[dict]) -> list[dict]:
+        for r in records:
+            r["output_text"] = r.pop("output")
+        return records
+
+    def close(self) -> None:
+        pass
+
+
+def run_config(args: argparse.Namespace, problems: list[dict]) -> dict:
+    """What must match for two runs to share an output folder (trials and --limit may grow)."""
+    ids = "\n".join(sorted(str(p["question_id"]) for p in problems))
+    return {"task": "lcb", "model": cli.model_id(args.model), "dtype": args.dtype_resolved,
+            "data": args.data_file and str(Path(args.data_file).resolve()) or f"livecodebench:{args.release}",
+            "data_fingerprint": hashlib.sha256(ids.encode()).hexdigest()[:16], "start_date": args.start_date,
+            "end_date": args.end_date, "system_prompt": args.system_prompt,
+            "sparse": _jsonable(_sparse(args)), **cli.sampling_config(args)}
+
+
+def prepare(args: argparse.Namespace) -> tuple[list[dict], list[str], dict, Path]:
+    """Every check that can fail on bad input, before anything is written."""
+    cli.validate_common(args)
+    cli.check_model(args.model)
+    try:
+        if not args.data_file:
+            release_files(args.release)  # an unknown tag fails before any download
+        problems = load(args)
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
+    devices = cli.resolve_devices(args)
+    args.dtype_resolved = cli.resolve_dtype(args, devices)
+    config = run_config(args, problems)
+    name = Path(args.data_file).stem if args.data_file else args.release
+    out = Path(args.output_dir or Path("outputs") / f"lcb_{name}" / Path(args.model.rstrip("/")).name)
+    if out.exists() and not out.is_dir():
+        raise cli.UsageError(f"--output_dir {out} is a file; pass a folder")
+    check_run_config(out, config)
+    return problems, devices, config, out
+
+
+def main(argv: list[str] | None = None, prog: str = "eval_lcb.py") -> list[dict]:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        problems, devices, config, out = prepare(args)
+    except (cli.UsageError, RunError) as e:
+        cli.die(str(e), prog)
+    try:
+        records = run(make_job, args, out, devices, config, job=make_job(args, problems))
+    except RunError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps({"problems": len(problems), "samples": len(records), "output_dir": str(out)}))
+    print(f"grade with: python grade_lcb.py --output_dir {out} --output_file {out}.verdicts.jsonl")
+    return records
