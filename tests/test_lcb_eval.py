@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_lcb_grade import ADD, ADD_TO
 
 from litesys.eval import lcb_grade_cli
 from litesys.eval.lcb_eval import main
-from test_lcb_grade import ADD, ADD_TO
 
 FLAGS = ["--trial", "2", "--max_len", "1024", "--gen_len", "8", "--device", "cpu", "--temperature", "0"]
 
