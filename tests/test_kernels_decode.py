@@ -93,8 +93,10 @@ def test_fused_many_splits_and_page_sizes(page: int) -> None:
 
 def test_padded_rows_give_zeros() -> None:
     """Rows of length 0 (page table of zeros) output zeros; length-1 rows on the scratch page are finite."""
-    c = make_case([0, 5, 0, 1], hq=4, hkv=2, d=16, page=4, dtype=torch.bfloat16)
+    c = make_case([0, 5, 0, 1], hq=4, hkv=2, d=16, page=4, dtype=torch.bfloat16, extra_pages=10)
     d = c["dev"]
+    # several splits under SMALL: the merge kernel's zero rows are covered, not only the single-split direct store
+    assert decode._workspace(4, 4, 16, d["pt"], 4, 2, torch.device(DEVICE), SMALL)[0] > 1
     for cfg in (SMALL, decode.DECODE):
         out = decode.fused(d["q"], d["kc"], d["vc"], d["pt"], d["lens"], c["scale"], cfg).cpu()
         assert not out.isnan().any()
@@ -171,8 +173,11 @@ def test_grid_depends_on_shapes_only() -> None:
     short = make_case([3, 2], hq=4, hkv=2, d=16, page=16, dtype=torch.float32, extra_pages=19)
     long = make_case([300, 200], hq=4, hkv=2, d=16, page=16, dtype=torch.float32, extra_pages=1)
     assert short["pt"].shape == long["pt"].shape
-    ws = [decode._workspace(2, 4, 16, c["pt"], 16, 2, torch.device(DEVICE), decode.DECODE) for c in (short, long)]
-    assert ws[0][0] == ws[1][0] and ws[0][1].shape == ws[1][1].shape
+    for cfg in (SMALL, decode.DECODE):
+        ws = [decode._workspace(2, 4, 16, c["pt"], 16, 2, torch.device(DEVICE), cfg) for c in (short, long)]
+        assert ws[0][0] == ws[1][0]
+        assert [None if w[1] is None else w[1].shape for w in ws] == [None if ws[0][1] is None else ws[0][1].shape] * 2
+    assert decode._workspace(2, 4, 16, short["pt"], 16, 2, torch.device(DEVICE), SMALL)[0] > 1
     for c in (short, long):
         d = c["dev"]
         out = ops_triton.paged_decode_fused(d["q"], d["kc"], d["vc"], d["pt"], d["lens"], c["scale"]).cpu()

@@ -97,3 +97,14 @@ def store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride
     po = po_ptr + b * stride_pb + heads[:, None] * stride_ph + split * stride_ps + offs_d[None, :]
     tl.store(po, out, mask=g_mask[:, None])
     tl.store(lse_ptr + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
+
+
+@triton.jit
+def store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G: tl.constexpr, G_PAD: tl.constexpr,
+                D: tl.constexpr):
+    """Single-split case: write the normalized output [G, D] straight to ``out`` (zeros for an empty row)."""
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D)
+    out = acc / tl.where(den > 0, den, 1.0)[:, None]
+    ptrs = out_ptr + b * stride_ob + (kvh * G + offs_g)[:, None] * stride_oh + offs_d[None, :]
+    tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_g < G)[:, None])

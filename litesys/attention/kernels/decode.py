@@ -16,11 +16,15 @@ def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
 
 
 def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Tensor, page_size: int,
-               num_kv_heads: int, device: torch.device, cfg: DecodeConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """Number of splits and the partial (out, lse) buffers: from shapes only, never from the lengths."""
+               num_kv_heads: int, device: torch.device,
+               cfg: DecodeConfig) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+    """Number of splits and the partial (out, lse) buffers (None for one split: the kernel writes the output
+    itself, no merge). From shapes only, never from the lengths."""
     capacity = max(1, page_table.shape[1] * page_size)
     n_splits = choose_num_splits(batch, num_kv_heads, capacity, device, cfg.programs_per_sm, cfg.max_splits,
                                  cfg.block_n)
+    if n_splits == 1:
+        return 1, None, None
     partial = torch.empty(batch, num_q_heads, n_splits, head_dim, dtype=torch.float32, device=device)
     lse = torch.empty(batch, num_q_heads, n_splits, dtype=torch.float32, device=device)
     return n_splits, partial, lse
@@ -35,9 +39,10 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
         return out
     q = _last_dim_contiguous(q.to(k_cache.dtype))
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg)
-    decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, scale * LOG2E, cfg.block_n,
+    decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
                  group_pad(hq // hkv), dot_precision(k_cache.dtype), cfg.num_warps, cfg.num_stages)
-    decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
+    if partial is not None:
+        decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
     return out
 
 
@@ -62,7 +67,8 @@ def softmax_v(logits_: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Te
     if b == 0:
         return out
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, logits_.device, cfg)
-    softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, cfg.block_n,
+    softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, out, cfg.block_n,
                     group_pad(hq // hkv), dot_precision(v_cache.dtype), cfg.num_warps, cfg.num_stages)
-    decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
+    if partial is not None:
+        decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
     return out

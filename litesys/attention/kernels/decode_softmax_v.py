@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import online_softmax_step, split_bounds, store_partial
+from litesys.attention.kernels.common import online_softmax_step, split_bounds, store_final, store_partial
 
 
 @triton.jit
@@ -21,9 +21,10 @@ def _softmax_v_split_kernel(
     stride_ptb,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
+    out_ptr, stride_ob, stride_oh,
     max_len,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -33,44 +34,50 @@ def _softmax_v_split_kernel(
     # its width only (such a split then stores an empty partial: lse -inf)
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
     end = tl.minimum(end, max_len)
-    if start < length:
-        offs_g = tl.arange(0, G_PAD)
-        offs_d = tl.arange(0, D)
-        offs_n = tl.arange(0, BLOCK_N)
-        g_mask = offs_g < G
-        rows = logit_ptr + b * stride_xb + (kvh * G + offs_g)[:, None] * stride_xh
-        m = tl.full([G_PAD], float("-inf"), tl.float32)
-        den = tl.zeros([G_PAD], tl.float32)
-        acc = tl.zeros([G_PAD, D], tl.float32)
-        pt_row = pt_ptr + b * stride_ptb
-        for n0 in range(start, end, BLOCK_N):
-            pos = n0 + offs_n
-            valid = pos < end
-            s = tl.load(rows + pos[None, :] * stride_xl, mask=g_mask[:, None] & valid[None, :],
-                        other=float("-inf")) * 1.4426950408889634  # log2(e): scores in the log2 domain
-            page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
-            v = tl.load(v_ptr + (page * stride_vp + (pos % PAGE) * stride_vs + kvh * stride_vh)[:, None]
-                        + offs_d[None, :], mask=valid[:, None], other=0.0)
-            acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D)
+    offs_n = tl.arange(0, BLOCK_N)
+    g_mask = offs_g < G
+    rows = logit_ptr + b * stride_xb + (kvh * G + offs_g)[:, None] * stride_xh
+    m = tl.full([G_PAD], float("-inf"), tl.float32)
+    den = tl.zeros([G_PAD], tl.float32)
+    acc = tl.zeros([G_PAD, D], tl.float32)
+    pt_row = pt_ptr + b * stride_ptb
+    for n0 in range(start, end, BLOCK_N):  # empty for splits past the length
+        pos = n0 + offs_n
+        valid = pos < end
+        s = tl.load(rows + pos[None, :] * stride_xl, mask=g_mask[:, None] & valid[None, :],
+                    other=float("-inf")) * 1.4426950408889634  # log2(e): scores in the log2 domain
+        page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
+        v = tl.load(v_ptr + (page * stride_vp + (pos % PAGE) * stride_vs + kvh * stride_vh)[:, None]
+                    + offs_d[None, :], mask=valid[:, None], other=0.0)
+        acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+    if DIRECT:
+        store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G, G_PAD, D)
+    elif start < length:
         store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                       stride_lb, stride_lh, G, G_PAD, D)
 
 
 def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
-                    partial: torch.Tensor, lse: torch.Tensor, block_n: int, group_pad: int,
-                    dot_prec: str, num_warps: int, num_stages: int) -> None:
-    """Fill ``partial``/``lse`` (same format as ``decode_split``) from fp32 ``logits`` [B, Hq, L]."""
+                    partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor, block_n: int,
+                    group_pad: int, dot_prec: str, num_warps: int, num_stages: int) -> None:
+    """Same outputs as ``decode_split`` (partials, or ``out`` directly when ``partial`` is None), with the scores
+    read from fp32 ``logits`` [B, Hq, L]."""
     b, hq, max_len = logits.shape
     hkv, d = v_cache.shape[2], v_cache.shape[3]
-    grid = (b, hkv, partial.shape[2])
-    _softmax_v_split_kernel[grid](
-        logits, v_cache, page_table, lengths, partial, lse,
+    direct = partial is None
+    po, ls = (out, out) if direct else (partial, lse)
+    n_splits = 1 if direct else partial.shape[2]
+    _softmax_v_split_kernel[(b, hkv, n_splits)](
+        logits, v_cache, page_table, lengths, po, ls,
         logits.stride(0), logits.stride(1), logits.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         page_table.stride(0),
-        partial.stride(0), partial.stride(1), partial.stride(2),
-        lse.stride(0), lse.stride(1), partial.shape[2],
+        *((0, 0, 0, 0, 0) if direct else (partial.stride(0), partial.stride(1), partial.stride(2),
+                                          lse.stride(0), lse.stride(1))), n_splits,
+        out, out.stride(0), out.stride(1),
         max_len,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], BLOCK_N=block_n,
-        DOT_PREC=dot_prec, num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_prec, DIRECT=direct, num_warps=num_warps, num_stages=num_stages,
     )

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import mma, online_softmax_step, split_bounds, store_partial
+from litesys.attention.kernels.common import mma, online_softmax_step, split_bounds, store_final, store_partial
 
 
 @triton.jit
@@ -23,59 +23,67 @@ def _decode_split_kernel(
     stride_ptb,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
+    out_ptr, stride_ob, stride_oh,
     qk_scale,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     length = tl.load(len_ptr + b)
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
-    # Short sequences leave trailing splits empty: those programs do nothing.
-    if start < length:
-        offs_g = tl.arange(0, G_PAD)
-        offs_d = tl.arange(0, D)
-        offs_n = tl.arange(0, BLOCK_N)
-        heads = kvh * G + offs_g
-        q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-                    mask=(offs_g < G)[:, None], other=0.0)
-        m = tl.full([G_PAD], float("-inf"), tl.float32)
-        den = tl.zeros([G_PAD], tl.float32)
-        acc = tl.zeros([G_PAD, D], tl.float32)
-        pt_row = pt_ptr + b * stride_ptb
-        for n0 in range(start, end, BLOCK_N):
-            pos = n0 + offs_n
-            valid = pos < end
-            page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
-            slot = pos % PAGE
-            k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
-                        mask=valid[:, None], other=0.0)
-            s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-            s = tl.where(valid[None, :], s, float("-inf"))
-            v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
-                        mask=valid[:, None], other=0.0)
-            acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+    # Short sequences leave trailing splits empty: their loop is empty (and with several splits, nothing is stored).
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D)
+    offs_n = tl.arange(0, BLOCK_N)
+    heads = kvh * G + offs_g
+    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=(offs_g < G)[:, None], other=0.0)
+    m = tl.full([G_PAD], float("-inf"), tl.float32)
+    den = tl.zeros([G_PAD], tl.float32)
+    acc = tl.zeros([G_PAD, D], tl.float32)
+    pt_row = pt_ptr + b * stride_ptb
+    for n0 in range(start, end, BLOCK_N):
+        pos = n0 + offs_n
+        valid = pos < end
+        page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
+        slot = pos % PAGE
+        k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
+        s = tl.where(valid[None, :], s, float("-inf"))
+        v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+    if DIRECT:
+        store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G, G_PAD, D)
+    elif start < length:
         store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                       stride_lb, stride_lh, G, G_PAD, D)
 
 
 def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-                 lengths: torch.Tensor, partial: torch.Tensor, lse: torch.Tensor, qk_scale: float,
-                 block_n: int, group_pad: int, dot_prec: str, num_warps: int, num_stages: int) -> None:
-    """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for active splits."""
+                 lengths: torch.Tensor, partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor,
+                 qk_scale: float, block_n: int, group_pad: int, dot_prec: str, num_warps: int,
+                 num_stages: int) -> None:
+    """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
+    tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
-    grid = (b, hkv, partial.shape[2])
-    _decode_split_kernel[grid](
-        q, k_cache, v_cache, page_table, lengths, partial, lse,
+    direct = partial is None
+    po, ls = (out, out) if direct else (partial, lse)
+    n_splits = 1 if direct else partial.shape[2]
+    _decode_split_kernel[(b, hkv, n_splits)](
+        q, k_cache, v_cache, page_table, lengths, po, ls,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         page_table.stride(0),
-        partial.stride(0), partial.stride(1), partial.stride(2),
-        lse.stride(0), lse.stride(1), partial.shape[2],
+        *((0, 0, 0, 0, 0) if direct else (partial.stride(0), partial.stride(1), partial.stride(2),
+                                          lse.stride(0), lse.stride(1))), n_splits,
+        out, out.stride(0), out.stride(1),
         qk_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
-        DOT_PREC=dot_prec, num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_prec, DIRECT=direct, num_warps=num_warps, num_stages=num_stages,
     )
