@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -123,6 +124,13 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys):
     code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out), "--timeout", "0"])
     assert code == 2 and "--timeout must be > 0" in err
     assert not out.exists() and not (tmp_path / "v.summary.json").exists()
+    if os.geteuid() == 0:  # the uid range is only used as root
+        (gen / "b.jsonl").unlink()
+        write_generations(gen / "c.jsonl", CASES[:1])
+        code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out), "--workers",
+                                                  "3", "--sandbox_uid_base", "65532"])
+        assert code == 2 and "sandbox uid 65534 is outside" in err
+        assert not out.exists()
 
 
 def test_pool_writes_off_a_stuck_worker():

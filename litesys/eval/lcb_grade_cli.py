@@ -107,14 +107,11 @@ def _load_problem(path: Path, offset: int) -> dict:
 
 
 def read_done(path: Path) -> dict[str, dict]:
-    """Verdicts already in the output file; a torn last line (killed mid-write) is cut off."""
+    """Verdicts already in the output file (a torn last line, from a run killed mid-write, is ignored)."""
     if not path.is_file():
         return {}
     data = path.read_bytes()
     good = data.rfind(b"\n") + 1
-    if good != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good)
     done = {}
     for line in data[:good].splitlines():
         try:
@@ -178,6 +175,11 @@ def grade(args: argparse.Namespace, samples: list[Sample], where: dict, done: di
         sandbox = Sandbox(limits, python=args.sandbox_python, uid_base=args.sandbox_uid_base)
     except SandboxError as e:
         raise cli.UsageError(str(e)) from None
+    try:
+        sandbox.check_slots(args.workers)
+    except SandboxError as e:
+        sandbox.close()
+        raise cli.UsageError(str(e)) from None
     if not sandbox.is_root:
         print("warning: not root, so programs run as you: they can write your files and signal your processes; "
               "grade as root (e.g. in a container) for the full sandbox", file=sys.stderr)
@@ -189,6 +191,11 @@ def grade(args: argparse.Namespace, samples: list[Sample], where: dict, done: di
     left: dict[str, int] = {}
     tests_files: dict[str, Path] = {}
     out_file.parent.mkdir(parents=True, exist_ok=True)
+    if out_file.is_file():  # cut a torn last line so that new verdicts start on a line of their own
+        size, good = out_file.stat().st_size, out_file.read_bytes().rfind(b"\n") + 1
+        if good != size:
+            with open(out_file, "r+b") as f:
+                f.truncate(good)
     with sandbox, open(out_file, "a", encoding="utf-8") as fout:
         def write(sample: Sample, v: g.Verdict) -> None:
             fout.write(json.dumps(sample.record(v), ensure_ascii=False) + "\n")

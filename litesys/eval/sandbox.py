@@ -193,6 +193,11 @@ class Sandbox:
             time.sleep(0.005)
         return not self._uid_tasks(slot.uid)[0]
 
+    def check_slots(self, n: int) -> None:
+        """Validate (and sweep) the uids of slots 0..n-1 now, so that a taken uid fails before any grading."""
+        for i in range(n):
+            self._slot(i)
+
     def kill_slot(self, slot: int) -> None:
         """Kill everything a slot is running (used by a watchdog on a stuck worker)."""
         s = self._slot(slot)
@@ -217,8 +222,9 @@ class Sandbox:
                 return cand
             tried.append(cand)
         who = f"uid {self.uid_base}" if self.is_root else "this user"
-        raise SandboxError(f"no Python >= 3.9 that {who} can run (tried {', '.join(tried)}): pass --sandbox_python "
-                           "with a world-readable interpreter such as /usr/bin/python3")
+        raise SandboxError(f"no Python >= 3.9 that {who} can run from {self.root} (tried {', '.join(tried)}): pass "
+                           "--sandbox_python with a world-readable interpreter such as /usr/bin/python3, and point "
+                           "TMPDIR at a folder every user can reach")
 
     # ---- one run -------------------------------------------------------------------------------------------
     def run(self, slot: int, files: dict[str, bytes], script: str, args: list[str], wall_s: float,
