@@ -1,0 +1,123 @@
+"""The generic runner with a stand-in engine: append-as-you-go, resume, torn lines, run-config refusal."""
+from __future__ import annotations
+
+import argparse
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from litesys.config import CompletionOutput, RequestOutput, SamplingParams
+from litesys.eval.runner import (Job, RunError, WorkItem, read_samples, run, sample_seed, shard_path,
+                                 split_work)
+
+
+class Crash(Exception):
+    pass
+
+
+class FakeLLM:
+    """Finishes requests in reverse order; output text = prompt + seed; may crash after some finishes."""
+
+    def __init__(self, crash_after: int | None = None):
+        self.crash_after = crash_after
+        self.calls: list[int] = []
+
+    def generate(self, prompts, params, progress=False, on_finish=None):
+        outs = [None] * len(prompts)
+        for done, i in enumerate(reversed(range(len(prompts)))):
+            if self.crash_after is not None and done == self.crash_after:
+                raise Crash("killed")
+            text = f"{prompts[i]}|{params[i].seed}"
+            outs[i] = RequestOutput([1], [CompletionOutput([7] * (i + 1), text, "stop")])
+            self.calls.append(i)
+            on_finish(i, outs[i])
+        return outs
+
+
+def _job(llm: FakeLLM, problems=("a", "b", "c"), trials=2, seed=0) -> Job:
+    items = [WorkItem(p, t, f"Q{p}", SamplingParams(seed=sample_seed(seed, p, t)), {"answer": p})
+             for p in problems for t in range(trials)]
+    return Job(items, lambda device: llm)
+
+
+def test_sample_seed_depends_on_run_seed_problem_and_trial_only():
+    s = sample_seed(0, "p", 1)
+    assert s == sample_seed(0, "p", 1) and 0 <= s < 2 ** 31
+    assert len({s, sample_seed(1, "p", 1), sample_seed(0, "q", 1), sample_seed(0, "p", 0)}) == 4
+
+
+def test_samples_are_written_as_they_finish_and_resume_skips_them(tmp_path):
+    cfg = {"model": "m", "temperature": 0.6}
+    args = argparse.Namespace()
+    crashing = FakeLLM(crash_after=2)
+    with pytest.raises(Crash):
+        run(lambda a: _job(crashing), args, tmp_path, ["cpu"], cfg)
+    first = read_samples(tmp_path)
+    assert len(first) == 2  # the two finished before the crash are on disk
+    assert {(r["problem_id"], r["trial"]) for r in first} == {("c", 1), ("c", 0)}
+    resumed = FakeLLM()
+    recs = run(lambda a: _job(resumed), args, tmp_path, ["cpu"], cfg)
+    assert len(resumed.calls) == 4  # only the missing pairs were generated
+    assert len(recs) == 6 and len({(r["problem_id"], r["trial"]) for r in recs}) == 6
+    full = run(lambda a: _job(FakeLLM()), args, tmp_path / "full", ["cpu"], cfg)
+    key = lambda r: (r["problem_id"], r["trial"])  # noqa: E731
+    assert sorted(recs, key=key) == sorted(full, key=key)  # same records as an uninterrupted run
+    rec = next(r for r in recs if key(r) == ("a", 1))
+    assert rec["output"] == f"Qa|{sample_seed(0, 'a', 1)}" and rec["answer"] == "a"
+    assert rec["num_tokens"] == 2 and rec["finish_reason"] == "stop" and rec["seed"] == sample_seed(0, "a", 1)
+
+
+def test_torn_last_line_is_dropped_and_repaired(tmp_path):
+    cfg = {"model": "m"}
+    run(lambda a: _job(FakeLLM(), problems=("a",), trials=1), None, tmp_path, ["cpu"], cfg)
+    path = shard_path(tmp_path, 0)
+    with open(path, "a") as f:
+        f.write('{"problem_id": "b", "tri')  # what a SIGKILL mid-write leaves
+    assert len(read_samples(tmp_path)) == 1
+    recs = run(lambda a: _job(FakeLLM(), problems=("a", "b"), trials=1), None, tmp_path, ["cpu"], cfg)
+    assert len(recs) == 2
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line) for line in lines)
+
+
+def test_other_settings_refuse_to_mix(tmp_path):
+    run(lambda a: _job(FakeLLM(), trials=1), None, tmp_path, ["cpu"], {"model": "m", "temperature": 0.6})
+    before = shard_path(tmp_path, 0).read_bytes()
+    with pytest.raises(RunError, match="temperature: 0.6 there, 0.0 now.*another --output_dir"):
+        run(lambda a: _job(FakeLLM(), trials=1), None, tmp_path, ["cpu"], {"model": "m", "temperature": 0.0})
+    assert shard_path(tmp_path, 0).read_bytes() == before
+
+
+def test_processor_runs_before_writing_and_its_failure_is_reported(tmp_path):
+    class Upper:
+        closed = False
+
+        def __call__(self, records):
+            for r in records:
+                r["output"] = r["output"].upper()
+            return records
+
+        def close(self):
+            Upper.closed = True
+
+    job = _job(FakeLLM(), problems=("a",), trials=1)
+    job.make_processor = Upper
+    recs = run(lambda a: job, None, tmp_path, ["cpu"], {})
+    assert recs[0]["output"] == recs[0]["output"].upper() and Upper.closed
+
+    class Broken(Upper):
+        def __call__(self, records):
+            raise OSError("disk full")
+
+    job = _job(FakeLLM(), problems=("b",), trials=1)
+    job.make_processor = Broken
+    with pytest.raises(RunError, match="writing samples failed: disk full"):
+        run(lambda a: job, None, tmp_path / "b", ["cpu"], {})
+
+
+def test_split_work_keeps_a_problems_trials_together():
+    items = [SimpleNamespace(problem_id=p, trial=t) for p in "abcde" for t in range(3)]
+    shards = split_work(items, 2)
+    assert [sorted({i.problem_id for i in s}) for s in shards] == [["a", "c", "e"], ["b", "d"]]
+    assert sum(len(s) for s in shards) == 15
