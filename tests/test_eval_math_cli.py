@@ -194,3 +194,13 @@ def test_report_table_and_plot(greedy_ref, tmp_path, capsys, monkeypatch):
     assert "pip install matplotlib" in capsys.readouterr().err and not (tmp_path / "no.png").exists()
     assert report.main([str(tmp_path / "nothing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_dist_entry_point_refuses_tensor_parallelism_for_now(tmp_path):
+    env = dict(os.environ, WORLD_SIZE="2", LOCAL_RANK="0")
+    r = subprocess.run([sys.executable, str(ROOT / "eval_math_dist.py"), "--model", "x/y", "--task", "gsm8k",
+                        "--output_dir", str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "tensor parallelism (world size 2) is not available yet" in r.stderr
+    assert not (tmp_path / "o").exists()

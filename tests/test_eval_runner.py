@@ -8,8 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from litesys.config import CompletionOutput, RequestOutput, SamplingParams
-from litesys.eval.runner import (Job, RunError, WorkItem, read_samples, run, sample_seed, shard_path,
-                                 split_work)
+from litesys.eval.runner import Job, RunError, WorkItem, read_samples, run, sample_seed, shard_path, split_work
 
 
 class Crash(Exception):

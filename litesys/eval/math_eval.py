@@ -136,7 +136,10 @@ def prepare(args: argparse.Namespace) -> tuple[Dataset, list[str], dict, Path]:
     data = load_data(args)
     devices = cli.resolve_devices(args)
     args.dtype_resolved = cli.resolve_dtype(args, devices)
-    config = run_config(args, data)
+    try:
+        config = run_config(args, data)
+    except ValueError as e:  # the sparse-attention flags' own checks
+        raise cli.UsageError(str(e)) from None
     out = Path(args.output_dir or Path("outputs") / args.task / Path(args.model.rstrip("/")).name)
     if out.exists() and not out.is_dir():
         raise cli.UsageError(f"--output_dir {out} is a file; pass a folder")
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None, prog: str = "eval_math.py", tensor_paral
     except RunError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except (ValueError, FileNotFoundError) as e:  # the engine's one-line input errors (model, prompt length)
+        cli.die(str(e), prog)
     summary = summarize_run(records, args, config, len(data.problems))
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     from litesys.report import format_table
