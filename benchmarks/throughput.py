@@ -95,6 +95,20 @@ def run_hf(cfg_path: Path, prompts: torch.Tensor, g: int, sp: SamplingParams) ->
     return prompts.shape[0] * g / dt
 
 
+def profile(llm: LLM, ids: list[list[int]], sp: SamplingParams) -> None:
+    """Where a decode step's GPU time goes: kernels by total time over a short profiled generation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    short = SamplingParams(**{**sp.__dict__, "max_new_tokens": 64})
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        llm.generate(ids, short)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60)
+    print(table)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "profile.txt").write_text(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="qwen3_0.6b", help="name in benchmarks/configs or a config.json path")
@@ -107,6 +121,7 @@ def main() -> None:
     ap.add_argument("--logits-path", action="store_true", help="force the raw-logits path (identity processor)")
     ap.add_argument("--no-cuda-graphs", action="store_true")
     ap.add_argument("--compare-hf", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of a profiled run")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -148,6 +163,8 @@ def main() -> None:
                decode_ms_per_step=(t_total - t_prefill) / max(steps, 1) * 1e3,
                floor_ms_per_step=floor["floor_s"] / max(a.gen_len - 1, 1) * 1e3, **floor)
     res["ratio_to_floor"] = tok_s / floor["floor_tok_s"]
+    if a.profile:
+        profile(llm, ids, sp)
     del llm
     torch.cuda.empty_cache()
     if a.compare_hf:

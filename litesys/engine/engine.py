@@ -188,7 +188,8 @@ class Engine:
         pos = st.seq_len[:B]
         page = st.page_table[:B].gather(1, (pos // ps).unsqueeze(1)).squeeze(1).long()
         meta = AttnMeta(False, page * ps + pos % ps, ps, self.attn.num_q_heads, self.attn.num_kv_heads,
-                        page_table=st.page_table[:B], lengths=(pos + 1).int(), max_len=max_len)
+                        page_table=st.page_table[:B], lengths=(pos + 1).int(), max_len=max_len,
+                        extra={"seq_ids": st.seed[:B]})  # per-sample ids for the random sparse methods
         hidden = self.model.forward(st.last_token[:B], pos, meta, self.attn)
         return self.model.compute_logits(hidden)
 

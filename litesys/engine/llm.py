@@ -67,8 +67,8 @@ class LLM:
             model_cls = self._dist_variant(model_cls)
 
         check_every = check_every or (4 if self.device.type == "cuda" else 1)
-        if sparse is not None and getattr(sparse, "quest_block_size", None):
-            page_size = sparse.quest_block_size  # Quest summarises exactly one KV page per block
+        if sparse is not None and sparse.method == "quest":
+            page_size = sparse.quest_page_size  # Quest summarises exactly one KV page per block
         self.model = model_cls(self.cfg, self.device, dtype, max_seq_len + check_every + 1, dist=self.dist)
         if load_format == "random":  # benchmarks: real architecture, random weights made on the device
             self.model.load(RandomCheckpoint(self.cfg.raw, self.device, seed=seed))
@@ -79,13 +79,22 @@ class LLM:
 
         n_q, n_kv = self.model.num_q_heads, self.model.num_kv_heads
         if num_kv_pages is None:
+            extra = 0
+            if sparse is not None and sparse.method == "quest":  # per-page key min/max summaries
+                from litesys.attention.sparse.quest import QuestSelector
+                extra = QuestSelector.bytes_per_page(self.cfg.num_layers, n_kv, self.cfg.head_dim, dtype)
             num_kv_pages = plan_kv_pages(self, page_size, max_num_batched_tokens, max_num_seqs,
-                                         gpu_memory_utilization)
+                                         gpu_memory_utilization, extra_bytes_per_page=extra)
+            if self.dist.world > 1:  # one pool size per replica, or the ranks' schedules diverge (docs/tp.md)
+                from litesys.engine.distributed import agree_min
+                num_kv_pages = agree_min(self.dist, num_kv_pages, self.device)
         self.kv = KVCache(self.cfg.num_layers, num_kv_pages, page_size, n_kv, self.cfg.head_dim, dtype, self.device)
         processors, selector = {}, None
         if sparse is not None:
             from litesys.attention.sparse.config import build
             processors, selector = build(sparse, self.cfg.num_layers, n_q, n_kv, page_size)
+            if selector is not None:
+                selector.bind(self.kv)  # allocate its page summaries now, before any graph capture
         self.attn = Attention(self.kv, n_q, n_kv, self.cfg.head_dim, self.cfg.head_dim ** -0.5,
                               ops=select_ops(self.device, attention_backend), processors=processors,
                               selector=selector)

@@ -9,9 +9,11 @@ from litesys.attention.meta import AttnMeta
 CPU_KV_BYTES = 2 << 30  # CPU runs (tests, debugging) get a fixed pool unless num_kv_pages is given
 
 
-def plan_kv_pages(llm, page_size: int, max_batched_tokens: int, max_seqs: int, utilization: float) -> int:
+def plan_kv_pages(llm, page_size: int, max_batched_tokens: int, max_seqs: int, utilization: float,
+                  extra_bytes_per_page: int = 0) -> int:
     cfg, model = llm.cfg, llm.model
     per_page = KVCache.bytes_per_page(cfg.num_layers, page_size, model.num_kv_heads, cfg.head_dim, llm.dtype)
+    per_page += extra_bytes_per_page
     # never more than every slot at full length needs (+ the scratch page)
     cap = max_seqs * ((llm.max_seq_len + page_size - 1) // page_size + 1) + 1
     if llm.device.type != "cuda":

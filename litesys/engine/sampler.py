@@ -55,15 +55,28 @@ class SamplingTensors:
     seed: torch.Tensor  # [B] int64
 
 
+def topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise top-k, sorted descending. A vocabulary-wide topk is slow on the GPU; taking the top-k of each
+    of C chunks first and then of the C·k survivors gives the same set far faster."""
+    B, V = x.shape
+    chunks = next((c for c in (64, 32, 16) if V % c == 0 and V // c >= 4 * k), 0)
+    if not x.is_cuda or chunks == 0:
+        return x.topk(k, dim=-1)
+    v, i = x.view(B, chunks, V // chunks).topk(k, dim=-1)  # [B, C, k]
+    i = i + (torch.arange(chunks, device=x.device) * (V // chunks)).view(1, chunks, 1)
+    v2, j = v.reshape(B, chunks * k).topk(k, dim=-1)
+    return v2, i.reshape(B, chunks * k).gather(1, j)
+
+
 def candidates(logits: torch.Tensor, p: SamplingTensors, need_full_sort: bool, max_top_k: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Filtered candidates sorted by probability: (probs [B, K] with zeros for dropped, token ids [B, K])."""
-    temp = p.temperature.clamp_min(1e-6).unsqueeze(1)
-    scaled = logits.float() / temp
+    # order candidates on the raw logits (temperature does not change the order), then scale only those
     if need_full_sort:
-        vals, idx = scaled.sort(dim=-1, descending=True)
+        vals, idx = logits.sort(dim=-1, descending=True)
     else:
-        vals, idx = scaled.topk(max_top_k, dim=-1)  # sorted, descending
+        vals, idx = topk(logits, max_top_k)
+    vals = vals.float() / p.temperature.clamp_min(1e-6).unsqueeze(1)
     K = vals.shape[1]
     rank = torch.arange(K, device=logits.device).unsqueeze(0)
     k = torch.where(p.top_k > 0, p.top_k, K).clamp(max=K).unsqueeze(1)

@@ -50,19 +50,6 @@ class Dist:
         return self.rank * per, (self.rank + 1) * per
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """As transformers: normalise in fp32, cast back, then scale."""
-    dtype = x.dtype
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(dtype)
-
-
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    g, u = gate_up.chunk(2, dim=-1)
-    return F.silu(g) * u
-
-
 def column_parallel(ckpt: Checkpoint, names: list[str], shards: list[tuple[int, int]], dtype, device,
                     dim: int = 0) -> torch.Tensor:
     """Fuse several checkpoint tensors along ``dim`` (q/k/v, gate/up), each cut to this rank's rows."""

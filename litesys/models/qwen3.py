@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from litesys.attention.backend import Attention
 from litesys.attention.meta import AttnMeta
 from litesys.models.config import ModelConfig
-from litesys.models.layers import Dist, column_parallel, embedding, rms_norm, row_parallel, silu_mul
+from litesys.models.fused import add_rms_norm, qk_norm_rope, silu_mul
+from litesys.models.layers import Dist, column_parallel, embedding, row_parallel
 from litesys.models.loader import Checkpoint
-from litesys.models.rope import apply_rope, rope_cos_sin
+from litesys.models.rope import rope_cos_sin
 
 
 @dataclass
@@ -95,26 +96,22 @@ class Qwen3ForCausalLM:
         """ids, positions: [T] (a step's new tokens, packed) -> final hidden states [T, H]."""
         T, D, eps = ids.shape[0], self.head_dim, self.cfg.rms_norm_eps
         nq, nkv = self.num_q_heads, self.num_kv_heads
-        cos_sin = self.rope[positions].to(self.dtype)  # [T, 2, D]
-        cos, sin = cos_sin[:, 0], cos_sin[:, 1]
         h = embedding(ids, self.embed, self.vocab[0], self.dist)
+        res = None  # residual stream; each add is fused into the following RMSNorm
         for i, w in enumerate(self.layers):
-            x = rms_norm(h, w.ln1, eps)
+            x, res = add_rms_norm(h, res, w.ln1, eps)
             qkv = F.linear(x, w.qkv, w.qkv_bias)
-            q, k, v = qkv.split([nq * D, nkv * D, nkv * D], dim=-1)
-            q, k, v = q.view(T, nq, D), k.view(T, nkv, D), v.view(T, nkv, D)
-            if self.qk_norm:
-                q, k = rms_norm(q, w.q_norm, eps), rms_norm(k, w.k_norm, eps)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k, v = qk_norm_rope(qkv, w.q_norm, w.k_norm, self.rope, positions, nq, nkv, eps)
             o = attn(i, q, k, v, meta)
-            h = h + self.dist.all_reduce(F.linear(o.reshape(T, nq * D), w.o))
-            x = rms_norm(h, w.ln2, eps)
-            h = h + self.mlp(i, x, w)
-        return rms_norm(h, self.norm, eps)
+            h = self.dist.all_reduce(F.linear(o.reshape(T, nq * D), w.o))
+            x, res = add_rms_norm(h, res, w.ln2, eps)
+            h = self.mlp(i, x, w)
+        return add_rms_norm(h, res, self.norm, eps)[0]
 
     def mlp(self, i: int, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
         return self.dist.all_reduce(F.linear(silu_mul(F.linear(x, w.gate_up)), w.down))
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[B, H] -> fp32 logits [B, vocab] (gathered over the vocab-parallel ranks)."""
-        return self.dist.all_gather_last(F.linear(hidden, self.lm_head).float())
+        """[B, H] -> logits [B, vocab] in the model dtype, gathered over the vocab-parallel ranks (the sampler
+        upcasts only the candidates it keeps: a full fp32 copy would cost a vocabulary-sized pass per step)."""
+        return self.dist.all_gather_last(F.linear(hidden, self.lm_head))

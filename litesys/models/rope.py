@@ -61,10 +61,3 @@ def rope_cos_sin(head_dim: int, rope: dict, max_position_embeddings: int, max_le
     freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
     emb = torch.cat([freqs, freqs], dim=-1)
     return torch.stack([emb.cos() * scale, emb.sin() * scale], dim=1).to(device)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [T, H, D]; cos/sin: [T, D] already in x's dtype. Neox-style rotate-half, as transformers' Qwen."""
-    half = x.shape[-1] // 2
-    rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:, None, :] + rot * sin[:, None, :]

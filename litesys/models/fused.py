@@ -1,0 +1,167 @@
+"""Fused elementwise steps of a decoder layer: one Triton kernel each on the GPU, plain PyTorch on the CPU.
+
+Without them a decode step of a small model is dominated by dozens of tiny elementwise launches per layer
+(RMSNorm in fp32, q/k norm, RoPE's rotate-half, SiLU·mul, residual adds). The PyTorch versions are the
+reference the kernels are tested against and round exactly where transformers rounds.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU installs without triton
+    triton = None
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    return triton is not None and x.is_cuda
+
+
+# ---- residual add + RMSNorm ------------------------------------------------------------------------------
+def add_rms_norm_ref(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    r = x if residual is None else x + residual
+    rf = r.float()
+    y = (rf * torch.rsqrt(rf.pow(2).mean(-1, keepdim=True) + eps)).to(r.dtype)
+    return weight * y, r
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RMSNorm(x + residual) * weight, x + residual); ``residual=None`` means no add."""
+    if not _use_triton(x) or x.dim() != 2:
+        return add_rms_norm_ref(x, residual, weight, eps)
+    return add_rms_norm_triton(x, residual, weight, eps)
+
+
+def add_rms_norm_triton(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    T, H = x.shape
+    out = torch.empty_like(x)
+    res_out = torch.empty_like(x) if residual is not None else x
+    _add_rms_norm_kernel[(T,)](x, residual if residual is not None else x, res_out, weight, out, H, eps,
+                               HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(H), num_warps=4)
+    return out, res_out
+
+
+# ---- q/k RMSNorm + RoPE ----------------------------------------------------------------------------------
+def qk_norm_rope_ref(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: torch.Tensor | None,
+                     rope: torch.Tensor, positions: torch.Tensor, nq: int, nkv: int, eps: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    T, D = qkv.shape[0], rope.shape[-1]
+    q, k, v = qkv.split([nq * D, nkv * D, nkv * D], dim=-1)
+    q, k, v = q.view(T, nq, D), k.view(T, nkv, D), v.view(T, nkv, D)
+    if q_norm is not None:
+        q, k = add_rms_norm_ref(q, None, q_norm, eps)[0], add_rms_norm_ref(k, None, k_norm, eps)[0]
+    cs = rope[positions].to(qkv.dtype)
+    cos, sin = cs[:, 0, None, :], cs[:, 1, None, :]
+    half = D // 2
+
+    def rot(x):
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
+
+    return rot(q), rot(k), v
+
+
+def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: torch.Tensor | None,
+                 rope: torch.Tensor, positions: torch.Tensor, nq: int, nkv: int, eps: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split fused qkv [T, (nq+2nkv)·D] into q, k (per-head RMSNorm if given, then RoPE) and v."""
+    if not _use_triton(qkv):
+        return qk_norm_rope_ref(qkv, q_norm, k_norm, rope, positions, nq, nkv, eps)
+    return qk_norm_rope_triton(qkv, q_norm, k_norm, rope, positions, nq, nkv, eps)
+
+
+def qk_norm_rope_triton(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: torch.Tensor | None,
+                        rope: torch.Tensor, positions: torch.Tensor, nq: int, nkv: int, eps: float
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    T, D = qkv.shape[0], rope.shape[-1]
+    q = torch.empty(T, nq, D, dtype=qkv.dtype, device=qkv.device)
+    k = torch.empty(T, nkv, D, dtype=qkv.dtype, device=qkv.device)
+    has_norm = q_norm is not None
+    _qk_norm_rope_kernel[(T, nq + nkv)](
+        qkv, q, k, q_norm if has_norm else qkv, k_norm if has_norm else qkv, rope, positions, qkv.stride(0), nq, nkv,
+        eps, D=D, HAS_NORM=has_norm, num_warps=1)
+    v = qkv[:, (nq + nkv) * D:].view(T, nkv, D)
+    return q, k, v
+
+
+# ---- SiLU(gate) * up -------------------------------------------------------------------------------------
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    if not _use_triton(gate_up) or gate_up.dim() != 2:
+        g, u = gate_up.chunk(2, dim=-1)
+        return F.silu(g) * u
+    return silu_mul_triton(gate_up)
+
+
+def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
+    T, I2 = gate_up.shape
+    out = torch.empty(T, I2 // 2, dtype=gate_up.dtype, device=gate_up.device)
+    BLOCK = 1024
+    _silu_mul_kernel[(T, triton.cdiv(I2 // 2, BLOCK))](gate_up, out, I2 // 2, BLOCK=BLOCK, num_warps=4)
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _add_rms_norm_kernel(x_ptr, r_ptr, r_out_ptr, w_ptr, out_ptr, H, eps, HAS_RES: tl.constexpr,
+                             BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        m = cols < H
+        x = tl.load(x_ptr + row * H + cols, mask=m, other=0.0)
+        if HAS_RES:
+            # round the sum to the model dtype first, as the unfused residual add does
+            x = (x.to(tl.float32) + tl.load(r_ptr + row * H + cols, mask=m, other=0.0).to(tl.float32)).to(x.dtype)
+            tl.store(r_out_ptr + row * H + cols, x, mask=m)
+        xf = x.to(tl.float32)
+        inv = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=0) / H + eps)
+        y = (xf * inv).to(x.dtype)
+        w = tl.load(w_ptr + cols, mask=m, other=0.0)
+        tl.store(out_ptr + row * H + cols, (y.to(tl.float32) * w.to(tl.float32)).to(x.dtype), mask=m)
+
+    @triton.jit
+    def _qk_norm_rope_kernel(qkv_ptr, q_ptr, k_ptr, qn_ptr, kn_ptr, rope_ptr, pos_ptr, stride_t, nq, nkv, eps,
+                             D: tl.constexpr, HAS_NORM: tl.constexpr):
+        t = tl.program_id(0)
+        h = tl.program_id(1)
+        half = tl.arange(0, D // 2)
+        src = qkv_ptr + t * stride_t + h * D
+        x1 = tl.load(src + half).to(tl.float32)
+        x2 = tl.load(src + D // 2 + half).to(tl.float32)
+        dt = qkv_ptr.dtype.element_ty
+        if HAS_NORM:
+            inv = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=0) + tl.sum(x2 * x2, axis=0)) / D + eps)
+            if h < nq:
+                w1 = tl.load(qn_ptr + half).to(tl.float32)
+                w2 = tl.load(qn_ptr + D // 2 + half).to(tl.float32)
+            else:
+                w1 = tl.load(kn_ptr + half).to(tl.float32)
+                w2 = tl.load(kn_ptr + D // 2 + half).to(tl.float32)
+            x1 = ((x1 * inv).to(dt).to(tl.float32) * w1).to(dt).to(tl.float32)
+            x2 = ((x2 * inv).to(dt).to(tl.float32) * w2).to(dt).to(tl.float32)
+        pos = tl.load(pos_ptr + t).to(tl.int64)
+        c = tl.load(rope_ptr + pos * 2 * D + half).to(dt).to(tl.float32)
+        s = tl.load(rope_ptr + pos * 2 * D + D + half).to(dt).to(tl.float32)
+        o1 = x1 * c - x2 * s
+        o2 = x2 * c + x1 * s
+        if h < nq:
+            dst = q_ptr + (t * nq + h) * D
+        else:
+            dst = k_ptr + (t * nkv + (h - nq)) * D
+        tl.store(dst + half, o1.to(dt))
+        tl.store(dst + D // 2 + half, o2.to(dt))
+
+    @triton.jit
+    def _silu_mul_kernel(x_ptr, out_ptr, inter, BLOCK: tl.constexpr):
+        t = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        m = cols < inter
+        g = tl.load(x_ptr + t * 2 * inter + cols, mask=m, other=0.0).to(tl.float32)
+        u = tl.load(x_ptr + t * 2 * inter + inter + cols, mask=m, other=0.0)
+        s = (g / (1.0 + tl.exp(-g))).to(u.dtype)
+        tl.store(out_ptr + t * inter + cols, (s.to(tl.float32) * u.to(tl.float32)).to(u.dtype), mask=m)

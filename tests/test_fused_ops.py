@@ -1,0 +1,58 @@
+"""Fused layer kernels (Triton, interpreted on CPU) against their PyTorch references."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: kernels run on the CPU interpreter
+triton = pytest.importorskip("triton")
+
+
+def _fused():
+    from litesys.models import fused
+
+    return fused
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_res", [False, True])
+def test_add_rms_norm(dtype, with_res):
+    f = _fused()
+    x = torch.randn(5, 48, dtype=dtype)
+    r = torch.randn(5, 48, dtype=dtype) if with_res else None
+    w = (1 + 0.1 * torch.randn(48)).to(dtype)
+    y, res = f.add_rms_norm_triton(x, r, w, 1e-6)
+    y_ref, res_ref = f.add_rms_norm_ref(x, r, w, 1e-6)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # the interpreter rounds bf16 by truncation: 1 ulp
+    assert torch.allclose(res.float(), res_ref.float(), atol=tol, rtol=tol)
+    assert torch.allclose(y.float(), y_ref.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("norm", [False, True])
+def test_qk_norm_rope(dtype, norm):
+    from litesys.models.rope import rope_cos_sin
+
+    f = _fused()
+    T, nq, nkv, D = 6, 4, 2, 32
+    qkv = torch.randn(T, (nq + 2 * nkv) * D, dtype=dtype)
+    qn = (1 + 0.1 * torch.randn(D)).to(dtype) if norm else None
+    kn = (1 + 0.1 * torch.randn(D)).to(dtype) if norm else None
+    rope = rope_cos_sin(D, {"rope_theta": 1e6}, 4096, 512, "cpu")
+    pos = torch.tensor([0, 1, 7, 100, 300, 511])
+    out = f.qk_norm_rope_triton(qkv, qn, kn, rope, pos, nq, nkv, 1e-6)
+    ref = f.qk_norm_rope_ref(qkv, qn, kn, rope, pos, nq, nkv, 1e-6)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for a, b in zip(out, ref):
+        assert a.shape == b.shape
+        assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
+
+
+def test_silu_mul():
+    f = _fused()
+    x = torch.randn(3, 2 * 1500)
+    g, u = x.chunk(2, dim=-1)
+    assert torch.allclose(f.silu_mul_triton(x), torch.nn.functional.silu(g) * u, atol=1e-5)
