@@ -108,6 +108,9 @@ def hostile_cases(sentinel: Path, escape: str) -> list[tuple]:
                                         + sum_, {"passed"}),
         ("print 1 GB at once", ADD, "print('x' * (1 << 30))", {"runtime error", "wrong answer"}),
         ("print 1 GB in lines", ADD, "while True:\n    print('y' * 9999)", {"wrong answer"}),
+        ("flood the verdict channel", ADD, "import os\nwhile True:\n    for fd in range(3, 12):\n        try:\n"
+                                           "            os.write(fd, b'{' * 65536)\n        except OSError:\n"
+                                           "            pass", {"runtime error", "time limit"}),
         ("exit before printing", ADD, "import sys\nsys.exit(0)\n" + sum_, {"wrong answer"}),
         ("deep recursion", ADD, "import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1) + 1\n"
                                 "f(0)", {"runtime error", "time limit"}),
