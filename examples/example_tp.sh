@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Tensor parallel through torchrun: Qwen3-0.6B on GSM8K with a 4K generation budget.
-# The tensor-parallel engine comes in its own issue: until then eval_math_dist.py runs a world size of 1
-# and says so for more (use example_dp.sh to spread over several GPUs meanwhile).
+# Tensor parallel through torchrun: Qwen3-0.6B on GSM8K with a 4K generation budget, one model over TP GPUs
+# (eval_math_dist.py; --tp smaller than the process count runs data-parallel replicas, see docs/tp.md).
 #   bash examples/example_tp.sh [TP] [more eval_math.py flags]
 set -euo pipefail
 TP=${1:-1}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ def _resolve(fn: str):
 
 
 def _worker(fn: str, conn: Connection) -> None:
+    # Ctrl-C reaches the whole process group: the parent decides when to stop, so that an interrupted run
+    # still grades the samples it finished instead of recording them as crashed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     func = _resolve(fn)
     while True:
         try:
@@ -73,6 +77,11 @@ class GradePool:
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(list(preload))  # imported once in the server, not per worker
         self._slots: list[_Slot] = []
+
+    def warm(self) -> None:
+        """Start the workers now (the first start waits for the forkserver to import the preloads)."""
+        for i in range(self.workers):
+            self._slot(i)
 
     def _slot(self, i: int) -> _Slot:
         while len(self._slots) <= i:

@@ -73,6 +73,7 @@ class MathGrader:
 
         self.task = task
         self.pool = GradePool("litesys.eval.math:grade_item", workers=workers, timeout=timeout)
+        self.pool.warm()  # before generation starts, so that the first samples are written without delay
 
     def __call__(self, records: list[dict]) -> list[dict]:
         outcomes = self.pool.map([(self.task, r["output"], r["answer"]) for r in records])
@@ -149,7 +150,9 @@ def prepare(args: argparse.Namespace) -> tuple[Dataset, list[str], dict, Path]:
     return data, devices, config, out
 
 
-def main(argv: list[str] | None = None, prog: str = "eval_math.py", tensor_parallel_size: int = 1) -> dict:
+def main(argv: list[str] | None = None, prog: str = "eval_math.py", tensor_parallel_size: int = 1,
+         runner=run) -> dict:
+    """``runner``: ``runner.run``, or ``dist_runner.run_distributed`` under torchrun (None off global rank 0)."""
     args = build_parser(prog).parse_args(argv)
     args.tensor_parallel_size = tensor_parallel_size
     try:
@@ -157,12 +160,18 @@ def main(argv: list[str] | None = None, prog: str = "eval_math.py", tensor_paral
     except (cli.UsageError, DataError, RunError, FileNotFoundError) as e:
         cli.die(str(e), prog)
     try:
-        records = run(make_job, args, out, devices, config)
+        records = runner(make_job, args, out, devices, config)
     except RunError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
     except (ValueError, FileNotFoundError) as e:  # the engine's one-line input errors (model, prompt length)
         cli.die(str(e), prog)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished samples are saved in {out} - rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)
+    if records is None:  # another torchrun rank: global rank 0 writes the summary
+        return {}
     summary = summarize_run(records, args, config, len(data.problems))
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     from litesys.report import format_table

@@ -200,8 +200,14 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
         return 0
     from tqdm import tqdm
 
-    llm = job.make_llm(device)
-    writer = SampleWriter(shard_path(output_dir, rank), job.make_processor() if job.make_processor else None)
+    processor = job.make_processor() if job.make_processor else None  # before the engine: fail fast
+    try:
+        llm = job.make_llm(device)
+    except BaseException:
+        if processor is not None:
+            processor.close()
+        raise
+    writer = SampleWriter(shard_path(output_dir, rank), processor)
     left: dict[str, int] = {}
     for it in items:
         left[it.problem_id] = left.get(it.problem_id, 0) + 1
