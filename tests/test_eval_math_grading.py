@@ -148,9 +148,11 @@ def test_hang_without_signals_and_crash_are_contained():
         assert [o.status for o in out] == ["crash", "crash"] and pool.stats["crash"] == 2
 
 
-def test_grader_records_timeouts_as_wrong(monkeypatch):
-    """MathGrader (the runner's record processor) marks a timed-out sample wrong and says why."""
-    from litesys.eval.math_eval import MathGrader
+def test_grader_records_timeouts_as_wrong_and_the_summary_counts_them():
+    """MathGrader (the runner's record processor) marks a timed-out sample wrong, says why, and goes on."""
+    from argparse import Namespace
+
+    from litesys.eval.math_eval import MathGrader, summarize_run
 
     g = MathGrader("aime24", timeout=2, workers=1)
     try:
@@ -159,3 +161,7 @@ def test_grader_records_timeouts_as_wrong(monkeypatch):
         g.close()
     assert recs[0]["correct"] is False and recs[0]["grade_status"].startswith("timeout")
     assert recs[1]["correct"] is True and recs[1]["grade_status"] == "ok" and recs[1]["answer_key"] == "5"
+    for i, r in enumerate(recs):
+        r.update(problem_id=f"p{i}", trial=0, num_tokens=3, finish_reason="stop")
+    s = summarize_run(recs, Namespace(task="aime24", trial=1, limit=None), {"model": "m"}, n_problems=2)
+    assert s["grading"]["timeouts"] == 1 and s["pass@1"] == 0.5 and s["complete"]
