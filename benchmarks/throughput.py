@@ -26,6 +26,10 @@ from litesys import LLM, SamplingParams  # noqa: E402
 CONFIGS = Path(__file__).parent / "configs"
 
 
+def identity(logits, lengths, layer, meta):
+    return logits
+
+
 def copy_bandwidth(nbytes: int = 2 << 30) -> float:
     """Device-to-device copy, bytes read + written per second (median of 20)."""
     a = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
@@ -135,7 +139,9 @@ def main() -> None:
               load_format="random", max_num_seqs=a.max_num_seqs or a.num_requests, page_size=a.page_size,
               cuda_graphs=not a.no_cuda_graphs, check_every=a.check_every)
     if a.logits_path:  # an identity processor on every layer: logits kernel -> processor -> softmax·V kernel
-        llm.attn.processors = {i: [lambda logits, lengths, layer, meta: logits] for i in range(llm.cfg.num_layers)}
+        llm.attn.processors = {i: [identity] for i in range(llm.cfg.num_layers)}
+        if llm.engine.graphs is not None:
+            llm.engine.graphs.graphs.clear()  # dense graphs were captured before the processors were set
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(100, 100000, (a.num_requests, a.prompt_len), generator=g)
     ids = prompts.tolist()

@@ -173,9 +173,10 @@ class Engine:
             return
         st = self.state
         max_len = int(st.seq_len_host[:B].max()) + 1
+        logits = None
         if self.graphs is not None and self.graphs.can_run(B, self.attn):
             logits = self.graphs.run(B, max_len)
-        else:
+        if logits is None:
             logits = self.decode_forward(B, max_len)
         st.seq_len[:B] += 1  # every row's input token is now in the KV cache (finished rows too, harmlessly)
         st.seq_len_host[:B] += 1

@@ -99,7 +99,7 @@ class LLM:
                               ops=select_ops(self.device, attention_backend), processors=processors,
                               selector=selector)
         graphs = None
-        if cuda_graphs and self.device.type == "cuda" and not processors and selector is None:
+        if cuda_graphs and self.device.type == "cuda":
             from litesys.engine.cuda_graph import DecodeGraphs
             graphs = DecodeGraphs(max_num_seqs)
         self.engine = Engine(self.model, self.kv, self.attn, max_slots=max_num_seqs, max_seq_len=max_seq_len,
