@@ -21,7 +21,7 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any
 
-GRACE_S = 2.0  # after a first error, how long to collect the others before choosing which one to show
+GRACE_S = 1.0  # after a first error, how long to collect the others before choosing which one to show
 
 
 class RankError(RuntimeError):

@@ -199,11 +199,12 @@ def test_report_table_and_plot(greedy_ref, tmp_path, capsys, monkeypatch):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_dist_entry_point_refuses_tensor_parallelism_for_now(tmp_path):
+def test_dist_entry_point_refuses_a_tp_not_dividing_the_world(tmp_path):
+    # (tensor parallel runs themselves: tests/test_tp.py)
     env = dict(os.environ, WORLD_SIZE="2", LOCAL_RANK="0")
-    r = subprocess.run([sys.executable, str(ROOT / "eval_math_dist.py"), "--model", "x/y", "--task", "gsm8k",
-                        "--output_dir", str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, str(ROOT / "eval_math_dist.py"), "--tp", "3", "--model", "x/y", "--task",
+                        "gsm8k", "--output_dir", str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "tensor parallelism (world size 2) is not available yet" in r.stderr
+    assert "--tp 3 does not divide the world size 2" in r.stderr
     assert not (tmp_path / "o").exists()

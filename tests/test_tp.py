@@ -114,7 +114,9 @@ def test_tp2_matches_single_process(ckpts):
 
 @pytest.mark.slow
 def test_tp4_matches_single_process(ckpts):
-    _check_against_single(run_ranks(_tp_rank, 4, ckpts, timeout=300), ckpts, 4)
+    # replicated KV heads (2 for 4 ranks) and split ones (4 for 4 ranks); 1 KV head is covered by TP 2
+    some = {k: ckpts[k] for k in ("qwen3_kv2", "qwen2_kv4")}
+    _check_against_single(run_ranks(_tp_rank, 4, some, timeout=300), some, 4)
 
 
 # ---- memory: each rank reads and keeps only its slices ---------------------------------------------------
@@ -297,3 +299,63 @@ def test_kv_head_shard_covers_every_query_head():
             # the rank's query heads attend exactly with its KV heads, in GQA order
             assert [q // group for q in range(q0, q1)] == [k0 + (q - q0) * (k1 - k0) // (q1 - q0)
                                                           for q in range(q0, q1)]
+
+
+# ---- eval_math_dist.py: data x tensor parallel replicas ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBLEMS = [("p0", "What is 2 + 3?", "5"), ("p1", "What is 7 * 6?", "42"), ("p2", "Compute 10 - 4.", "6"),
+            ("p3", "What is 9 squared?", "81"), ("p4", "Half of 18?", "9")]
+
+
+def _records_of(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _records(folder: Path) -> list[dict]:
+    return [r for f in sorted(folder.glob("samples.*.jsonl")) for r in _records_of(f)]
+
+
+def _eval_flags(data: Path, ckpt: str, out: Path) -> list[str]:
+    return ["--model", ckpt, "--task", "custom", "--data-file", str(data), "--trial", "2", "--gen_len", "6",
+            "--max_len", "256", "--temperature", "0", "--device", "cpu", "--grade_workers", "1",
+            "--output_dir", str(out)]
+
+
+@pytest.fixture(scope="module")
+def eval_inputs(tmp_path_factory):
+    import json
+
+    root = tmp_path_factory.mktemp("tp_eval")
+    ckpt = str(make_checkpoint(root / "ckpt", "qwen3"))  # with the real tokenizer: string prompts
+    data = root / "problems.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "problem": q, "answer": a}) + "\n" for i, q, a in PROBLEMS))
+    return data, ckpt
+
+
+@pytest.mark.slow
+def test_eval_two_replicas_of_tp2_cover_the_single_process_run(eval_inputs, tmp_path):
+    from litesys.eval.math_eval import main
+
+    data, ckpt = eval_inputs
+    main(_eval_flags(data, ckpt, tmp_path / "single"))
+    ref = {(r["problem_id"], r["trial"]): r for r in _records(tmp_path / "single")}
+    assert len(ref) == 2 * len(PROBLEMS)
+
+    out = tmp_path / "tp"
+    run = _torchrun(ROOT / "eval_math_dist.py", "--tp", "2", *_eval_flags(data, ckpt, out), nproc=4, timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert sorted(p.name for p in out.glob("samples.*.jsonl")) == ["samples.0.jsonl", "samples.1.jsonl"]
+    got = _records(out)
+    keys = [(r["problem_id"], r["trial"]) for r in got]
+    assert len(keys) == len(set(keys)), "a sample was written twice (by two replicas or two ranks)"
+    assert set(keys) == set(ref)
+    for r in got:
+        assert (r["output"], r["num_tokens"]) == (ref[r["problem_id"], r["trial"]]["output"],
+                                                  ref[r["problem_id"], r["trial"]]["num_tokens"])
+    # whole problems per replica (round-robin), so each replica's file holds both trials of its problems
+    by_shard = {p.name: {r["problem_id"] for r in _records_of(p)} for p in out.glob("samples.*")}
+    assert by_shard == {"samples.0.jsonl": {"p0", "p2", "p4"}, "samples.1.jsonl": {"p1", "p3"}}
+    assert (out / "summary.json").is_file() and run.stdout.count("samples:") == 1  # global rank 0 reports

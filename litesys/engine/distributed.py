@@ -68,6 +68,8 @@ def init_tensor_parallel(tp: int, device: torch.device | str) -> Dist:
     ``device="cuda"`` lands each rank on its own GPU.
     """
     lay = layout(tp)
+    if lay.world == 1 and "WORLD_SIZE" not in os.environ and not dist.is_initialized():
+        return Dist()  # plain python, tp 1: nothing to join
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device.index if device.index is not None else lay.local_rank)
@@ -85,6 +87,19 @@ def init_tensor_parallel(tp: int, device: torch.device | str) -> Dist:
                 if r == lay.replica:
                     _groups[tp] = g
     return Dist(rank=lay.tp_rank, world=tp, group=_groups[tp])
+
+
+def agree_min(d: Dist, value: int, device: torch.device | str) -> int:
+    """The smallest ``value`` over the replica's ranks.
+
+    Used for the KV pool size: GPUs of a replica can have different free memory, and ranks with different
+    pools would preempt differently, run different batches, and hang in mismatched collectives.
+    """
+    if d.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=d.group)
+    return int(t.item())
 
 
 def shutdown() -> None:
