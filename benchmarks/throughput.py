@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("LITESYS_MOE_STATS", "1")  # MoE floor: count the experts each decode step routes to
 from litesys import LLM, SamplingParams  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -52,7 +53,9 @@ def copy_bandwidth(nbytes: int = 2 << 30) -> float:
 def weight_bytes_per_step(llm: LLM) -> int:
     """Bytes of weights a decode step reads: every tensor once; the embedding table only if it is the lm_head."""
     m = llm.model
-    seen, total = set(), 0
+    # stacked MoE experts count only as far as they are routed to (the model tracks that per decode step)
+    seen = {t.data_ptr() for t in getattr(m, "moe_stacked_tensors", list)()}
+    total = 0
 
     def add(t):
         nonlocal total
@@ -154,6 +157,8 @@ def main() -> None:
     torch.cuda.synchronize()
     t_prefill = time.perf_counter() - t
     steps0 = llm.engine.stats["decode_steps"]
+    if hasattr(llm.model, "reset_expert_stats"):
+        llm.model.reset_expert_stats()
     t = time.perf_counter()
     outs = llm.generate(ids, sp)
     torch.cuda.synchronize()
