@@ -146,11 +146,11 @@ def load_task(task: str, data_file: str | None = None, data_dir: str | None = No
     path = resolve_local(task, data_file, data_dir)
     if path is not None:
         rows, source = read_rows(path), str(path.resolve())
-        q_candidates = tuple(dict.fromkeys(((spec.question_field,) if spec else ()) + QUESTION_FALLBACKS))
-        a_candidates = (spec.answer_field,) if spec else ("answer",)
     else:
         rows, source = read_hub(spec), f"hf:{spec.hub_id}" + (f"/{spec.hub_config}" if spec.hub_config else "")
-        q_candidates, a_candidates = (spec.question_field,), (spec.answer_field,)
+    # hub revisions and local copies name the question either way
+    q_candidates = tuple(dict.fromkeys(((spec.question_field,) if spec else ()) + QUESTION_FALLBACKS))
+    a_candidates = (spec.answer_field,) if spec else ("answer",)
     if not rows:
         raise DataError(f"{source} holds no rows")
     fields = list(rows[0])
