@@ -359,3 +359,24 @@ def test_eval_two_replicas_of_tp2_cover_the_single_process_run(eval_inputs, tmp_
     by_shard = {p.name: {r["problem_id"] for r in _records_of(p)} for p in out.glob("samples.*")}
     assert by_shard == {"samples.0.jsonl": {"p0", "p2", "p4"}, "samples.1.jsonl": {"p1", "p3"}}
     assert (out / "summary.json").is_file() and run.stdout.count("samples:") == 1  # global rank 0 reports
+
+
+@pytest.mark.slow
+def test_eval_bad_tp_launches_are_one_line_errors(eval_inputs, tmp_path):
+    data, ckpt = eval_inputs
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    plain = subprocess.run([sys.executable, str(ROOT / "eval_math_dist.py"), "--tp", "2",
+                            *_eval_flags(data, ckpt, tmp_path / "a")], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert plain.returncode == 2 and plain.stderr.strip().splitlines() == [
+        "eval_math_dist.py: error: --tp 2 needs one process per rank: launch with torchrun --nproc_per_node 2 "
+        "eval_math_dist.py ..."]
+    # 3 query heads cannot be split over 2 ranks: each rank says so in one line, torchrun fails the job
+    bad = str(make_checkpoint(tmp_path / "heads3", "qwen3", num_attention_heads=3, num_key_value_heads=1,
+                              head_dim=16))
+    run = _torchrun(ROOT / "eval_math_dist.py", "--tp", "2", *_eval_flags(data, bad, tmp_path / "b"))
+    assert run.returncode != 0
+    lines = [ln for ln in run.stderr.splitlines() if ln.startswith("eval_math_dist.py: error:")]
+    assert lines == ["eval_math_dist.py: error: tensor-parallel size 2 does not divide num_attention_heads (3); "
+                     "sizes that fit this model: 1"] * 2
+    assert not list((tmp_path / "b").glob("samples.*"))
