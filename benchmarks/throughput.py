@@ -174,6 +174,9 @@ def main() -> None:
                decode_ms_per_step=(t_total - t_prefill) / max(steps, 1) * 1e3,
                floor_ms_per_step=floor["floor_s"] / max(a.gen_len - 1, 1) * 1e3, **floor)
     res["ratio_to_floor"] = tok_s / floor["floor_tok_s"]
+    gr = llm.engine.graphs
+    res["graphs_captured"] = len(gr.graphs) if gr is not None else 0
+    res["graph_eager_fallback"] = bool(gr.eager_only) if gr is not None else None
     if a.profile:
         profile(llm, ids, sp)
     del llm
@@ -182,7 +185,8 @@ def main() -> None:
         res["hf_tok_s"] = run_hf(cfg_path, prompts, a.gen_len, sp)
         res["speedup_vs_hf"] = tok_s / res["hf_tok_s"]
     print(json.dumps(res, indent=1))
-    line = (f"{a.config} {a.num_requests}x{a.prompt_len}->{a.gen_len}: {tok_s:,.0f} tok/s, "
+    line = (f"{a.config} {a.num_requests}x{a.prompt_len}->{a.gen_len}{' logits-path' if a.logits_path else ''}: "
+            f"{tok_s:,.0f} tok/s, graphs {res['graphs_captured']} (fallback {res['graph_eager_fallback']}), "
             f"{res['decode_ms_per_step']:.2f} ms/step, floor {floor['floor_tok_s']:,.0f} tok/s "
             f"({res['ratio_to_floor']:.0%} of floor)")
     if "hf_tok_s" in res:
