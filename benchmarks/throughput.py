@@ -143,8 +143,12 @@ def main() -> None:
               cuda_graphs=not a.no_cuda_graphs, check_every=a.check_every)
     if a.logits_path:  # an identity processor on every layer: logits kernel -> processor -> softmax·V kernel
         llm.attn.processors = {i: [identity] for i in range(llm.cfg.num_layers)}
-        if llm.engine.graphs is not None:
-            llm.engine.graphs.graphs.clear()  # dense graphs were captured before the processors were set
+        if llm.engine.graphs is not None:  # dense graphs were captured before the processors were set
+            gr = llm.engine.graphs
+            gr.graphs.clear()
+            gr.outputs.clear()
+            gr.pool = None
+            torch.cuda.synchronize()
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(100, 100000, (a.num_requests, a.prompt_len), generator=g)
     ids = prompts.tolist()
