@@ -215,9 +215,10 @@ class Engine:
         cols = st.seq_len_host[need] // ps
         for b, p in zip(need.tolist(), pages):
             self.running[b].pages.append(p)
-        dev = self.device
-        st.page_table[torch.from_numpy(need).to(dev), torch.from_numpy(cols).to(dev)] = torch.tensor(
-            pages, dtype=torch.int32).to(dev)
+        # one small host->device copy; from pinned memory it is asynchronous, so the host keeps running ahead
+        upd = torch.tensor(np.stack([need, cols, np.asarray(pages)]), dtype=torch.int64,
+                           pin_memory=self.device.type == "cuda").to(self.device, non_blocking=True)
+        st.page_table[upd[0], upd[1]] = upd[2].int()
 
     def _preempt_newest(self) -> None:
         if len(self.running) <= 1:
@@ -261,7 +262,7 @@ class Engine:
         finish = torch.where(is_eos, stops.STOP, finish)
         finish = torch.where((finish == 0) & (gen_len >= st.max_gen[rows]), stops.LENGTH, finish)
         for g, (window, block, thr) in enumerate(self.rep_settings):
-            hit = stops.repetition_hits(st.gen[rows], gen_len, window, block, thr) & (st.rep_group[rows] == g)
+            hit = stops.repetition_hits(st.gen, rows, gen_len, window, block, thr) & (st.rep_group[rows] == g)
             finish = torch.where((finish == 0) & hit, stops.REPETITION, finish)
         st.finish[rows] = torch.where(live, finish.to(st.finish.dtype), st.finish[rows])
         self.stats["generated"] += int(rows.numel())
