@@ -90,3 +90,11 @@ def test_bad_model_paths_and_types(tmp_path, real_vocab_ckpt):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             LLM(str(real_vocab_ckpt), device="cuda")
+
+
+def test_progress_bar_reports_requests_and_throughput(llm, monkeypatch, capsys):
+    monkeypatch.setenv("LITESYS_NO_PROGRESS", "0")
+    llm.generate([[1, 2, 3], [4, 5]], SamplingParams(temperature=0, max_new_tokens=3, ignore_eos=True),
+                 progress=True)
+    err = capsys.readouterr().err
+    assert "generate" in err and "2/2" in err
