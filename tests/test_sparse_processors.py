@@ -33,12 +33,16 @@ def meta_for(lengths: list[int]) -> AttnMeta:
                     max_len=WIDTH, extra={"seq_ids": SEQ_IDS[:len(lengths)]})
 
 
-def run(cfg: SparseConfig, logits: torch.Tensor, lengths: list[int], layer: int = 1) -> torch.Tensor:
+def run(cfg: SparseConfig, logits: torch.Tensor, lengths: list[int], layer: int = 1,
+        backend: str = "auto") -> torch.Tensor:
     procs, _ = build(cfg, num_layers=3, num_q_heads=HQ, num_kv_heads=HKV, page_size=16)
     meta = meta_for(lengths)
     out = logits.clone()
     for p in procs[layer]:
+        if hasattr(p, "backend"):
+            p.backend = backend
         out = p(out, meta.lengths, layer, meta)
+    assert all(p.graph_safe for p in procs[layer])  # the engine captures them in CUDA graphs
     return out
 
 
@@ -176,14 +180,18 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# methods with a Triton selection (sparse/triton_ops.py), run on the CPU interpreter here
+TRITON = ["topk", "block_topk", "random_select", "random_nsample"]
+
+
+@pytest.mark.parametrize("name,backend", [(n, "torch") for n in CASES] + [(n, "triton") for n in TRITON])
 @pytest.mark.parametrize("layer", [1, 2])
-def test_processor_matches_per_sequence_reference(name: str, layer: int) -> None:
+def test_processor_matches_per_sequence_reference(name: str, backend: str, layer: int) -> None:
     kwargs, ref = CASES[name]
     cfg = SparseConfig(**kwargs)
     assert cfg.method == name
     logits = make_logits(LENGTHS, WIDTH, seed=layer)
-    out = run(cfg, logits, LENGTHS, layer)
+    out = run(cfg, logits, LENGTHS, layer, backend)
     assert out.shape == logits.shape
     n_sparse = 0
     for b, n in enumerate(LENGTHS):
@@ -201,19 +209,21 @@ def test_processor_matches_per_sequence_reference(name: str, layer: int) -> None
             assert torch.equal(out[b], logits[b])
 
 
-def test_random_draws_independent_of_batch_and_width() -> None:
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_random_draws_independent_of_batch_and_width(backend: str) -> None:
     """A sequence's random selection is a function of (seed, layer, seq id, length): batch-mates don't matter."""
     cfg = SparseConfig(attn_random_select=6, attn_local=LOCAL)
     logits = make_logits(LENGTHS, WIDTH)
-    full = run(cfg, logits, LENGTHS)
+    full = run(cfg, logits, LENGTHS, backend=backend)
     procs, _ = build(cfg, 3, HQ, HKV, 16)
+    procs[1][0].backend = backend
     b = LENGTHS.index(64)
     meta = meta_for([64])
     meta.extra["seq_ids"] = SEQ_IDS[b:b + 1]
     alone = procs[1][0](logits[b:b + 1, :, :70].clone(), meta.lengths, 1, meta)
     assert torch.equal(torch.isfinite(alone[0, :, :64]), torch.isfinite(full[b, :, :64]))
     # a different step (length) or layer draws differently
-    other = run(cfg, logits, LENGTHS, layer=2)
+    other = run(cfg, logits, LENGTHS, layer=2, backend=backend)
     assert not torch.equal(torch.isfinite(other[b]), torch.isfinite(full[b]))
 
 
@@ -249,3 +259,14 @@ def test_layer_skip_and_defaults() -> None:
     procs, _ = build(SparseConfig(attn_topk=5, attn_local=LOCAL, attn_layer_skip=[]), 4, HQ, HKV, 16)
     assert sorted(procs) == [0, 1, 2, 3]
     assert build(None, 4, HQ, HKV, 16) == ({}, None)
+
+
+@pytest.mark.parametrize("name", ["topk", "block_topk"])
+def test_triton_selection_breaks_ties_to_lower_positions(name: str) -> None:
+    """Equal scores: the Triton selection keeps the lower positions (stable-sort order), still exactly k."""
+    kwargs, _ = CASES[name]
+    logits = torch.zeros(1, HQ, 64)  # every score ties
+    out = run(SparseConfig(**kwargs), logits, [64], backend="triton")[0]
+    end = 64 - LOCAL if name == "topk" else SINK + (64 - LOCAL - SINK) // 4 * 4  # block: whole blocks only
+    kept = torch.isfinite(out[0, SINK:end]).nonzero().flatten().tolist()
+    assert kept == list(range(5 if name == "topk" else 8))  # topk: 5 positions; block_topk: two blocks of 4

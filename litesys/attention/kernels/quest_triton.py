@@ -4,10 +4,21 @@
 page (1/page_size of the K bytes) and computes the group's summed upper bound as two small dots,
 ``relu(q)·max + min(q, 0)·min`` (equal to ``sum_d max(q_d min_d, q_d max_d)`` since min <= max).
 
+``quest_select``: one program per (sequence, KV head) turns the page scores into the selection ``sel`` [B, Hkv, S]
+(sink pages + the top-k middle pages + local pages, ascending, -1 padding; exactly ``sparse.quest.select_pages``,
+ties to the lower page) and ``phys`` (the same slots as physical page ids), with the top-k found in registers
+(``sparse/triton_select.py``): no torch.topk / sort / cat / arange glue between the kernels. With ``fused=True``
+the same program also computes its row of scores first (one launch instead of two; fewer programs, see the docs).
+
+``quest_update_summaries``: the decode-step summary refresh (min/max of each written page's valid entries) as
+one launch, instead of the gather / masked_fill / amin / amax / index_copy chain of the torch path.
+
 ``quest_decode``: flash-decoding over the selection ``sel`` [B, Hkv, S] (logical pages, -1 = empty slot). The
 S selected pages form a virtual sequence of S * page tokens; each (sequence, KV head) is cut into splits of
 that virtual sequence, and a K/V row is loaded only when its slot holds a selected page and its position is
-below the length: unselected pages are never read. ``_quest_merge_kernel`` combines the splits.
+below the length: unselected pages are never read; with ``phys`` the physical page comes from the selection
+itself (two independent loads per block instead of sel -> page-table -> K). ``_quest_merge_kernel`` combines
+the splits.
 Reference: ``litesys/attention/sparse/quest_torch.py``.
 """
 from __future__ import annotations
@@ -26,6 +37,23 @@ from litesys.attention.kernels.common import (
     online_softmax_step,
     store_partial,
 )
+from litesys.attention.sparse.quest import page_counts
+from litesys.attention.sparse.triton_select import float_key, num_warps_for, topk_mask
+
+MAX_SELECT_PAGES = 32768  # pages per sequence the in-register selection handles (512K tokens at page 16)
+
+
+@triton.jit
+def _page_scores(q_pos, q_neg, lo_ptr, hi_ptr, pt_row, offs_p, valid, kvh, stride_sp, stride_sh,
+                 D: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Group-summed Quest bound of the pages at logical ``offs_p`` (as ``_quest_scores_kernel``), -inf if invalid."""
+    offs_d = tl.arange(0, D)
+    page = tl.load(pt_row + offs_p, mask=valid, other=0).to(tl.int64)
+    row = (page * stride_sp + kvh * stride_sh)[:, None] + offs_d[None, :]
+    lo = tl.load(lo_ptr + row, mask=valid[:, None], other=0.0)
+    hi = tl.load(hi_ptr + row, mask=valid[:, None], other=0.0)
+    s = mma(q_pos, tl.trans(hi), DOT_PREC) + mma(q_neg, tl.trans(lo), DOT_PREC)
+    return tl.where(valid, tl.sum(s, 0), float("-inf"))
 
 
 @triton.jit
@@ -41,19 +69,13 @@ def _quest_scores_kernel(
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     used = tl.cdiv(tl.load(len_ptr + b), PAGE)
-    valid = offs_p < tl.minimum(used, n_pages)
     q = tl.load(q_ptr + b * stride_qb + (kvh * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
                 mask=(offs_g < G)[:, None], other=0.0).to(tl.float32)
-    page = tl.load(pt_ptr + b * stride_ptb + offs_p, mask=valid, other=0).to(tl.int64)
-    row = (page * stride_sp + kvh * stride_sh)[:, None] + offs_d[None, :]
-    lo = tl.load(lo_ptr + row, mask=valid[:, None], other=0.0)
-    hi = tl.load(hi_ptr + row, mask=valid[:, None], other=0.0)
-    q_pos = tl.maximum(q, 0.0).to(lo.dtype)
-    q_neg = tl.minimum(q, 0.0).to(lo.dtype)
-    s = mma(q_pos, tl.trans(hi), DOT_PREC) + mma(q_neg, tl.trans(lo), DOT_PREC)
-    score = tl.sum(s, 0)  # padded query rows are zero
-    tl.store(out_ptr + b * stride_ob + kvh * stride_oh + offs_p, tl.where(valid, score, float("-inf")),
-             mask=offs_p < n_pages)
+    q_pos = tl.maximum(q, 0.0).to(lo_ptr.dtype.element_ty)
+    q_neg = tl.minimum(q, 0.0).to(lo_ptr.dtype.element_ty)
+    score = _page_scores(q_pos, q_neg, lo_ptr, hi_ptr, pt_ptr + b * stride_ptb, offs_p,
+                         offs_p < tl.minimum(used, n_pages), kvh, stride_sp, stride_sh, D, DOT_PREC)
+    tl.store(out_ptr + b * stride_ob + kvh * stride_oh + offs_p, score, mask=offs_p < n_pages)
 
 
 def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
@@ -74,8 +96,134 @@ def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
 
 
 @triton.jit
+def _quest_select_kernel(
+    q_ptr, lo_ptr, hi_ptr, score_ptr, pt_ptr, len_ptr, sel_ptr, phys_ptr,
+    stride_qb, stride_qh, stride_sp, stride_sh, stride_ob, stride_oh, stride_ptb, stride_selb, stride_selh,
+    n_pages, topk, n_slots,
+    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr, BLOCK_P: tl.constexpr,
+    DOT_PREC: tl.constexpr, N_SINK: tl.constexpr, WINDOW: tl.constexpr, NP_PAD: tl.constexpr,
+    S_PAD: tl.constexpr, FUSED: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    length = tl.load(len_ptr + b)
+    used = tl.cdiv(length, PAGE)
+    pt_row = pt_ptr + b * stride_ptb
+    score_row = score_ptr + b * stride_ob + kvh * stride_oh
+    if FUSED:  # this row's scores first (the program re-reads them below, after a barrier)
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
+        q = tl.load(q_ptr + b * stride_qb + (kvh * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
+                    mask=(offs_g < G)[:, None], other=0.0).to(tl.float32)
+        q_pos = tl.maximum(q, 0.0).to(lo_ptr.dtype.element_ty)
+        q_neg = tl.minimum(q, 0.0).to(lo_ptr.dtype.element_ty)
+        for p0 in range(0, n_pages, BLOCK_P):
+            offs_p = p0 + tl.arange(0, BLOCK_P)
+            sc = _page_scores(q_pos, q_neg, lo_ptr, hi_ptr, pt_row, offs_p, offs_p < tl.minimum(used, n_pages), kvh,
+                              stride_sp, stride_sh, D, DOT_PREC)
+            tl.store(score_row + offs_p, sc, mask=offs_p < n_pages)
+        tl.debug_barrier()
+    p = tl.arange(0, NP_PAD)
+    in_pages = p < n_pages
+    score = tl.load(score_row + p, mask=in_pages, other=float("-inf"))
+    first_local = tl.maximum(length - WINDOW, 0) // PAGE
+    live = in_pages & (p < used)
+    middle = live & (p >= N_SINK) & (p < first_local)
+    keep = topk_mask(float_key(score), middle & (score > float("-inf")), topk)
+    keep = keep | (live & ((p < N_SINK) | (p >= first_local)))  # sink pages, local pages
+    rank = tl.cumsum(keep.to(tl.int32), 0) - 1  # ascending pages -> slots 0, 1, ...
+    count = tl.sum(keep.to(tl.int32), 0)
+    sel_row = sel_ptr + b * stride_selb + kvh * stride_selh
+    phys_row = phys_ptr + b * stride_selb + kvh * stride_selh
+    tl.store(sel_row + rank, p, mask=keep)
+    tl.store(phys_row + rank, tl.load(pt_row + p, mask=keep, other=0), mask=keep)
+    slots = tl.arange(0, S_PAD)
+    pad = (slots >= count) & (slots < n_slots)
+    tl.store(sel_row + slots, tl.full([S_PAD], -1, tl.int32), mask=pad)
+    tl.store(phys_row + slots, tl.zeros([S_PAD], tl.int32), mask=pad)
+
+
+def fuse_by_default(batch: int, num_kv_heads: int, device: torch.device) -> bool:
+    """Fused score+select only when its (sequence, KV head) programs alone fill the GPU: each reads its whole row
+    of summaries, so with fewer programs than SMs the separate, fully parallel score kernel reads them faster."""
+    sms = num_sms(device.index or 0) if device.type == "cuda" else 1
+    return batch * num_kv_heads >= sms
+
+
+def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
+                 lengths: torch.Tensor, page_size: int, n_pages: int, topk: int, sink: int, local: int,
+                 fused: bool | None = None, block_p: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sel, phys) [B, Hkv, S] int32: the selection of ``sparse.quest.select_pages`` and its physical pages
+    (0 in empty slots). Two launches (scores, select) or one (``fused``); no torch ops in between."""
+    b, hq, d = q.shape
+    hkv = kmin.shape[1]
+    n_sink, n_local = page_counts(page_size, sink, local)
+    n_slots = n_sink + min(topk, n_pages) + n_local
+    np_pad = next_pow2(n_pages)
+    if np_pad > MAX_SELECT_PAGES:
+        from litesys.attention.sparse.quest import select_pages
+        sel = select_pages(quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages, block_p), lengths,
+                           page_size, topk, sink, local)
+        phys = page_table.long().gather(1, sel.clamp(min=0).long().view(b, -1)).view(sel.shape)
+        return sel, torch.where(sel >= 0, phys, 0).to(torch.int32)
+    if fused is None:
+        fused = fuse_by_default(b, hkv, q.device)
+    if fused:
+        scores = torch.empty(b, hkv, n_pages, dtype=torch.float32, device=q.device)
+    else:
+        scores = quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages, block_p)
+    sel = torch.empty(b, hkv, n_slots, dtype=torch.int32, device=q.device)
+    phys = torch.empty_like(sel)
+    _quest_select_kernel[(b, hkv)](
+        q, kmin, kmax, scores, page_table, lengths, sel, phys,
+        q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), scores.stride(0), scores.stride(1),
+        page_table.stride(0), sel.stride(0), sel.stride(1),
+        n_pages, topk, n_slots,
+        G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page_size, BLOCK_P=block_p,
+        DOT_PREC=dot_precision(kmin.dtype), N_SINK=n_sink, WINDOW=max(local, 1), NP_PAD=np_pad,
+        S_PAD=next_pow2(n_slots), FUSED=fused, num_warps=num_warps_for(np_pad),
+    )
+    return sel, phys
+
+
+@triton.jit
+def _quest_summary_kernel(k_ptr, slot_ptr, lo_ptr, hi_ptr, stride_kp, stride_ks, stride_kh, stride_sp, stride_sh,
+                          PAGE: tl.constexpr, PAGE_PAD: tl.constexpr, D: tl.constexpr):
+    i = tl.program_id(0)
+    kvh = tl.program_id(1)
+    slot = tl.maximum(tl.load(slot_ptr + i), 0)  # padding rows (slot -1): the scratch page 0, as the torch path
+    page = slot // PAGE
+    rows = tl.arange(0, PAGE_PAD)
+    offs_d = tl.arange(0, D)
+    filled = rows <= slot % PAGE
+    k = tl.load(k_ptr + page * stride_kp + kvh * stride_kh + rows[:, None] * stride_ks + offs_d[None, :],
+                mask=filled[:, None], other=0.0).to(tl.float32)
+    lo = tl.min(tl.where(filled[:, None], k, float("inf")), 0)
+    hi = tl.max(tl.where(filled[:, None], k, float("-inf")), 0)
+    out = page * stride_sp + kvh * stride_sh + offs_d
+    tl.store(lo_ptr + out, lo.to(lo_ptr.dtype.element_ty))
+    tl.store(hi_ptr + out, hi.to(hi_ptr.dtype.element_ty))
+
+
+def quest_update_summaries(k_cache: torch.Tensor, slot_mapping: torch.Tensor, kmin: torch.Tensor,
+                           kmax: torch.Tensor) -> None:
+    """Decode step: recompute kmin/kmax [P, Hkv, D] of every written page from its valid entries (one launch).
+
+    ``slot_mapping`` [N]: one new token per row (a decode step), so the pages are distinct except padding rows,
+    which all write the scratch page 0 the same values."""
+    n = slot_mapping.shape[0]
+    if n == 0:
+        return
+    page, hkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    _quest_summary_kernel[(n, hkv)](
+        k_cache, slot_mapping, kmin, kmax, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        kmin.stride(0), kmin.stride(1), PAGE=page, PAGE_PAD=next_pow2(page), D=d, num_warps=1,
+    )
+
+
+@triton.jit
 def _quest_decode_kernel(
-    q_ptr, k_ptr, v_ptr, pt_ptr, len_ptr, sel_ptr, po_ptr, lse_ptr,
+    q_ptr, k_ptr, v_ptr, pt_ptr, len_ptr, sel_ptr, phys_ptr, po_ptr, lse_ptr,
     stride_qb, stride_qh,
     stride_kp, stride_ks, stride_kh,
     stride_vp, stride_vs, stride_vh,
@@ -84,7 +232,7 @@ def _quest_decode_kernel(
     stride_lb, stride_lh,
     qk_scale, n_virtual,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
-    SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, HAS_PHYS: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -102,6 +250,7 @@ def _quest_decode_kernel(
     den = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
     sel_row = sel_ptr + b * stride_selb + kvh * stride_selh
+    phys_row = phys_ptr + b * stride_selb + kvh * stride_selh
     pt_row = pt_ptr + b * stride_ptb
     for n0 in range(start, end, BLOCK_N):
         vpos = n0 + offs_n  # virtual position: slot vpos // PAGE of the selection, offset vpos % PAGE
@@ -109,7 +258,10 @@ def _quest_decode_kernel(
         lp = tl.load(sel_row + vpos // PAGE, mask=in_split, other=-1)
         pos = lp * PAGE + vpos % PAGE
         valid = in_split & (lp >= 0) & (pos < length)
-        page = tl.load(pt_row + lp, mask=valid, other=0).to(tl.int64)
+        if HAS_PHYS:  # independent of lp: no dependent sel -> page-table load before the K/V loads
+            page = tl.load(phys_row + vpos // PAGE, mask=in_split, other=0).to(tl.int64)
+        else:
+            page = tl.load(pt_row + lp, mask=valid, other=0).to(tl.int64)
         slot = vpos % PAGE
         k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
                     mask=valid[:, None], other=0.0)
@@ -149,10 +301,12 @@ def _split_size(batch: int, num_kv_heads: int, n_virtual: int, block_n: int, dev
 
 def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, sel: torch.Tensor, scale: float, block_n: int = 64,
-                 split: int | None = None, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+                 split: int | None = None, num_warps: int = 4, num_stages: int = 2,
+                 phys: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q·K_sel * scale)·V_sel over the pages in ``sel`` [B, Hkv, S] -> [B, Hq, D] in the cache dtype.
 
     ``split``: virtual tokens per program (a multiple of ``block_n``); default from the shapes.
+    ``phys``: optional [B, Hkv, S] physical pages of ``sel``'s slots (as ``quest_select`` returns).
     """
     b, hq, d = q.shape
     page, hkv = k_cache.shape[1], k_cache.shape[2]
@@ -164,8 +318,10 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     nsplit = -(-n_virtual // split)
     partial = torch.empty(b, hq, nsplit, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(b, hq, nsplit, dtype=torch.float32, device=q.device)
+    if phys is not None and phys.stride() != sel.stride():
+        phys = phys.contiguous()
     _quest_decode_kernel[(b, hkv, nsplit)](
-        q, k_cache, v_cache, page_table, lengths, sel, partial, lse,
+        q, k_cache, v_cache, page_table, lengths, sel, sel if phys is None else phys, partial, lse,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -174,7 +330,8 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         lse.stride(0), lse.stride(1),
         scale * LOG2E, n_virtual,
         G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page, SPLIT=split, BLOCK_N=block_n,
-        DOT_PREC=dot_precision(k_cache.dtype), num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_precision(k_cache.dtype), HAS_PHYS=phys is not None, num_warps=num_warps,
+        num_stages=num_stages,
     )
     out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=q.device)
     _quest_merge_kernel[(b, hq)](

@@ -3,38 +3,54 @@ with the highest mean (over the block and the group's query heads) logit are kep
 
 As in the original LiteSys: the middle is ``floor((len - sink - local) / block_size)`` whole blocks, the leftover
 tail joins the local window, and rows with ``len <= ceil((sink + local + k * block_size) / block_size) * block_size``
-stay dense.
+stay dense. On CUDA the block selection is the Triton ``triton_ops.topk_drop`` over the block means.
 """
 from __future__ import annotations
 
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import Heads, apply_keep, expand_groups, group_mean, positions, scatter_keep
+from litesys.attention.sparse import triton_ops
+from litesys.attention.sparse.common import (
+    Heads,
+    drop_groups,
+    drop_mask,
+    group_mean,
+    positions,
+    scatter_keep,
+    use_triton,
+)
 
 
 class BlockTopKProcessor:
-    def __init__(self, k: int, block_size: int, sink: int, local: int, num_kv_heads: int):
+    graph_safe = True  # no host sync, static shapes
+
+    def __init__(self, k: int, block_size: int, sink: int, local: int, num_kv_heads: int, backend: str = "auto"):
         self.k, self.bs, self.sink, self.local, self.num_kv_heads = k, block_size, sink, local, num_kv_heads
         self.n_full = -(-(sink + local + k * block_size) // block_size) * block_size
+        self.backend = backend
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         b, hq, width = logits.shape
         if width <= self.n_full:
             return logits
-        bs, sink = self.bs, self.sink
-        n_blocks = ((lengths.long() - self.local - sink) // bs).clamp(min=0)  # [B] whole middle blocks
+        bs, sink, hkv = self.bs, self.sink, self.num_kv_heads
         nb_max = (width - sink) // bs  # >= k because width > n_full
-        gm = group_mean(logits, self.num_kv_heads)[:, :, sink:sink + nb_max * bs]
-        score = gm.reshape(b, self.num_kv_heads, nb_max, bs).mean(dim=-1)
-        score = score.masked_fill(positions(nb_max, logits.device)[None, None, :] >= n_blocks[:, None, None],
-                                  float("-inf"))
-        keep_blocks = scatter_keep(score.topk(self.k, dim=-1).indices, nb_max)  # [B, Hkv, nb_max]
-        keep = torch.zeros(b, self.num_kv_heads, width, dtype=torch.bool, device=logits.device)
-        keep[:, :, sink:sink + nb_max * bs] = keep_blocks.repeat_interleave(bs, dim=-1)
-        pos = positions(width, logits.device)[None, :]
-        middle = (pos >= sink) & (pos < sink + n_blocks[:, None] * bs)
-        return apply_keep(logits, expand_groups(keep, hq), middle, lengths > self.n_full)
+        end = sink + nb_max * bs
+        gm = group_mean(logits[:, :, sink:end], hkv)  # only the positions that can be in a block
+        score = gm.reshape(b, hkv, nb_max, bs).mean(dim=-1)
+        if use_triton(logits, self.backend) and triton_ops.fits(nb_max):
+            drop_b = triton_ops.topk_drop(lengths, b, hkv, nb_max, self.k, 0, self.local + sink, hi_div=bs,
+                                          dense_upto=self.n_full, scores=score)
+        else:
+            n_blocks = ((lengths.long() - self.local - sink) // bs).clamp(min=0)  # [B] whole middle blocks
+            valid = positions(nb_max, logits.device)[None, :] < n_blocks[:, None]
+            score = score.masked_fill_(~valid[:, None, :], float("-inf"))
+            keep_b = scatter_keep(score.topk(self.k, dim=-1, sorted=False).indices, nb_max)  # [B, Hkv, nb_max]
+            drop_b = drop_mask(keep_b, valid, lengths > self.n_full)
+        drop = torch.zeros(b, hkv, width, dtype=torch.bool, device=logits.device)
+        drop[:, :, sink:end] = drop_b[..., None].expand(b, hkv, nb_max, bs).reshape(b, hkv, nb_max * bs)
+        return drop_groups(logits, drop)
 
 
 def from_config(cfg, heads: Heads) -> BlockTopKProcessor:

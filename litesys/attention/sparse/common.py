@@ -54,6 +54,26 @@ def apply_keep(logits: torch.Tensor, keep_middle: torch.Tensor, middle: torch.Te
     return logits.masked_fill(drop, NEG_INF)
 
 
+def drop_mask(keep: torch.Tensor, middle: torch.Tensor, sparse_rows: torch.Tensor) -> torch.Tensor:
+    """[B, H, L] bool: middle positions not in ``keep`` of the ``sparse_rows`` (what ``apply_keep`` sets to -inf).
+
+    Per KV head (H = Hkv) it stays 1/G the size of the logits; ``drop_groups`` applies it in one broadcast pass
+    (instead of ``expand_groups`` materialising [B, Hq, L] and three more [B, Hq, L] passes in ``apply_keep``)."""
+    return middle[:, None, :] & ~keep & sparse_rows[:, None, None]
+
+
+def drop_groups(logits: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """``logits`` [B, Hq, L] with -inf where the KV head's ``drop`` [B, Hkv, L] is set (one pass, no expand)."""
+    b, hq, width = logits.shape
+    hkv = drop.shape[1]
+    return logits.view(b, hkv, hq // hkv, width).masked_fill(drop[:, :, None, :], NEG_INF).view(b, hq, width)
+
+
+def use_triton(x: torch.Tensor, backend: str) -> bool:
+    """Processors: the Triton kernels on CUDA ("auto"), always ("triton", e.g. the CPU interpreter) or never."""
+    return backend == "triton" or (backend == "auto" and x.is_cuda)
+
+
 def scatter_keep(indices: torch.Tensor, length: int, valid: torch.Tensor | None = None) -> torch.Tensor:
     """[..., k] indices (+ optional validity) -> [..., length] bool mask with those positions set."""
     keep = torch.zeros(*indices.shape[:-1], length + 1, dtype=torch.bool, device=indices.device)

@@ -8,6 +8,8 @@ from litesys.attention.sparse.common import NEG_INF, Heads, middle_mask
 
 
 class LocalProcessor:
+    graph_safe = True  # no host sync, static shapes
+
     def __init__(self, sink: int, local: int):
         self.sink, self.local = sink, local
 

@@ -17,6 +17,8 @@ from litesys.attention.sparse.common import NEG_INF, Heads, counter_hash, hash_t
 
 
 class OracleSampleProcessor:
+    graph_safe = True  # no host sync, static shapes
+
     def __init__(self, n: int, sink: int, local: int, seed: int = 0):
         self.n, self.sink, self.local, self.seed = n, sink, local, seed
 

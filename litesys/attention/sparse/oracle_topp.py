@@ -14,6 +14,8 @@ from litesys.attention.sparse.common import NEG_INF, Heads, apply_keep, middle_m
 
 
 class OracleTopPProcessor:
+    graph_safe = True  # no host sync, static shapes
+
     def __init__(self, p: float, sink: int, local: int):
         self.p, self.sink, self.local = p, sink, local
 

@@ -29,7 +29,8 @@ def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, to
                  local: int) -> torch.Tensor:
     """scores [B, Hkv, NP] -> sel [B, Hkv, S] int32: selected logical pages ascending, then -1 padding.
 
-    S = sink pages + min(topk, NP) + local pages is static (no host sync; CUDA-graph safe).
+    S = sink pages + min(topk, NP) + local pages is static (no host sync; CUDA-graph safe). Equal scores: the
+    lower page first. The CPU path and the reference of ``kernels/quest_triton.quest_select``.
     """
     b, hkv, n_pages = scores.shape
     dev = scores.device
@@ -40,7 +41,9 @@ def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, to
     p = torch.arange(n_pages, device=dev)
     middle = (p[None, :] >= n_sink) & (p[None, :] < first_local[:, None]) & (p[None, :] < used[:, None])
     k = min(topk, n_pages)
-    vals, mid = scores.masked_fill(~middle[:, None, :], float("-inf")).topk(k, dim=-1)
+    # stable sort, not topk: equal scores go to the lower page, exactly as the Triton selection does
+    vals, mid = scores.masked_fill(~middle[:, None, :], float("-inf")).sort(dim=-1, descending=True, stable=True)
+    vals, mid = vals[..., :k], mid[..., :k]
     mid_ok = vals > float("-inf")
     sinks = torch.arange(n_sink, device=dev).expand(b, hkv, n_sink)
     sink_ok = sinks < used[:, None, None]
@@ -54,14 +57,21 @@ def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, to
 
 
 class QuestSelector:
-    """The backend's block-selection hook (see ``litesys/attention/backend.py``)."""
+    """The backend's block-selection hook (see ``litesys/attention/backend.py``).
+
+    Triton path, per decode step of a sparse layer: 5 launches (summary refresh, scores, selection, split decode,
+    merge; 4 with ``fused=True``), no torch ops between them, nothing on the host: CUDA-graph safe.
+    """
+
+    graph_safe = True  # decode does no host sync and has static shapes (prefill, never captured, may sync)
 
     def __init__(self, topk_pages: int, page_size: int, num_layers: int, sink: int = 4, local: int = 0,
-                 layer_skip: tuple[int, ...] = (0,), backend: str = "auto"):
+                 layer_skip: tuple[int, ...] = (0,), backend: str = "auto", fused: bool | None = None):
         self.topk, self.page_size, self.sink, self.local = topk_pages, page_size, sink, local
         self.layers = frozenset(range(num_layers)) - frozenset(layer_skip)
         self.num_layers = num_layers
         self.backend = backend  # "auto" (Triton on CUDA), "torch" or "triton"
+        self.fused = fused  # Triton: score + select in one launch (None: by shape, see quest_triton)
         self.kmin: torch.Tensor | None = None
         self.kmax: torch.Tensor | None = None
 
@@ -87,6 +97,10 @@ class QuestSelector:
         if self.kmin is None or self.kmin.shape[1] != kv.num_pages:
             self.bind(kv)
         ps = self.page_size
+        if not meta.is_prefill and self._use_triton(kv.k):
+            from litesys.attention.kernels import quest_triton
+            quest_triton.quest_update_summaries(kv.k[layer], meta.slot_mapping, self.kmin[layer], self.kmax[layer])
+            return
         slots = meta.slot_mapping.long().clamp(min=0)  # padding rows: scratch page 0
         if meta.is_prefill:
             # Only each page's last written token matters: its offset says how many entries are valid.
@@ -103,26 +117,34 @@ class QuestSelector:
     def _use_triton(self, q: torch.Tensor) -> bool:
         return self.backend == "triton" or (self.backend == "auto" and q.is_cuda)
 
-    def select(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
-        """sel [B, Hkv, S] int32 for this step (see ``select_pages``)."""
+    def _n_pages(self, meta: AttnMeta) -> int:
         n_pages = meta.page_table.shape[1]
         if meta.max_len > 0:
             n_pages = min(n_pages, -(-meta.max_len // self.page_size))
+        return n_pages
+
+    def _select_triton(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> tuple[torch.Tensor, torch.Tensor]:
+        from litesys.attention.kernels import quest_triton
+        return quest_triton.quest_select(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
+                                         self.page_size, self._n_pages(meta), self.topk, self.sink, self.local,
+                                         fused=self.fused)
+
+    def select(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
+        """sel [B, Hkv, S] int32 for this step (see ``select_pages``)."""
         if self._use_triton(q):
-            from litesys.attention.kernels import quest_triton
-            scores = quest_triton.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
-                                               self.page_size, n_pages)
-        else:
-            scores = quest_torch.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
-                                              self.page_size, n_pages)
+            return self._select_triton(layer, q, meta)[0]
+        scores = quest_torch.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
+                                          self.page_size, self._n_pages(meta))
         return select_pages(scores, meta.lengths, self.page_size, self.topk, self.sink, self.local)
 
     def decode(self, layer: int, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttnMeta,
                scale: float, ops=None) -> torch.Tensor:
-        sel = self.select(layer, q, meta)
         if self._use_triton(q):
             from litesys.attention.kernels import quest_triton
-            return quest_triton.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale)
+            sel, phys = self._select_triton(layer, q, meta)
+            return quest_triton.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale,
+                                             phys=phys)
+        sel = self.select(layer, q, meta)
         return quest_torch.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale)
 
 

@@ -6,31 +6,33 @@ inclusion probability ``p = n / M``; the Horvitz-Thompson estimate of the middle
 ``sum_{i kept} e^{l_i} / p = sum_{i kept} e^{l_i + log(M / n)}``. So the kept middle logits get ``+ log(M / n)``
 (per row, as M depends on the length): numerator and denominator are unbiased, and the output (their ratio) is
 consistent. Sinks and the local window are exact. Rows with ``len <= sink + local + n`` stay dense.
+The draw is ``random_select``'s (Triton on CUDA); the correction and the drop are two passes over the logits.
 """
 from __future__ import annotations
 
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import Heads, apply_keep, expand_groups
-from litesys.attention.sparse.random_select import random_subset
+from litesys.attention.sparse.common import Heads, drop_groups
+from litesys.attention.sparse.random_select import random_drop
 
 
 class RandomNSampleProcessor:
-    def __init__(self, n: int, sink: int, local: int, num_kv_heads: int, seed: int = 0):
+    graph_safe = True  # no host sync, static shapes
+
+    def __init__(self, n: int, sink: int, local: int, num_kv_heads: int, seed: int = 0, backend: str = "auto"):
         self.n, self.sink, self.local, self.num_kv_heads, self.seed = n, sink, local, num_kv_heads, seed
+        self.backend = backend
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
-        _, hq, width = logits.shape
-        if width <= self.sink + self.local + self.n:
+        if logits.shape[-1] <= self.sink + self.local + self.n:
             return logits
-        keep, middle = random_subset(lengths, width, self.n, self.sink, self.local, self.num_kv_heads, self.seed,
-                                     layer, meta)
+        drop, middle = random_drop(logits, lengths, self.n, self.sink, self.local, self.num_kv_heads, self.seed,
+                                   layer, meta, self.backend)
         sparse_rows = lengths > self.sink + self.local + self.n
         m = (lengths - self.sink - self.local).clamp(min=1).to(torch.float32)
         correction = torch.log(m / self.n) * sparse_rows  # [B], 0 on dense rows
-        out = logits + (correction[:, None, None] * middle[:, None, :])
-        return apply_keep(out, expand_groups(keep, hq), middle, sparse_rows)
+        return drop_groups(logits + (correction[:, None] * middle)[:, None, :], drop)
 
 
 def from_config(cfg, heads: Heads) -> RandomNSampleProcessor:

@@ -2,21 +2,24 @@
 
 The draw is counter-based noise (``common.counter_hash``) of (seed, layer, sequence id, length, KV head,
 position): deterministic, independent of the batch composition. Rows with ``len <= sink + local + n`` stay dense.
+On CUDA the noise is computed inside the Triton selection (``triton_ops.topk_drop``), never materialised.
 """
 from __future__ import annotations
 
 import torch
 
 from litesys.attention.meta import AttnMeta
+from litesys.attention.sparse import triton_ops
 from litesys.attention.sparse.common import (
     Heads,
-    apply_keep,
     counter_hash,
-    expand_groups,
+    drop_groups,
+    drop_mask,
     middle_mask,
     positions,
     scatter_keep,
     seq_ids,
+    use_triton,
 )
 
 
@@ -27,20 +30,35 @@ def random_subset(lengths: torch.Tensor, width: int, n: int, sink: int, local: i
     noise = counter_hash(seed, layer, seq_ids(meta, lengths.shape[0], lengths.device), lengths, num_kv_heads, width)
     key = noise * width + positions(width, lengths.device)  # unique keys: the smallest n are a uniform subset
     key = key.masked_fill(~middle[:, None, :], torch.iinfo(torch.int64).max)
-    return scatter_keep(key.topk(n, dim=-1, largest=False).indices, width), middle
+    return scatter_keep(key.topk(n, dim=-1, largest=False, sorted=False).indices, width), middle
+
+
+def random_drop(logits: torch.Tensor, lengths: torch.Tensor, n: int, sink: int, local: int, num_kv_heads: int,
+                seed: int, layer: int, meta: AttnMeta, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(drop [B, Hkv, width] bool, middle [B, width]): the middle positions not drawn, on the rows left sparse."""
+    b, _, width = logits.shape
+    middle = middle_mask(lengths, width, sink, local)
+    if use_triton(logits, backend) and triton_ops.fits(width):
+        drop = triton_ops.topk_drop(lengths, b, num_kv_heads, width, n, sink, local, dense_upto=sink + local + n,
+                                    seq=seq_ids(meta, b, lengths.device), seed=seed, layer=layer)
+        return drop, middle
+    keep, middle = random_subset(lengths, width, n, sink, local, num_kv_heads, seed, layer, meta)
+    return drop_mask(keep, middle, lengths > sink + local + n), middle
 
 
 class RandomSelectProcessor:
-    def __init__(self, n: int, sink: int, local: int, num_kv_heads: int, seed: int = 0):
+    graph_safe = True  # no host sync, static shapes
+
+    def __init__(self, n: int, sink: int, local: int, num_kv_heads: int, seed: int = 0, backend: str = "auto"):
         self.n, self.sink, self.local, self.num_kv_heads, self.seed = n, sink, local, num_kv_heads, seed
+        self.backend = backend
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
-        _, hq, width = logits.shape
-        if width <= self.sink + self.local + self.n:
+        if logits.shape[-1] <= self.sink + self.local + self.n:
             return logits
-        keep, middle = random_subset(lengths, width, self.n, self.sink, self.local, self.num_kv_heads, self.seed,
-                                     layer, meta)
-        return apply_keep(logits, expand_groups(keep, hq), middle, lengths > self.sink + self.local + self.n)
+        drop, _ = random_drop(logits, lengths, self.n, self.sink, self.local, self.num_kv_heads, self.seed, layer,
+                              meta, self.backend)
+        return drop_groups(logits, drop)
 
 
 def from_config(cfg, heads: Heads) -> RandomSelectProcessor:

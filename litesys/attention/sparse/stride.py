@@ -10,17 +10,19 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import Heads, apply_keep, expand_groups, group_mean, middle_mask, positions
+from litesys.attention.sparse.common import Heads, drop_groups, drop_mask, group_mean, middle_mask, positions
 
 
 class StrideProcessor:
+    graph_safe = True  # no host sync, static shapes
+
     def __init__(self, k: int, block_size: int, stride: int, sink: int, local: int, num_kv_heads: int):
         self.k, self.bs, self.stride = k, block_size, stride
         self.sink, self.local, self.num_kv_heads = sink, local, num_kv_heads
         self.budget = k * block_size
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
-        b, hq, width = logits.shape
+        b, _, width = logits.shape
         bs, st, sink, dev = self.bs, self.stride, self.sink, logits.device
         t_max = width - sink - self.local  # widest middle
         if t_max <= self.budget:
@@ -28,7 +30,7 @@ class StrideProcessor:
         mid_len = lengths.long() - sink - self.local  # [B]
         n_blocks = (mid_len - bs) // st + 1  # valid blocks per row (rows with mid_len > budget >= bs)
         nb = (t_max - bs) // st + 1
-        gm = group_mean(logits, self.num_kv_heads)[:, :, sink:sink + t_max]
+        gm = group_mean(logits[:, :, sink:sink + t_max], self.num_kv_heads)
         score = gm.unfold(-1, bs, st)[:, :, :nb].mean(dim=-1)  # [B, Hkv, nb]
         blk = positions(nb, dev)
         score = score.masked_fill(blk[None, None, :] >= n_blocks[:, None, None], float("-inf"))
@@ -47,14 +49,14 @@ class StrideProcessor:
             r = rank[:, :, torch.where(covers, j, nb)]
             best = torch.minimum(best, r)
         key = best * t_max + t  # unique: rank first, then position
-        chosen = key.topk(self.budget, dim=-1, largest=False).indices
+        chosen = key.topk(self.budget, dim=-1, largest=False, sorted=False).indices
         valid = best.gather(-1, chosen) < k2
         keep_mid = torch.zeros(b, self.num_kv_heads, t_max + 1, dtype=torch.bool, device=dev)
         keep_mid.scatter_(-1, torch.where(valid, chosen, t_max), True)
         keep = torch.zeros(b, self.num_kv_heads, width, dtype=torch.bool, device=dev)
         keep[:, :, sink:sink + t_max] = keep_mid[..., :t_max]
         middle = middle_mask(lengths, width, sink, self.local)
-        return apply_keep(logits, expand_groups(keep, hq), middle, mid_len > self.budget)
+        return drop_groups(logits, drop_mask(keep, middle, mid_len > self.budget))
 
 
 def from_config(cfg, heads: Heads) -> StrideProcessor:

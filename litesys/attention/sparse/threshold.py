@@ -9,10 +9,12 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import NEG_INF, Heads, apply_keep, expand_groups, group_mean, middle_mask
+from litesys.attention.sparse.common import NEG_INF, Heads, drop_groups, drop_mask, group_mean, middle_mask
 
 
 class ThresholdProcessor:
+    graph_safe = True  # no host sync, static shapes
+
     def __init__(self, tau: float, sink: int, local: int, num_kv_heads: int):
         self.tau, self.sink, self.local, self.num_kv_heads = tau, sink, local, num_kv_heads
 
@@ -20,7 +22,7 @@ class ThresholdProcessor:
         middle = middle_mask(lengths, logits.shape[-1], self.sink, self.local)
         score = group_mean(logits, self.num_kv_heads).masked_fill(~middle[:, None, :], NEG_INF)
         keep = score >= score.amax(dim=-1, keepdim=True) - self.tau  # [B, Hkv, L]
-        return apply_keep(logits, expand_groups(keep, logits.shape[1]), middle, lengths > self.sink + self.local)
+        return drop_groups(logits, drop_mask(keep, middle, lengths > self.sink + self.local))
 
 
 def from_config(cfg, heads: Heads) -> ThresholdProcessor:

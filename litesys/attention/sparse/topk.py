@@ -1,37 +1,49 @@
 """Oracle top-k: per KV group, the k middle positions with the highest logits averaged over the group's query heads.
 
 Sinks and the local window are always kept; rows with ``len <= sink + local + k`` stay dense.
+On CUDA: the group mean (one pass), the Triton selection (``triton_ops.topk_drop``: one program per row, no
+torch.topk), one broadcast ``masked_fill``. The torch path (CPU, reference) keeps the mask per KV head too.
 """
 from __future__ import annotations
 
 import torch
 
 from litesys.attention.meta import AttnMeta
+from litesys.attention.sparse import triton_ops
 from litesys.attention.sparse.common import (
     NEG_INF,
     Heads,
-    apply_keep,
-    expand_groups,
+    drop_groups,
+    drop_mask,
     group_mean,
     middle_mask,
     scatter_keep,
+    use_triton,
 )
 
 
 class TopKProcessor:
-    def __init__(self, k: int, sink: int, local: int, num_kv_heads: int):
+    graph_safe = True  # no host sync, static shapes
+
+    def __init__(self, k: int, sink: int, local: int, num_kv_heads: int, backend: str = "auto"):
         self.k, self.sink, self.local, self.num_kv_heads = k, sink, local, num_kv_heads
+        self.backend = backend
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
-        _, hq, width = logits.shape
-        if width <= self.sink + self.local + self.k:  # no row can exceed the budget
+        b, _, width = logits.shape
+        dense_upto = self.sink + self.local + self.k
+        if width <= dense_upto:  # no row can exceed the budget
             return logits
+        score = group_mean(logits, self.num_kv_heads)
+        if use_triton(logits, self.backend) and triton_ops.fits(width):
+            drop = triton_ops.topk_drop(lengths, b, self.num_kv_heads, width, self.k, self.sink, self.local,
+                                        dense_upto=dense_upto, scores=score)
+            return drop_groups(logits, drop)
         middle = middle_mask(lengths, width, self.sink, self.local)
-        score = group_mean(logits, self.num_kv_heads).masked_fill(~middle[:, None, :], NEG_INF)
+        score = score.masked_fill_(~middle[:, None, :], NEG_INF)
         # sparse rows have > k middle positions, all finite, so the top k are all real middle positions
-        keep = scatter_keep(score.topk(self.k, dim=-1).indices, width)
-        sparse_rows = lengths > self.sink + self.local + self.k
-        return apply_keep(logits, expand_groups(keep, hq), middle, sparse_rows)
+        keep = scatter_keep(score.topk(self.k, dim=-1, sorted=False).indices, width)
+        return drop_groups(logits, drop_mask(keep, middle, lengths > dense_upto))
 
 
 def from_config(cfg, heads: Heads) -> TopKProcessor:
