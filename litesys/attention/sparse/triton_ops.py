@@ -35,15 +35,16 @@ def _topk_drop_kernel(
     i = tl.arange(0, N_PAD)
     cand = (i >= lo) & (i < hi) & (i < n) & (length > dense_upto)
     if HASH:
-        hb = hash_base(seed.to(tl.int64), layer.to(tl.int64), tl.load(seq_ptr + b).to(tl.int64),
-                       length.to(tl.int64), h.to(tl.int64))
+        zero = tl.zeros([], tl.int64)  # zero + x: int64 whether Triton passed x as i32 or specialised it (x == 1)
+        hb = hash_base(zero + seed, zero + layer, tl.load(seq_ptr + b).to(tl.int64), length.to(tl.int64),
+                       h.to(tl.int64))
         key = 0xFFFFFFFF - hash_at(hb, i.to(tl.int64))  # the smallest noise is the best key
     else:
         score = tl.load(score_ptr + b * stride_sb + h * stride_sh + i, mask=i < n, other=float("-inf"))
         key = float_key(score)
         cand = cand & (score > float("-inf"))
     keep = topk_mask(key, cand, k)
-    tl.store(drop_ptr + b * stride_db + h * stride_dh + i, (cand & ~keep).to(tl.int8), mask=i < n)
+    tl.store(drop_ptr + b * stride_db + h * stride_dh + i, (cand & ~keep).to(tl.uint8), mask=i < n)
 
 
 def fits(width: int) -> bool:
