@@ -2,6 +2,7 @@
 
     python eval_lcb.py --model Qwen/Qwen3-8B --release v5 --trial 4 --gen_len 32768 --nproc 8
 
+Tensor parallel (models too large for one GPU): torchrun ... eval_lcb_dist.py --tp N with the same flags.
 See docs/eval_lcb.md for the flags and the output layout.
 """
 from litesys.eval.lcb_eval import main

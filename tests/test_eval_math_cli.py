@@ -1,5 +1,5 @@
 """eval_math.py end to end on CPU (tiny random Qwen3 + the real GSM8K file): samples, summary, SIGKILL and
-resume, data parallel, refusal to mix runs, bad input, and the report."""
+resume, data parallel, refusal to mix runs (also over sparse-attention settings), bad input, and the report."""
 from __future__ import annotations
 
 import json
@@ -144,6 +144,33 @@ def test_other_flags_refuse_to_mix_results(ckpt, data_dir, greedy_ref, capsys):
     assert {p.name: p.read_bytes() for p in greedy_ref.iterdir()} == before
 
 
+def test_sparse_settings_are_recorded_and_a_run_with_others_is_refused(ckpt, tmp_path, capsys):
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(2)))
+    out = tmp_path / "sparse"
+    base = ["--model", ckpt, "--task", "custom", "--data-file", str(data), "--max_len", "256", "--gen_len", "8",
+            "--device", "cpu", "--grade_workers", "1", "--output_dir", str(out)]
+    sparse = ["--attn_block_topk", "2", "--attn_block_size", "4", "--attn_local", "8", "--attn_layer_skip"]
+    s = main([*base, *sparse])
+    assert s["samples"] == 2
+    recorded = json.loads((out / "run_config.json").read_text())["sparse"]
+    assert recorded["attn_block_topk"] == 2 and recorded["attn_block_size"] == 4 and recorded["attn_local"] == 8
+    assert recorded["attn_layer_skip"] == [] and s["config"]["sparse"] == recorded
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    for other, shown in (([*sparse[:1], "4", *sparse[2:]], "'attn_block_topk': 2"), ([], "None now")):
+        with pytest.raises(SystemExit) as e:
+            main([*base, *other])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1, err
+        assert "sparse: {" in err and shown in err and "refusing to mix results" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([*base, *sparse])["samples"] == 2  # the same settings resume (nothing left to generate)
+    assert {p.name: p.read_bytes() for p in out.glob("samples.*")} == {k: v for k, v in before.items()
+                                                                      if k.startswith("samples.")}
+
+
 def _bad(tmp_path: Path, ckpt: str, data_dir: str) -> dict[str, list[str]]:
     no_q = tmp_path / "noq.jsonl"
     no_q.write_text(json.dumps({"text": "1+1?", "answer": "2"}) + "\n")
@@ -208,3 +235,34 @@ def test_dist_entry_point_refuses_a_tp_not_dividing_the_world(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--tp 3 does not divide the world size 2" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_torchrun_entry_point_plumbing(monkeypatch, capsys):
+    """dist_runner.torchrun_main, shared by eval_math_dist.py and eval_lcb_dist.py: --tp, the launch checks, the
+    device per local rank, and the task's main called with the distributed runner."""
+    from litesys.eval.dist_runner import run_distributed, torchrun_main
+
+    calls = []
+
+    def task_main(argv, prog, tensor_parallel_size, runner):
+        calls.append((argv, prog, tensor_parallel_size, runner))
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    torchrun_main(task_main, "eval_lcb_dist.py", ["--tp", "2", "--model", "m"])
+    torchrun_main(task_main, "eval_lcb_dist.py", ["--model", "m", "--device", "cpu"])
+    device = "cuda:3" if __import__("torch").cuda.is_available() else "cpu"
+    assert calls == [(["--model", "m", "--device", device], "eval_lcb_dist.py", 2, run_distributed),
+                     (["--model", "m", "--device", "cpu"], "eval_lcb_dist.py", 4, run_distributed)]
+    for argv, msg in ((["--tp", "3"], "--tp 3 does not divide the world size 4"),
+                      (["--nproc", "2"], "--nproc is the single-process scripts' data parallelism")):
+        with pytest.raises(SystemExit) as e:
+            torchrun_main(task_main, "eval_lcb_dist.py", argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("eval_lcb_dist.py: error: ") and msg in err
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(SystemExit):
+        torchrun_main(task_main, "eval_lcb_dist.py", ["--tp", "2"])
+    assert "--tp 2 needs one process per rank: launch with torchrun --nproc_per_node 2 eval_lcb_dist.py" in \
+        capsys.readouterr().err
+    assert len(calls) == 2

@@ -1,13 +1,16 @@
-"""The generic runner with a stand-in engine: append-as-you-go, resume, torn lines, run-config refusal."""
+"""The generic runner with a stand-in engine: append-as-you-go, resume, torn lines, run-config refusal, reading
+back only keys / projected fields."""
 from __future__ import annotations
 
 import argparse
 import json
+import tracemalloc
 from types import SimpleNamespace
 
 import pytest
 
 from litesys.config import CompletionOutput, RequestOutput, SamplingParams
+from litesys.eval import runner
 from litesys.eval.runner import Job, RunError, WorkItem, read_samples, run, sample_seed, shard_path, split_work
 
 
@@ -34,8 +37,8 @@ class FakeLLM:
         return outs
 
 
-def _job(llm: FakeLLM, problems=("a", "b", "c"), trials=2, seed=0) -> Job:
-    items = [WorkItem(p, t, f"Q{p}", SamplingParams(seed=sample_seed(seed, p, t)), {"answer": p})
+def _job(llm: FakeLLM, problems=("a", "b", "c"), trials=2, seed=0, **fields) -> Job:
+    items = [WorkItem(p, t, f"Q{p}", SamplingParams(seed=sample_seed(seed, p, t)), {"answer": p, **fields})
              for p in problems for t in range(trials)]
     return Job(items, lambda device: llm)
 
@@ -56,10 +59,11 @@ def test_samples_are_written_as_they_finish_and_resume_skips_them(tmp_path):
     assert len(first) == 2  # the two finished before the crash are on disk
     assert {(r["problem_id"], r["trial"]) for r in first} == {("c", 1), ("c", 0)}
     resumed = FakeLLM()
-    recs = run(lambda a: _job(resumed), args, tmp_path, ["cpu"], cfg)
+    res = run(lambda a: _job(resumed), args, tmp_path, ["cpu"], cfg)
+    recs = list(res.records())
     assert len(resumed.calls) == 4  # only the missing pairs were generated
     assert len(recs) == 6 and len({(r["problem_id"], r["trial"]) for r in recs}) == 6
-    full = run(lambda a: _job(FakeLLM()), args, tmp_path / "full", ["cpu"], cfg)
+    full = list(run(lambda a: _job(FakeLLM()), args, tmp_path / "full", ["cpu"], cfg).records())
     key = lambda r: (r["problem_id"], r["trial"])  # noqa: E731
     assert sorted(recs, key=key) == sorted(full, key=key)  # same records as an uninterrupted run
     rec = next(r for r in recs if key(r) == ("a", 1))
@@ -74,8 +78,8 @@ def test_torn_last_line_is_dropped_and_repaired(tmp_path):
     with open(path, "a") as f:
         f.write('{"problem_id": "b", "tri')  # what a SIGKILL mid-write leaves
     assert len(read_samples(tmp_path)) == 1
-    recs = run(lambda a: _job(FakeLLM(), problems=("a", "b"), trials=1), None, tmp_path, ["cpu"], cfg)
-    assert len(recs) == 2
+    res = run(lambda a: _job(FakeLLM(), problems=("a", "b"), trials=1), None, tmp_path, ["cpu"], cfg)
+    assert res.num_samples == 2 and len(list(res.records())) == 2
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line) for line in lines)
 
@@ -102,7 +106,7 @@ def test_processor_runs_before_writing_and_its_failure_is_reported(tmp_path):
 
     job = _job(FakeLLM(), problems=("a",), trials=1)
     job.make_processor = Upper
-    recs = run(lambda a: job, None, tmp_path, ["cpu"], {})
+    recs = list(run(lambda a: job, None, tmp_path, ["cpu"], {}).records())
     assert recs[0]["output"] == recs[0]["output"].upper() and Upper.closed
 
     class Broken(Upper):
@@ -120,3 +124,47 @@ def test_split_work_keeps_a_problems_trials_together():
     shards = split_work(items, 2)
     assert [sorted({i.problem_id for i in s}) for s in shards] == [["a", "c", "e"], ["b", "d"]]
     assert sum(len(s) for s in shards) == 15
+
+
+def test_output_field_names_the_generated_text(tmp_path):
+    job = _job(FakeLLM(), problems=("a",), trials=1)
+    job.output_field = "output_text"
+    (rec,) = run(lambda a: job, None, tmp_path, ["cpu"], {}).records()
+    assert rec["output_text"] == f"Qa|{sample_seed(0, 'a', 0)}" and "output" not in rec
+
+
+def test_result_holds_keys_and_streams_only_the_requested_samples(tmp_path):
+    run(lambda a: _job(FakeLLM(), problems=("a", "b", "c"), trials=2), None, tmp_path, ["cpu"], {})
+    res = run(lambda a: _job(FakeLLM(), problems=("a", "b"), trials=1), None, tmp_path, ["cpu"], {})  # --limit 2
+    assert res.num_samples == 2 and res.done == {("a", 0), ("b", 0)}
+    assert sorted((r["problem_id"], r["trial"]) for r in res.records()) == [("a", 0), ("b", 0)]
+    assert [set(r) for r in res.records(fields=("num_tokens",))] == [{"problem_id", "trial", "num_tokens"}] * 2
+    # a record written with another key order (by hand, or another tool) is still recognised
+    with open(shard_path(tmp_path, 1), "w") as f:
+        f.write(json.dumps({"trial": 5, "answer": "x", "problem_id": "a\"q"}) + "\n")
+    assert ("a\"q", 5) in runner.done_keys(tmp_path) and len(runner.done_keys(tmp_path)) == 7
+    with open(shard_path(tmp_path, 2), "w") as f:
+        f.write("not json\n")
+    with pytest.raises(RunError, match=r"samples.2.jsonl:1 is not valid JSON"):
+        runner.done_keys(tmp_path)
+
+
+def test_reading_back_never_holds_all_the_records(tmp_path):
+    """LiveCodeBench lines carry megabytes of test cases: the done set and a projected read hold one line at a
+    time, not the shards (24 lines x 2 MB here; a line costs a few times its size while parsed)."""
+    blob = "t" * (2 << 20)
+    run(lambda a: _job(FakeLLM(), problems=tuple("abcdefghijkl"), trials=2, tests=blob), None, tmp_path, ["cpu"], {})
+    assert shard_path(tmp_path, 0).stat().st_size > 48 << 20
+
+    def peak(fn) -> int:
+        tracemalloc.start()
+        try:
+            fn()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert peak(lambda: len(runner.done_keys(tmp_path))) < 12 << 20
+    assert peak(lambda: list(runner.iter_samples(tmp_path, fields=("num_tokens",)))) < 16 << 20
+    assert len(runner.done_keys(tmp_path)) == 24
+    assert all(r["tests"] == blob for r in runner.iter_samples(tmp_path, keys={("a", 0)}))

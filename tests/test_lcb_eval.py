@@ -1,8 +1,11 @@
 """eval_lcb.py end to end on CPU (tiny random Qwen3, a local problems file): line shape, resume, data
-parallel, bad input; its output then grades with grade_lcb.py."""
+parallel, eval_lcb_dist.py under torchrun, sparse settings, bad input; its output then grades with grade_lcb.py."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from test_lcb_grade import ADD, ADD_TO
 from litesys.eval import lcb_grade_cli
 from litesys.eval.lcb_eval import main
 
+ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--trial", "2", "--max_len", "1024", "--gen_len", "8", "--device", "cpu", "--temperature", "0"]
 
 
@@ -57,23 +61,64 @@ def test_generates_gradeable_lines_and_resumes(ckpt, data, tmp_path, capsys):
     assert summary["all"]["samples"] == 6 and summary["all"]["pass@1"] == 0.0
 
 
+def outputs(folder: Path) -> dict:
+    recs = lines(folder)
+    out = {(r["question_id"], r["trial"]): r["output_text"] for r in recs}
+    assert len(out) == len(recs), "a sample was written twice"
+    return out
+
+
+@pytest.fixture(scope="module")
+def single(ckpt, data, tmp_path_factory) -> dict:
+    """All 3 problems x 2 trials in one process (greedy): what every parallel layout must reproduce."""
+    out = tmp_path_factory.mktemp("single") / "one"
+    assert main(["--model", ckpt, "--data_file", data, *FLAGS, "--output_dir", str(out)])["samples"] == 6
+    return outputs(out)
+
+
 @pytest.mark.slow
-def test_data_parallel_matches_single(ckpt, data, tmp_path):
-    main(["--model", ckpt, "--data_file", data, *FLAGS, "--output_dir", str(tmp_path / "one")])
+def test_data_parallel_matches_single(ckpt, data, single, tmp_path):
     main(["--model", ckpt, "--data_file", data, *FLAGS, "--nproc", "2", "--output_dir", str(tmp_path / "two")])
-    key = lambda r: (r["question_id"], r["trial"])  # noqa: E731
-    one = {key(r): r["output_text"] for r in lines(tmp_path / "one")}
-    assert len(one) == 6 and len(list((tmp_path / "two").glob("samples.*.jsonl"))) == 2
-    assert {key(r): r["output_text"] for r in lines(tmp_path / "two")} == one
+    assert len(single) == 6 and len(list((tmp_path / "two").glob("samples.*.jsonl"))) == 2
+    assert outputs(tmp_path / "two") == single
+
+
+@pytest.mark.slow
+def test_torchrun_tp2_matches_single(ckpt, data, single, tmp_path):
+    """eval_lcb_dist.py on 2 CPU ranks (gloo), one replica x TP 2: the flag reaches LiveCodeBench's engine. (The
+    replica split is the shared dist_runner's, tested as 2 replicas x TP 2 in tests/test_tp.py.)"""
+    tp, out = 2, tmp_path / "dist"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "LITESYS_NO_PROGRESS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(ROOT / "eval_lcb_dist.py"), "--tp", str(tp), "--model", ckpt, "--data_file", data,
+                        *FLAGS, "--output_dir", str(out)], capture_output=True, text=True, timeout=300, env=env,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert len(list(out.glob("samples.*.jsonl"))) == 2 // tp  # one shard per replica
+    assert outputs(out) == single
+    # global rank 0 alone reports, and the TP setting is not part of the run config (any layout resumes)
+    assert [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")] == [
+        {"problems": 3, "samples": 6, "output_dir": str(out)}]
 
 
 def test_bad_input_exits_2_before_writing(ckpt, data, tmp_path, capsys):
     out = tmp_path / "run"
     for argv, msg in ((["--release", "release_v9"], "unknown LiveCodeBench release 'release_v9'"),
                       (["--data_file", str(tmp_path / "missing.jsonl")], "does not exist"),
-                      (["--data_file", data, "--start_date", "someday"], "not a date")):
+                      (["--data_file", data, "--start_date", "someday"], "not a date"),
+                      (["--data_file", data, "--attn_topk", "4"], "--attn_topk needs --attn_local N")):
         with pytest.raises(SystemExit) as e:
             main(["--model", ckpt, *argv, *FLAGS, "--output_dir", str(out)])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and msg in err and "\n" not in err
     assert not out.exists()
+
+
+def test_sparse_flags_are_part_of_the_run_config(ckpt, data, tmp_path):
+    from litesys.eval.lcb_eval import build_parser, prepare
+
+    argv = ["--model", ckpt, "--data_file", data, *FLAGS, "--output_dir", str(tmp_path / "o")]
+    config = prepare(build_parser().parse_args([*argv, "--attn_block_topk", "4", "--attn_local", "8"]))[2]
+    assert config["sparse"]["attn_block_topk"] == 4 and config["sparse"]["attn_local"] == 8
+    assert config["sparse"]["attn_layer_skip"] == [0] and json.loads(json.dumps(config)) == config
+    assert prepare(build_parser().parse_args(argv))[2]["sparse"] is None  # dense

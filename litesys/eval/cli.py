@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
@@ -28,6 +30,24 @@ def die(message: str, prog: str | None = None) -> NoReturn:
     prog = prog or os.path.basename(sys.argv[0])
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def run_or_exit(runner: Callable[..., Any], prog: str, output_dir: Path, *args: Any, **kw: Any) -> Any:
+    """``runner(*args, **kw)`` with its failures reported the eval scripts' way: a failed run exits 1, the engine's
+    one-line input errors (model, prompt length) exit 2, Ctrl-C exits 130 (finished samples are kept)."""
+    from litesys.eval.runner import RunError
+
+    try:
+        return runner(*args, **kw)
+    except RunError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except (ValueError, FileNotFoundError) as e:
+        die(str(e), prog)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished samples are saved in {output_dir} - rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def add(group, name: str, **kw) -> None:
@@ -72,15 +92,59 @@ def add_repetition_args(parser: argparse.ArgumentParser) -> None:
     add(g, "--repeat_block_size", type=int, default=64, help="block that must repeat (default 64)")
 
 
-def add_run_args(parser: argparse.ArgumentParser, default_output_root: str = "outputs") -> None:
+def add_run_args(parser: argparse.ArgumentParser, default_output: str = "outputs/<task>/<model name>",
+                 wandb: bool = True) -> None:
+    """Run flags; ``wandb=False`` for tasks with no metrics at generation time (eval_lcb.py grades separately)."""
     g = parser.add_argument_group("run")
     add(g, "--trial", type=int, default=1, help="samples per problem (default 1)")
     add(g, "--seed", type=int, default=0, help="run seed; each (problem, trial) seed derives from it")
     add(g, "--limit", type=int, default=None, help="only the first N problems")
     add(g, "--output_dir", default=None,
-        help=f"where samples and summary go (default {default_output_root}/<task>/<model name>)")
+        help=f"where the samples (and summary) go (default {default_output})")
     add(g, "--nproc", type=int, default=1, help="data-parallel workers, one device each (default 1)")
-    add(g, "--wandb", default=None, metavar="PROJECT", help="also log the summary to this wandb project")
+    if wandb:
+        add(g, "--wandb", default=None, metavar="PROJECT", help="also log the summary to this wandb project")
+
+
+def add_sparse_args(parser: argparse.ArgumentParser) -> None:
+    """The sparse-attention flags (``--attn_*``, ``--quest_*``; docs/sparse.md)."""
+    from litesys.attention.sparse import config as sparse_config
+
+    sparse_config.add_cli_args(parser)
+
+
+def sparse_config(args: argparse.Namespace):
+    """The ``SparseConfig`` the flags ask for, or None (dense); bad combinations raise UsageError."""
+    from litesys.attention.sparse import config as sparse_config
+
+    try:
+        return sparse_config.from_args(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def sparse_record(args: argparse.Namespace) -> dict | None:
+    """The sparse settings as plain data for the run config (resume compares them), None when dense."""
+    cfg = sparse_config(args)
+    return None if cfg is None else cfg.to_dict()
+
+
+def make_llm(args: argparse.Namespace, device: str) -> Any:
+    """The engine every eval task runs: flags -> ``LLM`` on ``device`` (sparse attention and TP when asked)."""
+    import torch
+
+    from litesys import LLM
+
+    kw: dict[str, Any] = dict(device=device, dtype=getattr(torch, args.dtype_resolved), max_seq_len=args.max_len,
+                              model_class=args.model_class, gpu_memory_utilization=args.gpu_memory_utilization,
+                              max_num_seqs=args.max_num_seqs, seed=args.seed, enable_thinking=args.enable_thinking)
+    sparse = sparse_config(args)
+    if sparse is not None:
+        kw["sparse"] = sparse
+    tp = getattr(args, "tensor_parallel_size", 1)  # set by the torchrun entry points (dist_runner.torchrun_main)
+    if tp > 1:
+        kw["tensor_parallel_size"] = tp
+    return LLM(args.model, **kw)
 
 
 def validate_common(args: argparse.Namespace) -> None:
@@ -101,7 +165,7 @@ def validate_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--gen_len {args.gen_len} is larger than --max_len {args.max_len}; raise --max_len "
                          "(it counts prompt + generation) or lower --gen_len")
     sampling_params(args, seed=0)  # SamplingParams' own checks, as one-line errors
-    if args.wandb:
+    if getattr(args, "wandb", None):
         try:
             import wandb  # noqa: F401
         except ImportError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch.distributed as dist
 
 from litesys.engine.distributed import init_tensor_parallel, layout
 from litesys.eval import runner
-from litesys.eval.runner import Job, JobFactory, RunError
+from litesys.eval.runner import Job, JobFactory, RunError, RunResult
 
 # Replicas finish at different times; the wait for the slowest must not trip a collective timeout (NCCL's
 # default is 10 minutes), so control messages go over a CPU (gloo) group with a long one.
@@ -29,8 +30,8 @@ CONTROL_TIMEOUT = timedelta(days=7)
 
 
 def run_distributed(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, devices: list[str],
-                    run_config: dict, job: Job | None = None) -> list[dict] | None:
-    """Generate this process's share; on global rank 0 return all samples of the job, elsewhere ``None``."""
+                    run_config: dict, job: Job | None = None) -> RunResult | None:
+    """Generate this process's share; on global rank 0 return the run's result, elsewhere ``None``."""
     tp = getattr(args, "tensor_parallel_size", 1)
     if "WORLD_SIZE" not in os.environ and not dist.is_initialized() and tp == 1:
         return runner.run(job_factory, args, output_dir, devices, run_config, job)  # plain python: no torchrun
@@ -49,7 +50,7 @@ def run_distributed(job_factory: JobFactory, args: argparse.Namespace, output_di
             output_dir.mkdir(parents=True, exist_ok=True)
             lock = runner._hold_lock(output_dir)
             runner.write_run_config(output_dir, run_config)
-            decision = [sorted((r["problem_id"], r["trial"]) for r in runner.read_samples(output_dir))]
+            decision = [sorted(runner.done_keys(output_dir))]
         except RunError as e:
             decision = [str(e)]
     dist.broadcast_object_list(decision, src=0, group=control)
@@ -72,5 +73,35 @@ def run_distributed(job_factory: JobFactory, args: argparse.Namespace, output_di
             lock.close()
     if lay.rank != 0:
         return None
-    wanted = {it.key for it in job.items}
-    return [r for r in runner.read_samples(output_dir) if (r["problem_id"], r["trial"]) in wanted]
+    return runner.finished(output_dir, job.items)
+
+
+def torchrun_main(eval_main: Callable[..., object], prog: str, argv: list[str] | None = None) -> None:
+    """The ``*_dist.py`` entry points: ``--tp`` and the launch checks, then ``eval_main`` with this runner.
+
+    ``eval_main(argv, prog=, tensor_parallel_size=, runner=)`` is a task's main (math_eval.main, lcb_eval.main);
+    every flag but ``--tp`` is the task's own. Bad launches exit with one line and code 2 before any work.
+    """
+    from litesys.eval import cli
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--tp", "--tensor_parallel_size", "--tensor-parallel-size", dest="tp", type=int, default=None)
+    known, argv = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    tp = known.tp or world
+    if tp < 1:
+        cli.die(f"--tp must be >= 1, got {tp}", prog)
+    if "WORLD_SIZE" not in os.environ and tp > 1:
+        cli.die(f"--tp {tp} needs one process per rank: launch with torchrun --nproc_per_node {tp} {prog} ...", prog)
+    if world % tp:
+        cli.die(f"--tp {tp} does not divide the world size {world}; start a multiple of {tp} processes "
+                "(--nproc_per_node x nodes) or pick a --tp dividing it", prog)
+    if "--nproc" in argv or any(a.startswith("--nproc=") for a in argv):
+        cli.die("--nproc is the single-process scripts' data parallelism; under torchrun the world size sets the "
+                "GPUs", prog)
+    local = os.environ.get("LOCAL_RANK")
+    if local is not None and not any(a == "--device" or a.startswith("--device=") for a in argv):
+        import torch
+
+        argv += ["--device", f"cuda:{local}" if torch.cuda.is_available() else "cpu"]  # one GPU per local rank
+    eval_main(argv, prog=prog, tensor_parallel_size=tp, runner=run_distributed)

@@ -6,19 +6,14 @@ cases, ``metadata``, ``starter_code``, ...) and the response as ``output_text``.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from litesys.eval import cli
 from litesys.eval.lcb import PROBLEM_FIELDS, SYSTEM_PROMPT, build_prompt, load_problems, release_files
 from litesys.eval.runner import Job, RunError, WorkItem, check_run_config, run, sample_seed
-
-try:  # the sparse-attention flags, once that module exists (as eval_math.py)
-    from litesys.attention.sparse import config as sparse_config
-except ImportError:
-    sparse_config = None
 
 
 def build_parser(prog: str = "eval_lcb.py") -> cli.Parser:
@@ -37,15 +32,11 @@ def build_parser(prog: str = "eval_lcb.py") -> cli.Parser:
     cli.add_engine_args(p)
     cli.add_sampling_args(p)
     cli.add_repetition_args(p)
-    cli.add_run_args(p)
+    # no --wandb: nothing to log before grade_lcb.py has scored the samples
+    cli.add_run_args(p, "outputs/lcb_<release or data file name>/<model name>", wandb=False)
     p.set_defaults(enable_thinking=True)  # LiveCodeBench runs of reasoning models think
-    if sparse_config is not None:
-        sparse_config.add_cli_args(p)
+    cli.add_sparse_args(p)
     return p
-
-
-def _sparse(args: argparse.Namespace):
-    return sparse_config.from_args(args) if sparse_config is not None else None
 
 
 def load(args: argparse.Namespace) -> list[dict]:
@@ -69,33 +60,8 @@ def make_job(args: argparse.Namespace, problems: list[dict] | None = None) -> Jo
                       cli.sampling_params(args, sample_seed(args.seed, str(p["question_id"]), t)),
                       {k: _jsonable(p.get(k)) for k in PROBLEM_FIELDS})
              for p in problems for t in range(args.trial)]
-
-    def make_llm(device: str):
-        import torch
-
-        from litesys import LLM
-
-        kw = dict(device=device, dtype=getattr(torch, args.dtype_resolved), max_seq_len=args.max_len,
-                  model_class=args.model_class, gpu_memory_utilization=args.gpu_memory_utilization,
-                  max_num_seqs=args.max_num_seqs, seed=args.seed, enable_thinking=args.enable_thinking)
-        sparse = _sparse(args)
-        if sparse is not None:
-            kw["sparse"] = sparse
-        return LLM(args.model, **kw)
-
-    return Job(items, make_llm, OutputText, desc="lcb")
-
-
-class OutputText:
-    """Record processor: the response goes out as ``output_text``, the name grade_lcb.py reads."""
-
-    def __call__(self, records: list[dict]) -> list[dict]:
-        for r in records:
-            r["output_text"] = r.pop("output")
-        return records
-
-    def close(self) -> None:
-        pass
+    # output_text: the name grade_lcb.py (and LiveCodeBench's own tools) read the response from
+    return Job(items, functools.partial(cli.make_llm, args), desc="lcb", output_field="output_text")
 
 
 def run_config(args: argparse.Namespace, problems: list[dict]) -> dict:
@@ -105,7 +71,7 @@ def run_config(args: argparse.Namespace, problems: list[dict]) -> dict:
             "data": args.data_file and str(Path(args.data_file).resolve()) or f"livecodebench:{args.release}",
             "data_fingerprint": hashlib.sha256(ids.encode()).hexdigest()[:16], "start_date": args.start_date,
             "end_date": args.end_date, "system_prompt": args.system_prompt,
-            "sparse": _jsonable(_sparse(args)), **cli.sampling_config(args)}
+            "sparse": cli.sparse_record(args), **cli.sampling_config(args)}
 
 
 def prepare(args: argparse.Namespace) -> tuple[list[dict], list[str], dict, Path]:
@@ -120,7 +86,7 @@ def prepare(args: argparse.Namespace) -> tuple[list[dict], list[str], dict, Path
         raise cli.UsageError(str(e)) from None
     devices = cli.resolve_devices(args)
     args.dtype_resolved = cli.resolve_dtype(args, devices)
-    config = run_config(args, problems)
+    config = run_config(args, problems)  # UsageError on sparse-attention flags that do not combine
     name = Path(args.data_file).stem if args.data_file else args.release
     out = Path(args.output_dir or Path("outputs") / f"lcb_{name}" / Path(args.model.rstrip("/")).name)
     if out.exists() and not out.is_dir():
@@ -129,17 +95,23 @@ def prepare(args: argparse.Namespace) -> tuple[list[dict], list[str], dict, Path
     return problems, devices, config, out
 
 
-def main(argv: list[str] | None = None, prog: str = "eval_lcb.py") -> list[dict]:
+def main(argv: list[str] | None = None, prog: str = "eval_lcb.py", tensor_parallel_size: int = 1,
+         runner=run) -> dict:
+    """``runner``: ``runner.run``, or ``dist_runner.run_distributed`` under torchrun (eval_lcb_dist.py).
+
+    Returns ``{"problems", "samples", "output_dir"}`` (also printed as JSON); ``{}`` off global rank 0.
+    """
     args = build_parser(prog).parse_args(argv)
+    args.tensor_parallel_size = tensor_parallel_size
     try:
         problems, devices, config, out = prepare(args)
     except (cli.UsageError, RunError) as e:
         cli.die(str(e), prog)
-    try:
-        records = run(make_job, args, out, devices, config, job=make_job(args, problems))
-    except RunError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps({"problems": len(problems), "samples": len(records), "output_dir": str(out)}))
+    result = cli.run_or_exit(runner, prog, out, make_job, args, out, devices, config, job=make_job(args, problems))
+    if result is None:  # another torchrun rank: global rank 0 reports
+        return {}
+    # counted from the keys alone: the lines (megabytes of test cases each) are never read back here
+    summary = {"problems": len(problems), "samples": result.num_samples, "output_dir": str(out)}
+    print(json.dumps(summary))
     print(f"grade with: python grade_lcb.py --output_dir {out} --output_file {out}.verdicts.jsonl")
-    return records
+    return summary

@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import json
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 
 from litesys.eval import cli
 from litesys.eval.data import CUSTOM, TASKS, TEMPLATES, DataError, Dataset, build_prompt, load_task
-from litesys.eval.runner import Job, RunError, WorkItem, run, sample_seed
+from litesys.eval.runner import Job, RunError, WorkItem, check_run_config, run, sample_seed
 
 SUMMARY = "summary.json"
-
-try:  # the sparse-attention flags, once that module exists
-    from litesys.attention.sparse import config as sparse_config
-except ImportError:
-    sparse_config = None
+# What the summary reads of each sample: read back projected onto these, so prompts and outputs stay on disk.
+SUMMARY_FIELDS = ("correct", "answer_key", "extracted", "num_tokens", "finish_reason", "grade_status")
 
 
 def build_parser(prog: str = "eval_math.py") -> cli.Parser:
@@ -37,21 +33,8 @@ def build_parser(prog: str = "eval_math.py") -> cli.Parser:
     cli.add_run_args(p)
     cli.add(g, "--grade_timeout", type=float, default=30.0, help="seconds per answer before it counts wrong")
     cli.add(g, "--grade_workers", type=int, default=None, help="grading processes per worker (default: auto)")
-    if sparse_config is not None:
-        sparse_config.add_cli_args(p)
+    cli.add_sparse_args(p)
     return p
-
-
-def _sparse(args: argparse.Namespace):
-    return sparse_config.from_args(args) if sparse_config is not None else None
-
-
-def _jsonable(obj):
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    if dataclasses.is_dataclass(obj):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    return repr(obj)
 
 
 def load_data(args: argparse.Namespace) -> Dataset:
@@ -62,7 +45,7 @@ def run_config(args: argparse.Namespace, data: Dataset) -> dict:
     """What must match for two runs to share an output folder (trials and --limit may grow)."""
     return {"task": args.task, "model": cli.model_id(args.model), "dtype": args.dtype_resolved,
             "data": data.source, "data_fingerprint": data.fingerprint, "prompt_template": args.prompt_template,
-            "sparse": _jsonable(_sparse(args)), **cli.sampling_config(args)}
+            "sparse": cli.sparse_record(args), **cli.sampling_config(args)}
 
 
 class MathGrader:
@@ -93,24 +76,9 @@ def make_job(args: argparse.Namespace) -> Job:
     items = [WorkItem(p.id, t, build_prompt(args.prompt_template, p.question),
                       cli.sampling_params(args, sample_seed(args.seed, p.id, t)), {"answer": p.answer})
              for p in data.problems for t in range(args.trial)]
-
-    def make_llm(device: str):
-        import torch
-
-        from litesys import LLM
-
-        kw = dict(device=device, dtype=getattr(torch, args.dtype_resolved), max_seq_len=args.max_len,
-                  model_class=args.model_class, gpu_memory_utilization=args.gpu_memory_utilization,
-                  max_num_seqs=args.max_num_seqs, seed=args.seed, enable_thinking=args.enable_thinking)
-        sparse = _sparse(args)
-        if sparse is not None:
-            kw["sparse"] = sparse
-        if getattr(args, "tensor_parallel_size", 1) > 1:
-            kw["tensor_parallel_size"] = args.tensor_parallel_size
-        return LLM(args.model, **kw)
-
     workers = args.grade_workers or max(1, min(4, (os.cpu_count() or 1) // max(args.nproc, 1)))
-    return Job(items, make_llm, lambda: MathGrader(args.task, args.grade_timeout, workers), desc=args.task)
+    return Job(items, functools.partial(cli.make_llm, args), lambda: MathGrader(args.task, args.grade_timeout, workers),
+               desc=args.task)
 
 
 def summarize_run(records: list[dict], args: argparse.Namespace, config: dict, n_problems: int) -> dict:
@@ -137,15 +105,10 @@ def prepare(args: argparse.Namespace) -> tuple[Dataset, list[str], dict, Path]:
     data = load_data(args)
     devices = cli.resolve_devices(args)
     args.dtype_resolved = cli.resolve_dtype(args, devices)
-    try:
-        config = run_config(args, data)
-    except ValueError as e:  # the sparse-attention flags' own checks
-        raise cli.UsageError(str(e)) from None
+    config = run_config(args, data)  # UsageError on sparse-attention flags that do not combine
     out = Path(args.output_dir or Path("outputs") / args.task / Path(args.model.rstrip("/")).name)
     if out.exists() and not out.is_dir():
         raise cli.UsageError(f"--output_dir {out} is a file; pass a folder")
-    from litesys.eval.runner import check_run_config
-
     check_run_config(out, config)
     return data, devices, config, out
 
@@ -159,20 +122,10 @@ def main(argv: list[str] | None = None, prog: str = "eval_math.py", tensor_paral
         data, devices, config, out = prepare(args)
     except (cli.UsageError, DataError, RunError, FileNotFoundError) as e:
         cli.die(str(e), prog)
-    try:
-        records = runner(make_job, args, out, devices, config)
-    except RunError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except (ValueError, FileNotFoundError) as e:  # the engine's one-line input errors (model, prompt length)
-        cli.die(str(e), prog)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; finished samples are saved in {out} - rerun the same command to resume",
-              file=sys.stderr)
-        sys.exit(130)
-    if records is None:  # another torchrun rank: global rank 0 writes the summary
+    result = cli.run_or_exit(runner, prog, out, make_job, args, out, devices, config)
+    if result is None:  # another torchrun rank: global rank 0 writes the summary
         return {}
-    summary = summarize_run(records, args, config, len(data.problems))
+    summary = summarize_run(list(result.records(SUMMARY_FIELDS)), args, config, len(data.problems))
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     from litesys.report import format_table
 

@@ -5,7 +5,9 @@ the fields each record carries), how to build the engine on a device, and option
 (e.g. grading) that runs in a writer thread. The runner
 
 * appends every finished sample to its shard's JSONL at once (flush + fsync), so a crash loses nothing;
-* on rerun skips the (problem id, trial) pairs already on disk (any shard, any earlier ``--nproc``);
+* on rerun skips the (problem id, trial) pairs already on disk (any shard, any earlier ``--nproc``), reading
+  only each line's key, never holding the records (LiveCodeBench lines carry megabytes of test cases);
+* hands back a ``RunResult`` (keys + a stream of the samples, optionally projected onto a few fields);
 * refuses to mix results when the run-config file in the output folder differs from this run's;
 * with ``nproc > 1`` runs one process per device, each on its share of the problems, with its own shard.
 
@@ -19,12 +21,13 @@ import hashlib
 import json
 import os
 import queue
+import re
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,6 +66,31 @@ class Job:
     make_llm: Callable[[str], Any]  # device -> engine with generate(prompts, params, progress, on_finish)
     make_processor: Callable[[], RecordProcessor] | None = None  # built where the shard runs
     desc: str = "samples"
+    output_field: str = "output"  # the record key of the generated text (LiveCodeBench's graders read output_text)
+
+
+@dataclass
+class RunResult:
+    """What a finished run hands back: the requested keys and where their samples are, not the samples themselves
+    (streamed on demand with ``records``, so callers that only count hold nothing)."""
+
+    output_dir: Path
+    wanted: set[tuple[str, int]]  # every requested (problem id, trial)
+    done: set[tuple[str, int]]  # those on disk
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.done)
+
+    def records(self, fields: Sequence[str] | None = None) -> Iterator[dict]:
+        """The requested samples on disk, streamed; ``fields`` projects each one (see ``iter_samples``)."""
+        return iter_samples(self.output_dir, fields, self.wanted)
+
+
+def finished(output_dir: Path, items: list[WorkItem]) -> RunResult:
+    """The RunResult of ``items`` from what is on disk in ``output_dir``."""
+    wanted = {it.key for it in items}
+    return RunResult(Path(output_dir), wanted, done_keys(output_dir) & wanted)
 
 
 JobFactory = Callable[[argparse.Namespace], Job]
@@ -104,35 +132,85 @@ def write_run_config(output_dir: Path, config: dict) -> None:
 
 # ---------------------------------------------------------------- samples on disk
 
-
-def _read_lines(path: Path) -> tuple[list[dict], int]:
-    """Records of one shard and the byte length of its complete lines (a SIGKILL can leave a torn last line)."""
-    data = path.read_bytes()
-    good = data.rfind(b"\n") + 1
-    records = []
-    for n, line in enumerate(data[:good].splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RunError(f"{path}:{n} is not valid JSON ({e.msg}); move that file away to redo its "
-                               "samples") from e
-    return records, good
+# The runner writes ``problem_id`` and ``trial`` first, so the done set can be read from each line's head without
+# parsing the rest (a LiveCodeBench line carries megabytes of test cases). Other layouts fall back to json.loads.
+_KEY_HEAD = re.compile(rb'\{"problem_id": ("(?:[^"\\]|\\.)*"), "trial": (-?\d+)[,}]')
 
 
-def read_samples(output_dir: Path) -> list[dict]:
-    """All finished samples of all shards, one per (problem id, trial)."""
-    seen: dict[tuple[str, int], dict] = {}
+def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a shard's complete lines, one at a time; a torn last line (SIGKILL) is skipped."""
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.endswith(b"\n") and line.strip():
+                yield n, line
+
+
+def _parse(path: Path, n: int, line: bytes) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}:{n} is not valid JSON ({e.msg}); move that file away to redo its samples") from e
+
+
+def _line_key(path: Path, n: int, line: bytes) -> tuple[str, int]:
+    m = _KEY_HEAD.match(line)
+    if m:
+        return json.loads(m.group(1)), int(m.group(2))
+    rec = _parse(path, n, line)
+    return rec["problem_id"], rec["trial"]
+
+
+def done_keys(output_dir: Path) -> set[tuple[str, int]]:
+    """The (problem id, trial) pairs finished in any shard; holds only the keys, never the records."""
+    keys: set[tuple[str, int]] = set()
     for path in sorted(Path(output_dir).glob(SHARD_GLOB)):
-        for rec in _read_lines(path)[0]:
-            seen.setdefault((rec["problem_id"], rec["trial"]), rec)
-    return list(seen.values())
+        keys.update(_line_key(path, n, line) for n, line in _complete_lines(path))
+    return keys
+
+
+def iter_samples(output_dir: Path, fields: Sequence[str] | None = None,
+                 keys: Collection[tuple[str, int]] | None = None) -> Iterator[dict]:
+    """Finished samples of all shards, one per (problem id, trial) (the first on disk), streamed.
+
+    ``fields``: keep only these keys of each record (plus ``problem_id``/``trial``), dropped as soon as a line is
+    parsed, so a caller that needs a few small fields never holds the large ones. ``keys``: only these pairs.
+    """
+    keep = None if fields is None else {"problem_id", "trial", *fields}
+    seen: set[tuple[str, int]] = set()
+    for path in sorted(Path(output_dir).glob(SHARD_GLOB)):
+        for n, line in _complete_lines(path):
+            key = _line_key(path, n, line)
+            if key in seen or (keys is not None and key not in keys):
+                continue  # skipped without parsing the whole line
+            seen.add(key)
+            rec = _parse(path, n, line)
+            yield rec if keep is None else {k: v for k, v in rec.items() if k in keep}
+
+
+def read_samples(output_dir: Path, fields: Sequence[str] | None = None) -> list[dict]:
+    """All finished samples of all shards as a list (see ``iter_samples``; prefer it for large runs)."""
+    return list(iter_samples(output_dir, fields))
+
+
+def _complete_length(path: Path) -> int:
+    """Byte length of the file up to and including its last newline (read backwards: no full read)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            f.seek(start)
+            i = f.read(end - start).rfind(b"\n")
+            if i >= 0:
+                return start + i + 1
+            end = start
+    return 0
 
 
 def repair_tail(path: Path) -> None:
     """Drop a torn last line so that appended records start on a line of their own."""
     if path.is_file():
-        good = _read_lines(path)[1]
+        good = _complete_length(path)
         if good != path.stat().st_size:
             with open(path, "r+b") as f:
                 f.truncate(good)
@@ -224,7 +302,7 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
         it = items[index]
         sample = output.samples[0]
         writer.put({"problem_id": it.problem_id, "trial": it.trial, "seed": it.sampling.seed,
-                    "prompt": _prompt_record(it.prompt), "output": sample.text,
+                    "prompt": _prompt_record(it.prompt), job.output_field: sample.text,
                     "num_tokens": len(sample.token_ids), "finish_reason": sample.finish_reason, **it.fields})
         left[it.problem_id] -= 1
         state["problems"] += left[it.problem_id] == 0
@@ -297,8 +375,8 @@ def split_work(items: list[WorkItem], nproc: int) -> list[list[WorkItem]]:
 
 
 def run(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, devices: list[str],
-        run_config: dict, job: Job | None = None) -> list[dict]:
-    """Generate every missing sample of the job and return all samples of the requested items.
+        run_config: dict, job: Job | None = None) -> RunResult:
+    """Generate every missing sample of the job; the result streams the samples of the requested items.
 
     ``devices`` has one entry per data-parallel worker. ``job`` may be passed when already built.
     """
@@ -309,7 +387,7 @@ def run(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, dev
     lock = _hold_lock(output_dir)
     try:
         write_run_config(output_dir, run_config)
-        done = {(r["problem_id"], r["trial"]) for r in read_samples(output_dir)}
+        done = done_keys(output_dir)
         todo = [it for it in job.items if it.key not in done]
         if todo:
             print(f"{len(job.items) - len(todo)} of {len(job.items)} samples already in {output_dir}; "
@@ -320,8 +398,7 @@ def run(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, dev
             _run_parallel(job_factory, args, output_dir, devices, split_work(todo, len(devices)))
     finally:
         lock.close()
-    wanted = {it.key for it in job.items}
-    return [r for r in read_samples(output_dir) if (r["problem_id"], r["trial"]) in wanted]
+    return finished(output_dir, job.items)
 
 
 def _run_parallel(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, devices: list[str],
