@@ -9,6 +9,7 @@ all-reduces stay on the node's NVLink as long as ``tp`` divides ``--nproc_per_no
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -75,6 +76,9 @@ def init_tensor_parallel(tp: int, device: torch.device | str) -> Dist:
         torch.cuda.set_device(device.index if device.index is not None else lay.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # a process that exits with its group alive can abort in the backend's threads at interpreter teardown
+        # ("terminate called without an active exception"): tear the group down first
+        atexit.register(shutdown)
     if tp == 1:
         return Dist()
     if tp not in _groups:
