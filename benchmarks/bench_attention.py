@@ -25,7 +25,9 @@ if SMOKE:
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.testing import do_bench  # noqa: E402
+from common import bench_ms as _bench_ms  # noqa: E402
+from common import copy_bandwidth as _copy_bandwidth  # noqa: E402
+from common import log, rel_err  # noqa: E402
 
 from litesys.attention import ops_torch as ref  # noqa: E402
 from litesys.attention.kernels import decode, ops_triton  # noqa: E402
@@ -66,20 +68,11 @@ RESULTS: dict = {"device": "cpu (smoke)" if SMOKE else torch.cuda.get_device_nam
                  "triton": triton.__version__}
 
 
-def log(msg: str) -> None:
-    print(f"[{time.time() - T0:6.1f}s] {msg}", flush=True)
 
-
-def rel_err(out: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((out.double() - expected.double()).norm() / expected.double().norm()).item()
 
 
 def bench_ms(fn) -> float:
-    if SMOKE:
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e3
-    return do_bench(fn, warmup=10, rep=60, return_mode="median")
+    return _bench_ms(fn, rep=60)
 
 
 # ---------------------------------------------------------------- inputs
@@ -109,12 +102,7 @@ def kv_bytes(c: dict) -> int:
 
 # ---------------------------------------------------------------- 1. copy bandwidth
 def copy_bandwidth() -> float:
-    src = torch.randn(1 << (10 if SMOKE else 29), device=DEV, dtype=BF16)  # 1 GiB
-    dst = torch.empty_like(src)
-    ms = bench_ms(lambda: dst.copy_(src))
-    bw = 2 * src.numel() * src.element_size() / ms / 1e9  # TB/s (read + write)
-    log(f"HBM copy bandwidth {bw:.2f} TB/s")
-    return bw
+    return _copy_bandwidth(1 << (10 if SMOKE else 29), DEV) / 1e12  # TB/s
 
 
 # ---------------------------------------------------------------- 2. correctness

@@ -25,7 +25,9 @@ if SMOKE:
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.testing import do_bench  # noqa: E402
+from common import bench_ms as _bench_ms  # noqa: E402
+from common import copy_bandwidth as _copy_bandwidth  # noqa: E402
+from common import log, rel_err  # noqa: E402
 
 from litesys.models.moe.fused import MoeKernelConfig, fused_moe, pick_config  # noqa: E402
 from litesys.models.moe.reference import moe_reference  # noqa: E402
@@ -52,20 +54,11 @@ RESULTS: dict = {"device": "cpu (smoke)" if SMOKE else torch.cuda.get_device_nam
                  "triton": triton.__version__, "sizes": dataclasses.asdict(SZ)}
 
 
-def log(msg: str) -> None:
-    print(f"[{time.time() - T0:6.1f}s] {msg}", flush=True)
 
-
-def rel_err(out: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((out.double() - expected.double()).norm() / expected.double().norm()).item()
 
 
 def bench_ms(fn) -> float:
-    if SMOKE:
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e3
-    return do_bench(fn, warmup=10, rep=50, return_mode="median")
+    return _bench_ms(fn, rep=50)
 
 
 def graph_ms(fn) -> float:
@@ -83,12 +76,7 @@ def graph_ms(fn) -> float:
 
 
 def copy_bandwidth() -> float:
-    src = torch.randn(SZ.copy_elems, device=DEV, dtype=BF16)
-    dst = torch.empty_like(src)
-    ms = bench_ms(lambda: dst.copy_(src))
-    bw = 2 * src.numel() * src.element_size() / ms / 1e9  # TB/s (read + write)
-    log(f"HBM copy bandwidth {bw:.2f} TB/s")
-    return bw
+    return _copy_bandwidth(SZ.copy_elems, DEV) / 1e12  # TB/s
 
 
 def candidates(n_pairs: int) -> list[MoeKernelConfig]:

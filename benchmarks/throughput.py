@@ -22,6 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("LITESYS_MOE_STATS", "1")  # MoE floor: count the experts each decode step routes to
+from common import copy_bandwidth  # noqa: E402
+
 from litesys import LLM, SamplingParams  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -29,25 +31,6 @@ CONFIGS = Path(__file__).parent / "configs"
 
 def identity(logits, lengths, layer, meta):
     return logits
-
-
-def copy_bandwidth(nbytes: int = 2 << 30) -> float:
-    """Device-to-device copy, bytes read + written per second (median of 20)."""
-    a = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    times = []
-    for _ in range(20):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        b.copy_(a)
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
-    del a, b
-    torch.cuda.empty_cache()
-    return 2 * (nbytes // 2) * 2 / sorted(times)[len(times) // 2]
 
 
 def weight_bytes_per_step(llm: LLM) -> int:

@@ -1,0 +1,39 @@
+"""Helpers shared by the GPU benchmark scripts (run as ``python benchmarks/<script>.py``)."""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # run a script's logic on CPU at tiny sizes before spending GPU time
+T0 = time.time()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.time() - T0:6.1f}s] {msg}", flush=True)
+
+
+def rel_err(out: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((out.double() - expected.double()).norm() / expected.double().norm()).item()
+
+
+def bench_ms(fn, rep: int = 50) -> float:
+    """Median ms of ``fn`` (triton's do_bench, timed with events); one host-timed call in smoke mode."""
+    if SMOKE:
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e3
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=10, rep=rep, return_mode="median")
+
+
+def copy_bandwidth(elems: int = 1 << 29, device: str = "cuda") -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus written (1 GiB of bf16 by default)."""
+    src = torch.randn(elems, device=device, dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src))
+    bw = 2 * src.numel() * src.element_size() / (ms / 1e3)
+    log(f"HBM copy bandwidth {bw / 1e12:.2f} TB/s")
+    return bw
