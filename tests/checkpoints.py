@@ -57,3 +57,33 @@ def load_hf(path: Path):
     import transformers
 
     return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def prefill_logits(model, prompts: list[list[int]]) -> torch.Tensor:
+    """Logits at every position of the prompts through an executor directly, one packed prefill: [sum(len), V]."""
+    from litesys.attention.backend import Attention
+    from litesys.attention.kv_cache import KVCache
+    from litesys.attention.meta import AttnMeta
+
+    cfg = model.cfg
+    lens = [len(p) for p in prompts]
+    pages = (sum(lens) + 15) // 16 + 2
+    kv = KVCache(cfg.num_layers, pages, 16, model.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
+    attn = Attention(kv, model.num_q_heads, model.num_kv_heads, cfg.head_dim, cfg.head_dim ** -0.5)
+    ids = torch.tensor([t for p in prompts for t in p])
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
+    meta = AttnMeta(True, torch.arange(16, 16 + len(ids)), 16, model.num_q_heads, model.num_kv_heads,
+                    cu_seqlens=cu, max_seqlen=max(lens))
+    pos = torch.cat([torch.arange(n) for n in lens])
+    return model.compute_logits(model.forward(ids, pos, meta, attn))
+
+
+def hf_greedy(path, prompts: list[list[int]], n_new: int) -> list[list[int]]:
+    """transformers' own greedy continuation of each prompt (no EOS stop)."""
+    hf = load_hf(path)
+    outs = []
+    for p in prompts:
+        o = hf.generate(torch.tensor([p]), max_new_tokens=n_new, do_sample=False, eos_token_id=None, pad_token_id=0,
+                        attention_mask=torch.ones(1, len(p), dtype=torch.long))
+        outs.append(o[0, len(p):].tolist())
+    return outs

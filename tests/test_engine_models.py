@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from checkpoints import load_hf, make_checkpoint
+from checkpoints import hf_greedy, load_hf, make_checkpoint, prefill_logits
 
 from litesys import LLM, SamplingParams
-from litesys.attention.backend import Attention
-from litesys.attention.kv_cache import KVCache
-from litesys.attention.meta import AttnMeta
 from litesys.models.config import ModelConfig
 from litesys.models.loader import Checkpoint
 from litesys.models.registry import resolve
@@ -38,16 +35,6 @@ def _prompts(n: int, seed: int = 0, vocab: int = 1024) -> list[list[int]]:
     return [torch.randint(0, vocab, (L,), generator=g).tolist() for L in lens]
 
 
-def _hf_greedy(path, prompts, n_new):
-    hf = load_hf(path)
-    outs = []
-    for p in prompts:
-        o = hf.generate(torch.tensor([p]), max_new_tokens=n_new, do_sample=False, eos_token_id=None, pad_token_id=0,
-                        attention_mask=torch.ones(1, len(p), dtype=torch.long))
-        outs.append(o[0, len(p):].tolist())
-    return outs
-
-
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_prefill_logits_match_transformers(ckpts, shape):
     path = ckpts[shape]
@@ -55,21 +42,15 @@ def test_prefill_logits_match_transformers(ckpts, shape):
     _, cls = resolve(None, cfg.model_type)
     model = cls(cfg, "cpu", torch.float32, 512)
     model.load(Checkpoint(path))
-    kv = KVCache(cfg.num_layers, 32, 16, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
-    attn = Attention(kv, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.head_dim ** -0.5)
     prompts = _prompts(4, seed=1)[1:] + [torch.randint(0, 1024, (200,)).tolist()]  # 200 > yarn's original 64
-    lens = [len(p) for p in prompts]
-    ids = torch.tensor([t for p in prompts for t in p])
-    pos = torch.cat([torch.arange(n) for n in lens])
-    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
-    meta = AttnMeta(True, torch.arange(16, 16 + len(ids)), 16, cfg.num_heads, cfg.num_kv_heads, cu_seqlens=cu,
-                    max_seqlen=max(lens))
-    logits = model.compute_logits(model.forward(ids, pos, meta, attn))
+    logits = prefill_logits(model, prompts)
     hf = load_hf(path)
+    start = 0
     with torch.no_grad():
-        for i, p in enumerate(prompts):
+        for p in prompts:
             ref = hf(torch.tensor([p])).logits[0]
-            assert (logits[cu[i]:cu[i + 1]] - ref).abs().max().item() < 1e-4
+            assert (logits[start:start + len(p)] - ref).abs().max().item() < 1e-4
+            start += len(p)
 
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=32, ignore_eos=True, repeat_check=False)
@@ -78,7 +59,7 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=32, ignore_eos=True, repea
 @pytest.mark.parametrize("shape", ["qwen3_gqa4_hd32", "qwen2_bias_gqa2", "qwen3_yarn"])
 def test_greedy_generation_matches_transformers(ckpts, shape):
     prompts = _prompts(10)
-    ref = _hf_greedy(ckpts[shape], prompts, 32)
+    ref = hf_greedy(ckpts[shape], prompts, 32)
     llm = LLM(str(ckpts[shape]), device="cpu", dtype=torch.float32, max_seq_len=256)
     outs = llm.generate(prompts, GREEDY)
     assert [o.token_ids for o in outs] == ref
@@ -88,7 +69,7 @@ def test_greedy_generation_matches_transformers(ckpts, shape):
 def test_refill_and_preemption_keep_greedy_exact(ckpts):
     path = ckpts["qwen3_gqa2_tied"]
     prompts = _prompts(10)
-    ref = _hf_greedy(path, prompts, 32)
+    ref = hf_greedy(path, prompts, 32)
     # more prompts than slots: finished sequences are replaced by waiting ones
     llm = LLM(str(path), device="cpu", dtype=torch.float32, max_seq_len=256, max_num_seqs=3)
     assert [o.token_ids for o in llm.generate(prompts, GREEDY)] == ref

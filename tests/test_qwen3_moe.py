@@ -10,13 +10,10 @@ import torch
 
 if not torch.cuda.is_available():  # triton reads it at import: the kernel tests in this process need the interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
-from checkpoints import load_hf, make_checkpoint
+from checkpoints import hf_greedy, load_hf, make_checkpoint, prefill_logits
 from dist_utils import run_ranks
 
 from litesys import LLM, SamplingParams
-from litesys.attention.backend import Attention
-from litesys.attention.kv_cache import KVCache
-from litesys.attention.meta import AttnMeta
 from litesys.models.config import ModelConfig
 from litesys.models.loader import Checkpoint
 from litesys.models.qwen3_moe import Qwen3MoeForCausalLM
@@ -52,20 +49,6 @@ def _model(path: str) -> Qwen3MoeForCausalLM:
     return m
 
 
-def _prefill_logits(m, prompts: list[list[int]]) -> torch.Tensor:
-    """Logits at every position of the prompts, packed in one prefill: [sum(len), vocab]."""
-    cfg = m.cfg
-    kv = KVCache(cfg.num_layers, 16, 16, m.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
-    attn = Attention(kv, m.num_q_heads, m.num_kv_heads, cfg.head_dim, cfg.head_dim ** -0.5)
-    lens = [len(p) for p in prompts]
-    ids = torch.tensor([t for p in prompts for t in p])
-    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
-    meta = AttnMeta(True, torch.arange(16, 16 + len(ids)), 16, m.num_q_heads, m.num_kv_heads, cu_seqlens=cu,
-                    max_seqlen=max(lens))
-    pos = torch.cat([torch.arange(n) for n in lens])
-    return m.compute_logits(m.forward(ids, pos, meta, attn))
-
-
 def _hf_logits(hf, prompts: list[list[int]]) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([hf(torch.tensor([p])).logits[0] for p in prompts])
@@ -79,7 +62,7 @@ def test_prefill_logits_match_transformers(ckpts, shape):
     assert m.sparse == [isinstance(layer.mlp, Qwen3MoeSparseMoeBlock) for layer in hf.model.layers]
     assert any(m.sparse)
     prompts = _prompts(1)
-    err = (_prefill_logits(m, prompts) - _hf_logits(hf, prompts)).abs().max().item()
+    err = (prefill_logits(m, prompts) - _hf_logits(hf, prompts)).abs().max().item()
     assert err < 1e-4, f"{shape}: prefill logits differ by {err}"
 
 
@@ -101,23 +84,13 @@ def test_stacked_expert_checkpoint_loads_the_same(ckpts, tmp_path):
         assert torch.equal(la.gate_up, lb.gate_up) and torch.equal(la.down, lb.down)
     prompts = _prompts(2, lens=(9,))
     # same weights; only BLAS rounding may differ (mmapped tensors land at different alignments)
-    assert (_prefill_logits(a, prompts) - _prefill_logits(b, prompts)).abs().max().item() < 1e-5
-
-
-def _hf_greedy(path: str, prompts: list[list[int]], n_new: int) -> list[list[int]]:
-    hf = load_hf(path)
-    outs = []
-    for p in prompts:
-        o = hf.generate(torch.tensor([p]), max_new_tokens=n_new, do_sample=False, eos_token_id=None, pad_token_id=0,
-                        attention_mask=torch.ones(1, len(p), dtype=torch.long))
-        outs.append(o[0, len(p):].tolist())
-    return outs
+    assert (prefill_logits(a, prompts) - prefill_logits(b, prompts)).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("shape", ["top2_norm", "top2_raw", "step2_mlp_only"])
 def test_greedy_generation_matches_transformers(ckpts, shape):
     prompts = _prompts(3)
-    ref = _hf_greedy(ckpts[shape], prompts, GREEDY.max_new_tokens)
+    ref = hf_greedy(ckpts[shape], prompts, GREEDY.max_new_tokens)
     llm = LLM(ckpts[shape], device="cpu", dtype=torch.float32, max_seq_len=128, num_kv_pages=64, max_num_seqs=8)
     assert isinstance(llm.model, Qwen3MoeForCausalLM)
     assert [o.token_ids for o in llm.generate(prompts, GREEDY)] == ref
@@ -130,7 +103,7 @@ def _run(path: str, tp: int) -> dict:
     llm = LLM(path, device="cpu", dtype=torch.float32, max_seq_len=96, num_kv_pages=64, max_num_seqs=8,
               tensor_parallel_size=tp)
     prompts = _prompts(4)
-    return {"logits": _prefill_logits(llm.model, prompts),
+    return {"logits": prefill_logits(llm.model, prompts),
             "greedy": [o.token_ids for o in llm.generate(prompts, GREEDY)],
             "shapes": [tuple(w.gate_up.shape) + tuple(w.down.shape) for w in llm.model.layers],
             "cls": type(llm.model).__name__}

@@ -13,13 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoints import make_checkpoint
+from checkpoints import make_checkpoint, prefill_logits
 from dist_utils import RankError, run_ranks
 
 from litesys import LLM, SamplingParams
-from litesys.attention.backend import Attention
-from litesys.attention.kv_cache import KVCache
-from litesys.attention.meta import AttnMeta
 from litesys.models.config import ModelConfig
 from litesys.models.layers import Dist
 from litesys.models.qwen3_dist import Qwen3DistForCausalLM, kv_head_shard
@@ -55,27 +52,13 @@ def _llm(path: str, tp: int) -> LLM:
                tensor_parallel_size=tp)
 
 
-def _prefill_logits(llm: LLM, prompts: list[list[int]]) -> torch.Tensor:
-    """Logits at every prompt position, [sum(len), vocab], through the model directly (one packed prefill)."""
-    m, cfg = llm.model, llm.cfg
-    kv = KVCache(cfg.num_layers, 16, 16, m.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
-    attn = Attention(kv, m.num_q_heads, m.num_kv_heads, cfg.head_dim, cfg.head_dim ** -0.5)
-    lens = [len(p) for p in prompts]
-    ids = torch.tensor([t for p in prompts for t in p])
-    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
-    meta = AttnMeta(True, torch.arange(16, 16 + len(ids)), 16, m.num_q_heads, m.num_kv_heads, cu_seqlens=cu,
-                    max_seqlen=max(lens))
-    pos = torch.cat([torch.arange(n) for n in lens])
-    return m.compute_logits(m.forward(ids, pos, meta, attn))
-
-
 def _run_model(path: str, tp: int) -> dict:
     llm = _llm(path, tp)
     prompts = _prompts()
     finished: list[int] = []
     greedy = llm.generate(prompts, GREEDY, on_finish=lambda i, o: finished.append(i))
     sampled = llm.generate(prompts, SAMPLED)
-    return {"logits": _prefill_logits(llm, prompts), "greedy": [o.token_ids for o in greedy],
+    return {"logits": prefill_logits(llm.model, prompts), "greedy": [o.token_ids for o in greedy],
             "sampled": [o.token_ids for o in sampled], "reported": sorted(finished),
             "heads": (llm.model.q_heads, llm.model.kv_heads)}
 
@@ -152,7 +135,7 @@ def _memory_rank(rank: int, world: int, path: str, warmup: str) -> dict:
     def build(p: str) -> LLM:
         llm = LLM(p, device="cpu", dtype=torch.float32, max_seq_len=64, num_kv_pages=4, max_num_seqs=2,
                   tensor_parallel_size=world)
-        _prefill_logits(llm, [list(range(24))])  # touch every weight once
+        prefill_logits(llm.model, [list(range(24))])  # touch every weight once
         return llm
 
     build(warmup)  # first-use costs (library pages, allocator pools) out of the measurement
