@@ -14,15 +14,11 @@ import torch
 
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse.common import Heads, drop_groups
-from litesys.attention.sparse.random_select import random_drop
+from litesys.attention.sparse.random_select import RandomSelectProcessor, random_drop
 
 
-class RandomNSampleProcessor:
-    graph_safe = True  # no host sync, static shapes
-
-    def __init__(self, n: int, sink: int, local: int, num_kv_heads: int, seed: int = 0, backend: str = "auto"):
-        self.n, self.sink, self.local, self.num_kv_heads, self.seed = n, sink, local, num_kv_heads, seed
-        self.backend = backend
+class RandomNSampleProcessor(RandomSelectProcessor):
+    """random_select's positions, with the importance-sampling correction on the kept middle logits."""
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         if logits.shape[-1] <= self.sink + self.local + self.n:
