@@ -75,7 +75,21 @@ def processor_configs(ctx: int, page: int) -> dict[str, SparseConfig]:
     }
 
 
-def bench_attention(shape: str, ctx: int, batch: int, page: int) -> list[dict]:
+def kernel_breakdown(fn, iters: int = 20) -> list[tuple[str, float]]:
+    """(kernel name, us per call) of ``fn`` run eagerly under the profiler, largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    rows = [(e.key, e.device_time_total / iters) for e in prof.key_averages() if e.device_time_total > 0]
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def bench_attention(shape: str, ctx: int, batch: int, page: int, profile: bool = False) -> list[dict]:
     s = SHAPES[shape]
     hq, hkv, d = s["hq"], s["hkv"], s["d"]
     dev, scale = torch.device("cuda"), d ** -0.5
@@ -113,6 +127,10 @@ def bench_attention(shape: str, ctx: int, batch: int, page: int) -> list[dict]:
                 logits = ops_triton.paged_decode_logits(q, kc, pt, lengths, scale, ctx)
                 return ops_triton.paged_softmax_v(proc(logits, lengths, 0, meta), vc, pt, lengths)
         rows.append(dict(method=name, ms=timed(fn)))
+        if profile:
+            kernels = kernel_breakdown(fn)
+            rows[-1]["kernels_us"] = {k: round(v, 2) for k, v in kernels}
+            print(f"{shape} {name}: " + ", ".join(f"{k[:48]} {v:.1f}us" for k, v in kernels[:8]), flush=True)
     for r in rows:
         r.update(shape=shape, context=ctx, batch=batch, vs_dense=rows[0]["ms"] / r["ms"],
                  vs_raw=r["ms"] / rows[1]["ms"])
@@ -164,11 +182,11 @@ def print_table(rows: list[dict]) -> None:
               + " |")
 
 
-def targets(batch: int, page: int, new_tokens: int) -> list[dict]:
+def targets(batch: int, page: int, new_tokens: int, profile: bool = False) -> list[dict]:
     """Issue 8's numbers: 32K, batch 8, both shapes, then e2e 0.6B; prints PASS/FAIL per target."""
     ctx = 32768
-    rows = bench_attention("0.6b", ctx, batch, page) + bench_attention("8b", ctx, batch, page)
-    print_table(rows)
+    rows = bench_attention("0.6b", ctx, batch, page, profile) + bench_attention("8b", ctx, batch, page, profile)
+    print_table([{k: v for k, v in r.items() if k != "kernels_us"} for r in rows])
     e2e = bench_e2e(ctx, batch, page, new_tokens)
     print_table(e2e)
     checks = []
@@ -197,18 +215,19 @@ def main() -> None:
     ap.add_argument("--e2e", action="store_true", help="engine decode tok/s (dense vs Quest 1/8) instead")
     ap.add_argument("--targets", action="store_true", help="issue 8's targets (32K, batch 8, both shapes, e2e)")
     ap.add_argument("--new_tokens", type=int, default=136)
+    ap.add_argument("--profile", action="store_true", help="also print/record each method's per-kernel GPU time")
     ap.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
     args = ap.parse_args()
     if args.targets:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(targets(args.batch, args.page, args.new_tokens), indent=1))
+        args.out.write_text(json.dumps(targets(args.batch, args.page, args.new_tokens, args.profile), indent=1))
         return
     rows = []
     for ctx in args.contexts:
         rows += (bench_e2e(ctx, args.batch, args.page, args.new_tokens) if args.e2e
-                 else bench_attention(args.shape, ctx, args.batch, args.page))
+                 else bench_attention(args.shape, ctx, args.batch, args.page, args.profile))
     args.out.write_text(json.dumps(rows, indent=1))
-    print_table(rows)
+    print_table([{k: v for k, v in r.items() if k != "kernels_us"} for r in rows])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ NEG = float("-inf")
 LENGTHS = [1, 7, 10, 11, 14, 19, 23, 33, 50, 64, 97]
 WIDTH = 104
 SEQ_IDS = torch.arange(len(LENGTHS), dtype=torch.int64) * 7 + 3
+# the processors run on the GPU when there is one (the Triton selections need it); references stay on the CPU
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def make_logits(lengths: list[int], width: int, seed: int = 0) -> torch.Tensor:
@@ -28,22 +30,23 @@ def make_logits(lengths: list[int], width: int, seed: int = 0) -> torch.Tensor:
 
 
 def meta_for(lengths: list[int]) -> AttnMeta:
-    return AttnMeta(is_prefill=False, slot_mapping=torch.zeros(len(lengths), dtype=torch.int64), page_size=16,
-                    num_q_heads=HQ, num_kv_heads=HKV, lengths=torch.tensor(lengths, dtype=torch.int32),
-                    max_len=WIDTH, extra={"seq_ids": SEQ_IDS[:len(lengths)]})
+    return AttnMeta(is_prefill=False, slot_mapping=torch.zeros(len(lengths), dtype=torch.int64, device=DEVICE),
+                    page_size=16, num_q_heads=HQ, num_kv_heads=HKV,
+                    lengths=torch.tensor(lengths, dtype=torch.int32, device=DEVICE), max_len=WIDTH,
+                    extra={"seq_ids": SEQ_IDS[:len(lengths)].to(DEVICE)})
 
 
 def run(cfg: SparseConfig, logits: torch.Tensor, lengths: list[int], layer: int = 1,
         backend: str = "auto") -> torch.Tensor:
     procs, _ = build(cfg, num_layers=3, num_q_heads=HQ, num_kv_heads=HKV, page_size=16)
     meta = meta_for(lengths)
-    out = logits.clone()
+    out = logits.to(DEVICE)
     for p in procs[layer]:
         if hasattr(p, "backend"):
             p.backend = backend
         out = p(out, meta.lengths, layer, meta)
     assert all(p.graph_safe for p in procs[layer])  # the engine captures them in CUDA graphs
-    return out
+    return out.cpu()
 
 
 # ---- per-sequence references: one row [HQ, n] of valid logits at a time, loops welcome ----
@@ -219,8 +222,8 @@ def test_random_draws_independent_of_batch_and_width(backend: str) -> None:
     procs[1][0].backend = backend
     b = LENGTHS.index(64)
     meta = meta_for([64])
-    meta.extra["seq_ids"] = SEQ_IDS[b:b + 1]
-    alone = procs[1][0](logits[b:b + 1, :, :70].clone(), meta.lengths, 1, meta)
+    meta.extra["seq_ids"] = SEQ_IDS[b:b + 1].to(DEVICE)
+    alone = procs[1][0](logits[b:b + 1, :, :70].to(DEVICE), meta.lengths, 1, meta).cpu()
     assert torch.equal(torch.isfinite(alone[0, :, :64]), torch.isfinite(full[b, :, :64]))
     # a different step (length) or layer draws differently
     other = run(cfg, logits, LENGTHS, layer=2, backend=backend)
@@ -237,8 +240,8 @@ def test_random_nsample_estimator_is_unbiased() -> None:
     trials = 300
     for t in range(trials):
         meta = meta_for([n])
-        meta.extra["seq_ids"] = torch.tensor([t])
-        est += torch.logsumexp(procs[1][0](logits.clone(), meta.lengths, 1, meta)[0], dim=-1).exp()
+        meta.extra["seq_ids"] = torch.tensor([t], device=DEVICE)
+        est += torch.logsumexp(procs[1][0](logits.to(DEVICE), meta.lengths, 1, meta)[0].cpu(), dim=-1).exp()
     torch.testing.assert_close(est / trials, dense, rtol=0.05, atol=0)
 
 

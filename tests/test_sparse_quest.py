@@ -21,7 +21,7 @@ LENGTHS = [1, 3, 9, 17, 26, 41]  # after the decode token; ragged, incl. a singl
 
 
 def make_scenario(topk: int, lengths: list[int] = LENGTHS, sink: int = 4, local: int = 0, backend: str = "torch",
-                  dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+                  dtype: torch.dtype = torch.float32, seed: int = 0, device: str = "cpu") -> dict:
     """Prefill lengths-1 tokens per sequence then one decode step through ``Attention`` with a Quest selector.
 
     The pool starts full of large stale values (a previous owner's data) and pages are handed out interleaved,
@@ -29,7 +29,7 @@ def make_scenario(topk: int, lengths: list[int] = LENGTHS, sink: int = 4, local:
     """
     g = torch.Generator().manual_seed(seed)
     n_pages = [math.ceil(n / PAGE) for n in lengths]
-    kv = KVCache(LAYERS, 2 + sum(n_pages), PAGE, HKV, D, dtype, "cpu")
+    kv = KVCache(LAYERS, 2 + sum(n_pages), PAGE, HKV, D, dtype, device)
     kv.k.copy_(torch.randn(kv.k.shape, generator=g) * 50)
     kv.v.copy_(torch.randn(kv.v.shape, generator=g) * 50)
     ids = (torch.randperm(kv.num_pages - 1, generator=g) + 1).tolist()
@@ -37,6 +37,7 @@ def make_scenario(topk: int, lengths: list[int] = LENGTHS, sink: int = 4, local:
     for b, n in enumerate(n_pages):
         pt[b, :n] = torch.tensor(ids[:n])
         ids = ids[n:]
+    pt = pt.to(device)
     sel = QuestSelector(topk, PAGE, LAYERS, sink=sink, local=local, layer_skip=(), backend=backend)
     attn = Attention(kv, HQ, HKV, D, SCALE, ops_torch, selector=sel)
 
@@ -46,22 +47,23 @@ def make_scenario(topk: int, lengths: list[int] = LENGTHS, sink: int = 4, local:
     prompt = [n - 1 for n in lengths]
     t = sum(prompt)
     pre = AttnMeta(is_prefill=True, slot_mapping=torch.tensor([s for b, n in enumerate(prompt) for s in
-                                                               slots(b, range(n))]), page_size=PAGE,
+                                                               slots(b, range(n))], device=device), page_size=PAGE,
                    num_q_heads=HQ, num_kv_heads=HKV,
-                   cu_seqlens=torch.tensor([0, *torch.tensor(prompt).cumsum(0).tolist()], dtype=torch.int32),
+                   cu_seqlens=torch.tensor([0, *torch.tensor(prompt).cumsum(0).tolist()], dtype=torch.int32,
+                                           device=device),
                    max_seqlen=max(prompt))
     dec = AttnMeta(is_prefill=False, slot_mapping=torch.tensor([slots(b, range(n - 1, n))[0] for b, n in
-                                                                enumerate(lengths)]), page_size=PAGE,
-                   num_q_heads=HQ, num_kv_heads=HKV, page_table=pt, lengths=torch.tensor(lengths, dtype=torch.int32),
-                   max_len=max(lengths))
+                                                                enumerate(lengths)], device=device), page_size=PAGE,
+                   num_q_heads=HQ, num_kv_heads=HKV, page_table=pt,
+                   lengths=torch.tensor(lengths, dtype=torch.int32, device=device), max_len=max(lengths))
     outs = {}
     for layer in range(LAYERS):
         if t:
-            attn(layer, torch.randn(t, HQ, D, generator=g).to(dtype), torch.randn(t, HKV, D, generator=g).to(dtype),
-                 torch.randn(t, HKV, D, generator=g).to(dtype), pre)
-        q = torch.randn(len(lengths), HQ, D, generator=g).to(dtype)
-        k_new = torch.randn(len(lengths), HKV, D, generator=g).to(dtype)
-        v_new = torch.randn(len(lengths), HKV, D, generator=g).to(dtype)
+            qkv = [torch.randn(t, h, D, generator=g).to(device, dtype) for h in (HQ, HKV, HKV)]
+            attn(layer, *qkv, pre)
+        q = torch.randn(len(lengths), HQ, D, generator=g).to(device, dtype)
+        k_new = torch.randn(len(lengths), HKV, D, generator=g).to(device, dtype)
+        v_new = torch.randn(len(lengths), HKV, D, generator=g).to(device, dtype)
         outs[layer] = (q, attn(layer, q, k_new, v_new, dec))
     return dict(kv=kv, sel=sel, attn=attn, meta=dec, pt=pt, outs=outs, lengths=lengths)
 

@@ -24,7 +24,7 @@ def n_pages(meta) -> int:
 
 
 def test_scores_kernel_matches_reference() -> None:
-    s = make_scenario(topk=2)
+    s = make_scenario(topk=2, device=DEVICE)
     sel, meta = s["sel"], s["meta"]
     q = s["outs"][1][0]
     args = (q, sel.kmin[1], sel.kmax[1], meta.page_table, meta.lengths, PAGE, n_pages(meta))
@@ -37,7 +37,7 @@ def test_scores_kernel_matches_reference() -> None:
 
 @pytest.mark.parametrize("split", [16, None])
 def test_decode_kernel_reads_only_selected_pages(split: int | None) -> None:
-    s = make_scenario(topk=1, local=5, seed=1)
+    s = make_scenario(topk=1, local=5, seed=1, device=DEVICE)
     kv, meta, layer = s["kv"], s["meta"], 1
     q = s["outs"][layer][0]
     sel = s["sel"].select(layer, q, meta)
@@ -57,7 +57,7 @@ def test_decode_kernel_reads_only_selected_pages(split: int | None) -> None:
 
 
 def test_selector_on_triton_path_full_budget_equals_dense() -> None:
-    s = make_scenario(topk=100, backend="triton", seed=2)
+    s = make_scenario(topk=100, backend="triton", seed=2, device=DEVICE)
     kv, meta = s["kv"], s["meta"]
     for layer in range(LAYERS):
         q, out = s["outs"][layer]
@@ -66,7 +66,7 @@ def test_selector_on_triton_path_full_budget_equals_dense() -> None:
 
 
 def test_bf16_decode_close_to_reference() -> None:
-    s = make_scenario(topk=2, dtype=torch.bfloat16, seed=4)
+    s = make_scenario(topk=2, dtype=torch.bfloat16, seed=4, device=DEVICE)
     kv, meta = s["kv"], s["meta"]
     q = s["outs"][1][0]
     sel = s["sel"].select(1, q, meta)
@@ -77,7 +77,7 @@ def test_bf16_decode_close_to_reference() -> None:
 
 def _tie_scenario(local: int, seed: int) -> dict:
     """A scenario whose layer-1 summaries repeat across pages, so many page scores tie exactly."""
-    s = make_scenario(topk=3, local=local, seed=seed)
+    s = make_scenario(topk=3, local=local, seed=seed, device=DEVICE)
     sel, pt = s["sel"], s["pt"]
     for b, n in enumerate(LENGTHS):
         pages = [int(pt[b, p]) for p in range(-(-n // PAGE))]
@@ -113,19 +113,20 @@ def test_select_kernel_equals_torch_selection(fused: bool, topk: int, sink: int,
 
 def test_summary_kernel_equals_torch_update() -> None:
     """The decode-step summary refresh (one launch) writes exactly what the torch path writes."""
-    ref = make_scenario(topk=2, backend="torch", seed=6)
-    got = make_scenario(topk=2, backend="triton", seed=6)  # same data; decode writes go through the kernel
+    ref = make_scenario(topk=2, backend="torch", seed=6, device=DEVICE)
+    # same data; the decode writes go through the kernel
+    got = make_scenario(topk=2, backend="triton", seed=6, device=DEVICE)
     assert torch.equal(got["sel"].kmin, ref["sel"].kmin) and torch.equal(got["sel"].kmax, ref["sel"].kmax)
     # a padding row (slot -1) refreshes the scratch page 0 from its first entry, as the torch path
     kv, qs = got["kv"], got["sel"]
-    quest_triton.quest_update_summaries(kv.k[1], torch.tensor([-1]), qs.kmin[1], qs.kmax[1])
+    quest_triton.quest_update_summaries(kv.k[1], torch.tensor([-1], device=DEVICE), qs.kmin[1], qs.kmax[1])
     assert torch.equal(qs.kmin[1, 0], kv.k[1, 0, 0]) and torch.equal(qs.kmax[1, 0], kv.k[1, 0, 0])
 
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_selector_triton_decode_equals_reference(fused: bool) -> None:
     """The whole Triton decode (kernel summaries, selection, phys-page decode) == the torch reference."""
-    s = make_scenario(topk=2, local=5, backend="triton", seed=7)
+    s = make_scenario(topk=2, local=5, backend="triton", seed=7, device=DEVICE)
     qs, kv, meta, layer = s["sel"], s["kv"], s["meta"], 1
     qs.fused = fused
     q = s["outs"][layer][0]

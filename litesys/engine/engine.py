@@ -216,8 +216,10 @@ class Engine:
         for b, p in zip(need.tolist(), pages):
             self.running[b].pages.append(p)
         # one small host->device copy; from pinned memory it is asynchronous, so the host keeps running ahead
-        upd = torch.tensor(np.stack([need, cols, np.asarray(pages)]), dtype=torch.int64,
-                           pin_memory=self.device.type == "cuda").to(self.device, non_blocking=True)
+        upd = torch.from_numpy(np.stack([need, cols, np.asarray(pages)]).astype(np.int64))
+        if self.device.type == "cuda":
+            upd = upd.pin_memory()  # the caching host allocator keeps it alive until the copy has run
+        upd = upd.to(self.device, non_blocking=True)
         st.page_table[upd[0], upd[1]] = upd[2].int()
 
     def _preempt_newest(self) -> None:
