@@ -40,7 +40,7 @@ def run(cfg: SparseConfig, logits: torch.Tensor, lengths: list[int], layer: int 
         backend: str = "auto") -> torch.Tensor:
     procs, _ = build(cfg, num_layers=3, num_q_heads=HQ, num_kv_heads=HKV, page_size=16)
     meta = meta_for(lengths)
-    out = logits.to(DEVICE)
+    out = logits.to(DEVICE, copy=True)  # the Triton paths write in place
     for p in procs[layer]:
         if hasattr(p, "backend"):
             p.backend = backend
@@ -184,7 +184,7 @@ CASES = {
 
 
 # methods with a Triton selection (sparse/triton_ops.py), run on the CPU interpreter here
-TRITON = ["topk", "block_topk", "random_select", "random_nsample"]
+TRITON = ["topk", "block_topk", "stride", "random_select", "random_nsample"]
 
 
 @pytest.mark.parametrize("name,backend", [(n, "torch") for n in CASES] + [(n, "triton") for n in TRITON])
@@ -223,7 +223,7 @@ def test_random_draws_independent_of_batch_and_width(backend: str) -> None:
     b = LENGTHS.index(64)
     meta = meta_for([64])
     meta.extra["seq_ids"] = SEQ_IDS[b:b + 1].to(DEVICE)
-    alone = procs[1][0](logits[b:b + 1, :, :70].to(DEVICE), meta.lengths, 1, meta).cpu()
+    alone = procs[1][0](logits[b:b + 1, :, :70].to(DEVICE, copy=True).contiguous(), meta.lengths, 1, meta).cpu()
     assert torch.equal(torch.isfinite(alone[0, :, :64]), torch.isfinite(full[b, :, :64]))
     # a different step (length) or layer draws differently
     other = run(cfg, logits, LENGTHS, layer=2, backend=backend)
@@ -241,7 +241,7 @@ def test_random_nsample_estimator_is_unbiased() -> None:
     for t in range(trials):
         meta = meta_for([n])
         meta.extra["seq_ids"] = torch.tensor([t], device=DEVICE)
-        est += torch.logsumexp(procs[1][0](logits.to(DEVICE), meta.lengths, 1, meta)[0].cpu(), dim=-1).exp()
+        est += torch.logsumexp(procs[1][0](logits.to(DEVICE, copy=True), meta.lengths, 1, meta)[0].cpu(), dim=-1).exp()
     torch.testing.assert_close(est / trials, dense, rtol=0.05, atol=0)
 
 

@@ -79,7 +79,8 @@ def _quest_scores_kernel(
 
 
 def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
-                 lengths: torch.Tensor, page_size: int, n_pages: int, block_p: int = 64) -> torch.Tensor:
+                 lengths: torch.Tensor, page_size: int, n_pages: int, block_p: int = 64,
+                 num_warps: int = 4) -> torch.Tensor:
     """[B, Hkv, n_pages] fp32 group-summed Quest bounds, ``-inf`` past each sequence's pages (kmin/kmax [P, Hkv, D])."""
     b, hq, d = q.shape
     hkv = kmin.shape[1]
@@ -90,7 +91,7 @@ def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
         q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), page_table.stride(0),
         out.stride(0), out.stride(1), n_pages,
         G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page_size, BLOCK_P=block_p,
-        DOT_PREC=dot_precision(kmin.dtype), num_warps=4,
+        DOT_PREC=dot_precision(kmin.dtype), num_warps=num_warps,
     )
     return out
 

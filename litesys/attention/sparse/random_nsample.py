@@ -6,7 +6,7 @@ inclusion probability ``p = n / M``; the Horvitz-Thompson estimate of the middle
 ``sum_{i kept} e^{l_i} / p = sum_{i kept} e^{l_i + log(M / n)}``. So the kept middle logits get ``+ log(M / n)``
 (per row, as M depends on the length): numerator and denominator are unbiased, and the output (their ratio) is
 consistent. Sinks and the local window are exact. Rows with ``len <= sink + local + n`` stay dense.
-The draw is ``random_select``'s (Triton on CUDA); the correction and the drop are two passes over the logits.
+The draw is ``random_select``'s; on CUDA the same single launch also adds the correction in place.
 """
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ class RandomNSampleProcessor(RandomSelectProcessor):
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         if logits.shape[-1] <= self.sink + self.local + self.n:
             return logits
-        drop, middle = random_drop(logits, lengths, self.n, self.sink, self.local, self.num_kv_heads, self.seed,
-                                   layer, meta, self.backend)
         sparse_rows = lengths > self.sink + self.local + self.n
         m = (lengths - self.sink - self.local).clamp(min=1).to(torch.float32)
         correction = torch.log(m / self.n) * sparse_rows  # [B], 0 on dense rows
+        if self._in_place(logits):  # the kept middle positions are exactly the kernel's kept candidates
+            return self._apply(logits, lengths, layer, meta, correction)
+        drop, middle = random_drop(logits, lengths, self.n, self.sink, self.local, self.num_kv_heads, self.seed,
+                                   layer, meta, self.backend)
         return drop_groups(logits + (correction[:, None] * middle)[:, None, :], drop)
 
 

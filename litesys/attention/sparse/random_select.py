@@ -2,7 +2,8 @@
 
 The draw is counter-based noise (``common.counter_hash``) of (seed, layer, sequence id, length, KV head,
 position): deterministic, independent of the batch composition. Rows with ``len <= sink + local + n`` stay dense.
-On CUDA the noise is computed inside the Triton selection (``triton_ops.topk_drop``), never materialised.
+On CUDA one Triton launch (``triton_ops.topk_apply``) computes the noise, selects and drops in place; the noise
+is never materialised.
 """
 from __future__ import annotations
 
@@ -56,9 +57,22 @@ class RandomSelectProcessor:
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         if logits.shape[-1] <= self.sink + self.local + self.n:
             return logits
+        if self._in_place(logits):
+            return self._apply(logits, lengths, layer, meta)
         drop, _ = random_drop(logits, lengths, self.n, self.sink, self.local, self.num_kv_heads, self.seed, layer,
                               meta, self.backend)
         return drop_groups(logits, drop)
+
+    def _in_place(self, logits: torch.Tensor) -> bool:
+        return use_triton(logits, self.backend) and triton_ops.fits(logits.shape[-1]) and logits.is_contiguous()
+
+    def _apply(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta,
+               correction: torch.Tensor | None = None) -> torch.Tensor:
+        """One Triton launch: draw, drop (and correct) in place."""
+        return triton_ops.topk_apply(logits, lengths, self.num_kv_heads, self.n, self.sink, self.local,
+                                     self.sink + self.local + self.n, hashed=True,
+                                     seq=seq_ids(meta, logits.shape[0], lengths.device), seed=self.seed,
+                                     layer=layer, correction=correction)
 
 
 def from_config(cfg, heads: Heads) -> RandomSelectProcessor:

@@ -4,20 +4,32 @@ Per KV group the ``2k`` best blocks (mean logit over the block and the group's q
 union is trimmed to the budget of ``k * block_size`` positions. Trimming order (defined here; the original kept
 the lowest positions): positions of better-ranked blocks first, then by position. Rows whose middle already fits
 in the budget stay dense.
+Block scores and the 2k-best ranks are small torch ops over blocks; on CUDA the per-position trim (best covering
+rank, then the budget best by (rank, position)) and the drop are one Triton launch (``triton_ops.stride_apply``).
 """
 from __future__ import annotations
 
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import Heads, drop_groups, drop_mask, group_mean, middle_mask, positions
+from litesys.attention.sparse import triton_ops
+from litesys.attention.sparse.common import (
+    Heads,
+    drop_groups,
+    drop_mask,
+    group_mean,
+    middle_mask,
+    positions,
+    use_triton,
+)
 
 
 class StrideProcessor:
     graph_safe = True  # no host sync, static shapes
 
-    def __init__(self, k: int, block_size: int, stride: int, sink: int, local: int, num_kv_heads: int):
-        self.k, self.bs, self.stride = k, block_size, stride
+    def __init__(self, k: int, block_size: int, stride: int, sink: int, local: int, num_kv_heads: int,
+                 backend: str = "auto"):
+        self.k, self.bs, self.stride, self.backend = k, block_size, stride, backend
         self.sink, self.local, self.num_kv_heads = sink, local, num_kv_heads
         self.budget = k * block_size
 
@@ -40,6 +52,9 @@ class StrideProcessor:
         rank = torch.full((b, self.num_kv_heads, nb + 1), k2, dtype=torch.long, device=dev)
         ranks = torch.arange(k2, device=dev).expand_as(idx)
         rank.scatter_(-1, torch.where(vals > float("-inf"), idx, nb), ranks)
+        if use_triton(logits, self.backend) and triton_ops.fits(t_max) and logits.is_contiguous():
+            return triton_ops.stride_apply(logits, lengths, rank.int(), t_max, sink, self.local, self.budget, k2,
+                                           bs, st)
         # best rank of a chosen block covering each middle position t (blocks t//st - c for c < ceil(bs/st))
         t = positions(t_max, dev)
         best = torch.full((b, self.num_kv_heads, t_max), k2, dtype=torch.long, device=dev)

@@ -1,8 +1,8 @@
 """Oracle top-k: per KV group, the k middle positions with the highest logits averaged over the group's query heads.
 
 Sinks and the local window are always kept; rows with ``len <= sink + local + k`` stay dense.
-On CUDA: the group mean (one pass), the Triton selection (``triton_ops.topk_drop``: one program per row, no
-torch.topk), one broadcast ``masked_fill``. The torch path (CPU, reference) keeps the mask per KV head too.
+On CUDA one Triton launch per step (``triton_ops.topk_apply``: per KV-group row the group mean, the exact
+in-register top-k, and the drop written into the logits in place). The torch path (CPU) is the reference.
 """
 from __future__ import annotations
 
@@ -34,11 +34,10 @@ class TopKProcessor:
         dense_upto = self.sink + self.local + self.k
         if width <= dense_upto:  # no row can exceed the budget
             return logits
+        if use_triton(logits, self.backend) and triton_ops.fits(width) and logits.is_contiguous():
+            return triton_ops.topk_apply(logits, lengths, self.num_kv_heads, self.k, self.sink, self.local,
+                                         dense_upto, hashed=False)
         score = group_mean(logits, self.num_kv_heads)
-        if use_triton(logits, self.backend) and triton_ops.fits(width):
-            drop = triton_ops.topk_drop(lengths, b, self.num_kv_heads, width, self.k, self.sink, self.local,
-                                        dense_upto=dense_upto, scores=score)
-            return drop_groups(logits, drop)
         middle = middle_mask(lengths, width, self.sink, self.local)
         score = score.masked_fill_(~middle[:, None, :], NEG_INF)
         # sparse rows have > k middle positions, all finite, so the top k are all real middle positions

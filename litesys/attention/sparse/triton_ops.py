@@ -1,13 +1,18 @@
-"""Triton kernel of the selection processors (topk, block_topk, random_select, random_nsample).
+"""Triton kernels of the selection processors (topk, block_topk, random_select, random_nsample, stride).
 
-``topk_drop``: one program per (sequence, KV head) row builds the row's "drop" mask in one pass: candidates are
-the positions ``lo <= i < hi_b`` (``hi_b = max(len_b - hi_sub, 0) // hi_div``) of rows with ``len_b > dense_upto``,
-the K best are kept (``triton_select.topk_mask``: exact, ties to the lower index), the other candidates dropped.
-Keys are the fp32 ``scores`` (larger = better, -inf never kept) or, with ``scores=None``, the counter-based noise
-of ``common.counter_hash`` computed in the kernel (smaller = better, as the random methods' ``(noise, position)``
-order). This replaces, per step: the int64 noise materialisation (~15 elementwise int64 passes), ``torch.topk``
-(with its sort), the scatter into a mask, and the ``expand_groups`` / ``apply_keep`` chain over ``[B, Hq, L]``.
-The caller applies the ``[B, Hkv, L]`` mask with one broadcast ``masked_fill`` over the group.
+``_topk_kernel``: one program per (sequence, KV head) row selects in one pass: candidates are the positions
+``lo <= i < hi_b`` (``hi_b = max(len_b - hi_sub, 0) // hi_div``) of rows with ``len_b > dense_upto``, the K best
+are kept (``triton_select.topk_mask``: exact, ties to the lower index), the other candidates dropped. Keys are
+(KEY constexpr) fp32 ``scores`` given by the caller (block_topk's block means), the group mean of the logits rows
+computed in the kernel (topk), or the counter-based noise of ``common.counter_hash`` computed in the kernel
+(random methods; smaller noise = better, as their ``(noise, position)`` order). With APPLY the program writes
+its decision straight into the G query-head rows of the logits (in place: -inf where dropped, plus an optional
+per-row correction on the kept candidates), otherwise a uint8 drop mask. Per step this replaces the int64 noise
+materialisation, the group-mean pass, ``torch.topk`` (with its sort), the scatter into a mask and the
+clone + masked_fill over ``[B, Hq, L]``.
+
+``_stride_kernel``: stride's trim (see ``stride.py``): per middle position the best rank of a chosen block that
+covers it, then the ``budget`` best (rank, position) kept, applied in place like APPLY above.
 The torch processors are the reference (``tests/test_sparse_processors.py`` runs both).
 """
 from __future__ import annotations
@@ -16,17 +21,39 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.sparse.triton_select import float_key, hash_at, hash_base, num_warps_for, topk_mask
+from litesys.attention.sparse.triton_select import (
+    float_key,
+    hash_at,
+    hash_base,
+    num_warps_for,
+    topk_mask,
+    topk_mask_bits,
+)
 
 MAX_ROW = 65536  # widest row held in registers; wider rows use the torch path
+KEY_SCORES, KEY_MEAN, KEY_HASH = 0, 1, 2
 
 
 @triton.jit
-def _topk_drop_kernel(
-    score_ptr, len_ptr, seq_ptr, drop_ptr,
-    stride_sb, stride_sh, stride_db, stride_dh,
+def _apply_rows(logit_ptr, stride_lb, stride_lh, corr_ptr, b, h, i, n, drop, kept,
+                G: tl.constexpr, CORR: tl.constexpr):
+    """In place on the G query-head rows of KV head h: -inf where ``drop``, + the row's correction where ``kept``."""
+    if CORR:
+        corr = tl.load(corr_ptr + b)
+    for g in tl.static_range(G):
+        row = logit_ptr + b * stride_lb + (h * G + g) * stride_lh
+        x = tl.load(row + i, mask=i < n, other=0.0)
+        if CORR:
+            x = tl.where(kept, x + corr, x)
+        tl.store(row + i, tl.where(drop, float("-inf"), x), mask=i < n)
+
+
+@triton.jit
+def _topk_kernel(
+    score_ptr, len_ptr, seq_ptr, drop_ptr, logit_ptr, corr_ptr,
+    stride_sb, stride_sh, stride_db, stride_dh, stride_lb, stride_lh,
     n, k, lo, hi_sub, hi_div, dense_upto, seed, layer,
-    HASH: tl.constexpr, N_PAD: tl.constexpr,
+    KEY: tl.constexpr, APPLY: tl.constexpr, CORR: tl.constexpr, G: tl.constexpr, N_PAD: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -34,40 +61,114 @@ def _topk_drop_kernel(
     hi = tl.maximum(length - hi_sub, 0) // hi_div
     i = tl.arange(0, N_PAD)
     cand = (i >= lo) & (i < hi) & (i < n) & (length > dense_upto)
-    if HASH:
+    if KEY == 2:
         zero = tl.zeros([], tl.int64)  # zero + x: int64 whether Triton passed x as i32 or specialised it (x == 1)
         hb = hash_base(zero + seed, zero + layer, tl.load(seq_ptr + b).to(tl.int64), length.to(tl.int64),
                        h.to(tl.int64))
         key = 0xFFFFFFFF - hash_at(hb, i.to(tl.int64))  # the smallest noise is the best key
     else:
-        score = tl.load(score_ptr + b * stride_sb + h * stride_sh + i, mask=i < n, other=float("-inf"))
+        if KEY == 1:  # the group's mean logit, summed in head order like torch's mean over a size-G dim
+            score = tl.zeros([N_PAD], tl.float32)
+            for g in tl.static_range(G):
+                score += tl.load(logit_ptr + b * stride_lb + (h * G + g) * stride_lh + i, mask=i < n,
+                                 other=float("-inf"))
+            score = score * (1.0 / G)  # as torch's mean (sum times 1/G)
+        else:
+            score = tl.load(score_ptr + b * stride_sb + h * stride_sh + i, mask=i < n, other=float("-inf"))
         key = float_key(score)
         cand = cand & (score > float("-inf"))
     keep = topk_mask(key, cand, k)
-    tl.store(drop_ptr + b * stride_db + h * stride_dh + i, (cand & ~keep).to(tl.uint8), mask=i < n)
+    if APPLY:
+        _apply_rows(logit_ptr, stride_lb, stride_lh, corr_ptr, b, h, i, n, cand & ~keep, keep, G, CORR)
+    else:
+        tl.store(drop_ptr + b * stride_db + h * stride_dh + i, (cand & ~keep).to(tl.uint8), mask=i < n)
 
 
 def fits(width: int) -> bool:
     return triton.next_power_of_2(max(1, width)) <= MAX_ROW
 
 
+def _launch(lengths: torch.Tensor, batch: int, heads: int, width: int, k: int, lo: int, hi_sub: int, hi_div: int,
+            dense_upto: int, key: int, scores: torch.Tensor | None, drop: torch.Tensor | None,
+            logits: torch.Tensor | None, correction: torch.Tensor | None, seq: torch.Tensor | None, seed: int,
+            layer: int) -> None:
+    dev = lengths.device
+    dummy = lengths  # pointer arguments a mode never reads
+    scores = dummy if scores is None else scores
+    if seq is None:
+        seq = torch.zeros(batch, dtype=torch.int64, device=dev)
+    g = 1 if logits is None else logits.shape[1] // heads
+    n_pad = triton.next_power_of_2(max(1, width))
+    ptr_strides = lambda t: (t.stride(0), t.stride(1)) if t is not None and t.dim() == 3 else (0, 0)  # noqa: E731
+    _topk_kernel[(batch, heads)](
+        scores, lengths, seq, dummy if drop is None else drop, dummy if logits is None else logits,
+        dummy if correction is None else correction,
+        *ptr_strides(scores), *ptr_strides(drop), *ptr_strides(logits),
+        width, k, lo, hi_sub, hi_div, dense_upto, seed, layer,
+        KEY=key, APPLY=drop is None, CORR=correction is not None, G=g, N_PAD=n_pad,
+        num_warps=num_warps_for(n_pad),
+    )
+
+
 def topk_drop(lengths: torch.Tensor, batch: int, heads: int, width: int, k: int, lo: int, hi_sub: int,
               hi_div: int = 1, dense_upto: int = 0, scores: torch.Tensor | None = None,
               seq: torch.Tensor | None = None, seed: int = 0, layer: int = 0) -> torch.Tensor:
-    """[B, heads, width] bool: candidates not among their row's k best (see the module docstring)."""
-    dev = lengths.device
-    drop = torch.empty(batch, heads, width, dtype=torch.uint8, device=dev)
-    hashed = scores is None
-    if hashed:
-        scores = drop  # unused pointer
-    if seq is None:
-        seq = torch.zeros(batch, dtype=torch.int64, device=dev)
-    n_pad = triton.next_power_of_2(max(1, width))
-    _topk_drop_kernel[(batch, heads)](
-        scores, lengths, seq, drop,
-        scores.stride(0), scores.stride(1), drop.stride(0), drop.stride(1),
-        width, k, lo, hi_sub, hi_div, dense_upto, seed, layer,
-        HASH=hashed, N_PAD=n_pad, num_warps=num_warps_for(n_pad),
-    )
+    """[B, heads, width] bool: candidates not among their row's k best (keys: ``scores``, or the noise if None)."""
+    drop = torch.empty(batch, heads, width, dtype=torch.uint8, device=lengths.device)
+    _launch(lengths, batch, heads, width, k, lo, hi_sub, hi_div, dense_upto, KEY_HASH if scores is None else
+            KEY_SCORES, scores, drop, None, None, seq, seed, layer)
     return drop.view(torch.bool)
 
+
+def topk_apply(logits: torch.Tensor, lengths: torch.Tensor, num_kv_heads: int, k: int, lo: int, hi_sub: int,
+               dense_upto: int, hashed: bool, seq: torch.Tensor | None = None, seed: int = 0, layer: int = 0,
+               correction: torch.Tensor | None = None) -> torch.Tensor:
+    """``logits`` [B, Hq, L] (contiguous fp32) with each KV group's dropped candidates set to -inf, in place.
+
+    Keys: the group-mean logit (``hashed=False``) or the counter-based noise. ``correction`` [B] fp32 is added to
+    the kept candidates (random_nsample's importance weight). Returns ``logits``."""
+    b, _, width = logits.shape
+    _launch(lengths, b, num_kv_heads, width, k, lo, hi_sub, 1, dense_upto, KEY_HASH if hashed else KEY_MEAN,
+            None, None, logits, correction, seq, seed, layer)
+    return logits
+
+
+@triton.jit
+def _stride_kernel(
+    rank_ptr, len_ptr, logit_ptr, stride_rb, stride_rh, stride_lb, stride_lh,
+    t_max, nb, sink, local, budget, k2, bs, st,
+    N_COVER: tl.constexpr, BITS: tl.constexpr, G: tl.constexpr, N_PAD: tl.constexpr,
+):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    length = tl.load(len_ptr + b)
+    mid_len = length - sink - local
+    t = tl.arange(0, N_PAD)
+    best = tl.full([N_PAD], 0, tl.int32) + k2
+    rank_row = rank_ptr + b * stride_rb + h * stride_rh
+    for c in tl.static_range(N_COVER):  # the blocks t // st - c cover t when they start within bs of it
+        j = t // st - c
+        covers = (j >= 0) & (j < nb) & (j * st + bs > t) & (t < t_max)
+        best = tl.minimum(best, tl.load(rank_row + j, mask=covers, other=k2))
+    cand = best < k2  # in a chosen block (chosen blocks lie inside the row's middle)
+    keep = topk_mask_bits(k2 - best, cand, budget, BITS)  # better rank first, then the lower position
+    drop = (t < t_max) & (t < mid_len) & (mid_len > budget) & ~keep
+    _apply_rows(logit_ptr + sink, stride_lb, stride_lh, logit_ptr, b, h, t, t_max, drop, keep, G, False)
+
+
+def stride_apply(logits: torch.Tensor, lengths: torch.Tensor, rank: torch.Tensor, t_max: int, sink: int,
+                 local: int, budget: int, k2: int, block_size: int, stride: int) -> torch.Tensor:
+    """In place: stride's kept middle positions from the block ranks ``rank`` [B, Hkv, >= nb] (k2 = not chosen).
+
+    ``logits`` [B, Hq, L] contiguous fp32; middle position t is column ``sink + t``. Returns ``logits``."""
+    b, hq, _ = logits.shape
+    hkv = rank.shape[1]
+    nb = (t_max - block_size) // stride + 1
+    n_pad = triton.next_power_of_2(max(1, t_max))
+    _stride_kernel[(b, hkv)](
+        rank, lengths, logits, rank.stride(0), rank.stride(1), logits.stride(0), logits.stride(1),
+        t_max, nb, sink, local, budget, k2, block_size, stride,
+        N_COVER=-(-block_size // stride), BITS=max(1, int(k2).bit_length()), G=hq // hkv, N_PAD=n_pad,
+        num_warps=num_warps_for(n_pad),
+    )
+    return logits
