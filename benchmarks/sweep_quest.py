@@ -48,7 +48,7 @@ def main() -> None:
         ms = bench_ms(partial(quest_triton.quest_scores, q, kmin, kmax, pt, lengths, ps, n_pages, block_p, warps))
         rows.append(dict(kernel="scores", block_p=block_p, num_warps=warps, us=ms * 1e3))
     n_virtual = sel.shape[-1] * ps
-    for block_n, nsplit, warps, stages in itertools.product([32, 64, 128], [4, 9, 16, 32], [2, 4, 8], [2, 3, 4]):
+    for block_n, nsplit, warps, stages in itertools.product([32, 64], [4, 9, 16, 32], [2, 4], [2, 3, 4]):
         split = math.ceil(math.ceil(n_virtual / nsplit) / block_n) * block_n
         try:
             ms = bench_ms(partial(quest_triton.quest_decode, q, k, v, pt, lengths, sel, d ** -0.5, block_n, split,
