@@ -273,3 +273,14 @@ def test_triton_selection_breaks_ties_to_lower_positions(name: str) -> None:
     end = 64 - LOCAL if name == "topk" else SINK + (64 - LOCAL - SINK) // 4 * 4  # block: whole blocks only
     kept = torch.isfinite(out[0, SINK:end]).nonzero().flatten().tolist()
     assert kept == list(range(5 if name == "topk" else 8))  # topk: 5 positions; block_topk: two blocks of 4
+
+
+@pytest.mark.parametrize("k,bs,st", [(2, 4, 1), (3, 4, 3), (2, 5, 2), (4, 4, 4), (1, 6, 4), (6, 4, 2)])
+def test_stride_cut_path_equals_torch_path(k: int, bs: int, st: int) -> None:
+    """The Triton path's trim computed over ranked blocks == the torch path's trim over positions."""
+    cfg = SparseConfig(attn_block_topk=k, attn_block_size=bs, attn_stride=st, attn_local=LOCAL)
+    for seed in range(3):
+        logits = make_logits(LENGTHS, WIDTH, seed=seed)
+        fast, slow = run(cfg, logits, LENGTHS, 1, "triton"), run(cfg, logits, LENGTHS, 1, "torch")
+        assert torch.equal(torch.isfinite(fast), torch.isfinite(slow)), (k, bs, st, seed)
+        assert (torch.isinf(fast) & torch.isfinite(logits)).any()  # something was dropped

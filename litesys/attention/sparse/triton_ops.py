@@ -11,8 +11,8 @@ per-row correction on the kept candidates), otherwise a uint8 drop mask. Per ste
 materialisation, the group-mean pass, ``torch.topk`` (with its sort), the scatter into a mask and the
 clone + masked_fill over ``[B, Hq, L]``.
 
-``_stride_kernel``: stride's trim (see ``stride.py``): per middle position the best rank of a chosen block that
-covers it, then the ``budget`` best (rank, position) kept, applied in place like APPLY above.
+``_stride_kernel``: stride's drop, fully parallel over positions: per middle position the best rank of a chosen
+block covering it, compared with the cut computed over blocks (``stride.py``), applied in place like APPLY.
 The torch processors are the reference (``tests/test_sparse_processors.py`` runs both).
 """
 from __future__ import annotations
@@ -27,7 +27,6 @@ from litesys.attention.sparse.triton_select import (
     hash_base,
     num_warps_for,
     topk_mask,
-    topk_mask_bits,
 )
 
 MAX_ROW = 65536  # widest row held in registers; wider rows use the torch path
@@ -135,40 +134,45 @@ def topk_apply(logits: torch.Tensor, lengths: torch.Tensor, num_kv_heads: int, k
 
 @triton.jit
 def _stride_kernel(
-    rank_ptr, len_ptr, logit_ptr, stride_rb, stride_rh, stride_lb, stride_lh,
+    rank_ptr, len_ptr, logit_ptr, rstar_ptr, start_ptr, skeep_ptr,
+    stride_rb, stride_rh, stride_lb, stride_lh, n_kv,
     t_max, nb, sink, local, budget, k2, bs, st,
-    N_COVER: tl.constexpr, BITS: tl.constexpr, G: tl.constexpr, N_PAD: tl.constexpr,
+    N_COVER: tl.constexpr, G: tl.constexpr, BLOCK: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
-    length = tl.load(len_ptr + b)
-    mid_len = length - sink - local
-    t = tl.arange(0, N_PAD)
-    best = tl.full([N_PAD], 0, tl.int32) + k2
+    t = tl.program_id(2) * BLOCK + tl.arange(0, BLOCK)
+    mid_len = tl.load(len_ptr + b) - sink - local
+    best = tl.full([BLOCK], 0, tl.int32) + k2
     rank_row = rank_ptr + b * stride_rb + h * stride_rh
     for c in tl.static_range(N_COVER):  # the blocks t // st - c cover t when they start within bs of it
         j = t // st - c
         covers = (j >= 0) & (j < nb) & (j * st + bs > t) & (t < t_max)
         best = tl.minimum(best, tl.load(rank_row + j, mask=covers, other=k2))
-    cand = best < k2  # in a chosen block (chosen blocks lie inside the row's middle)
-    keep = topk_mask_bits(k2 - best, cand, budget, BITS)  # better rank first, then the lower position
+    row = b * n_kv + h
+    r_star = tl.load(rstar_ptr + row)  # ranks < r_star are kept whole; rank r_star (the cut block) in part
+    o = t - tl.load(start_ptr + row)
+    in_cut = (best == r_star) & (o >= 0) & (o < bs)
+    keep = (best < r_star) | (in_cut & (tl.load(skeep_ptr + row * bs + o, mask=in_cut, other=0) != 0))
     drop = (t < t_max) & (t < mid_len) & (mid_len > budget) & ~keep
     _apply_rows(logit_ptr + sink, stride_lb, stride_lh, logit_ptr, b, h, t, t_max, drop, keep, G, False)
 
 
-def stride_apply(logits: torch.Tensor, lengths: torch.Tensor, rank: torch.Tensor, t_max: int, sink: int,
-                 local: int, budget: int, k2: int, block_size: int, stride: int) -> torch.Tensor:
-    """In place: stride's kept middle positions from the block ranks ``rank`` [B, Hkv, >= nb] (k2 = not chosen).
+def stride_apply(logits: torch.Tensor, lengths: torch.Tensor, rank: torch.Tensor, r_star: torch.Tensor,
+                 cut_start: torch.Tensor, cut_keep: torch.Tensor, t_max: int, sink: int, local: int, budget: int,
+                 k2: int, block_size: int, stride: int, block: int = 1024) -> torch.Tensor:
+    """In place: drop the middle positions stride does not keep (fully parallel over positions).
 
-    ``logits`` [B, Hq, L] contiguous fp32; middle position t is column ``sink + t``. Returns ``logits``."""
+    ``rank`` [B, Hkv, >= nb] int32 block ranks (k2 = not chosen); ``r_star`` [B, Hkv]: the first rank that does
+    not fit whole; ``cut_start`` [B, Hkv] its first position (far negative when every chosen block fits);
+    ``cut_keep`` [B, Hkv, block_size] uint8: which of its positions are kept. ``logits`` [B, Hq, L] contiguous
+    fp32; middle position t is column ``sink + t``. Returns ``logits``."""
     b, hq, _ = logits.shape
     hkv = rank.shape[1]
     nb = (t_max - block_size) // stride + 1
-    n_pad = triton.next_power_of_2(max(1, t_max))
-    _stride_kernel[(b, hkv)](
-        rank, lengths, logits, rank.stride(0), rank.stride(1), logits.stride(0), logits.stride(1),
-        t_max, nb, sink, local, budget, k2, block_size, stride,
-        N_COVER=-(-block_size // stride), BITS=max(1, int(k2).bit_length()), G=hq // hkv, N_PAD=n_pad,
-        num_warps=num_warps_for(n_pad),
+    _stride_kernel[(b, hkv, triton.cdiv(t_max, block))](
+        rank, lengths, logits, r_star, cut_start, cut_keep, rank.stride(0), rank.stride(1),
+        logits.stride(0), logits.stride(1), hkv, t_max, nb, sink, local, budget, k2, block_size, stride,
+        N_COVER=-(-block_size // stride), G=hq // hkv, BLOCK=block, num_warps=4,
     )
     return logits

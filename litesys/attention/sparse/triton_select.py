@@ -54,15 +54,9 @@ def topk_mask(key, cand, K):
 
     Ties at the K-th key: lowest index first (``key`` / ``cand`` are 1-D, index = position in the tensor).
     """
-    return topk_mask_bits(key, cand, K, 32)
-
-
-@triton.jit
-def topk_mask_bits(key, cand, K, BITS: tl.constexpr):
-    """``topk_mask`` for keys in [0, 2^BITS): the threshold search takes BITS steps instead of 32."""
     t = tl.zeros([], tl.int64)
-    bit = tl.full([], 1 << (BITS - 1), tl.int64)
-    for _ in range(BITS):  # t = the largest value with count(key >= t) >= K (0 when fewer than K candidates)
+    bit = tl.full([], 2147483648, tl.int64)
+    for _ in range(32):  # t = the largest value with count(key >= t) >= K (0 when fewer than K candidates)
         c = t | bit
         n = tl.sum((cand & (key >= c)).to(tl.int32), 0)
         t = tl.where(n >= K, c, t)
