@@ -6,26 +6,40 @@ distribution). Per query head, with middle logits ``l_i`` and ``q_i = softmax(l)
 ``c_i`` gets the logit ``log(c_i / n) + logsumexp(l_middle)``, the others ``-inf``. Then the softmax keeps the
 exact sink/local weights and the exact total middle mass ``Z_mid / Z``, and distributes that mass as
 ``c_i / n``: an unbiased estimate of the middle's contribution to the output. Rows with
-``len <= sink + local + n`` stay dense.
+``len <= sink + local + n`` stay dense. On CUDA one Triton launch (``triton_oracle.oracle_sample``: cdf, draws,
+binary searches and counts per row, the noise computed in the kernel) rewrites the logits in place.
 """
 from __future__ import annotations
 
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import NEG_INF, Heads, counter_hash, hash_to_uniform, middle_mask, seq_ids
+from litesys.attention.sparse import triton_oracle
+from litesys.attention.sparse.common import (
+    NEG_INF,
+    Heads,
+    counter_hash,
+    hash_to_uniform,
+    middle_mask,
+    seq_ids,
+    use_triton,
+)
 
 
 class OracleSampleProcessor:
     graph_safe = True  # no host sync, static shapes
 
-    def __init__(self, n: int, sink: int, local: int, seed: int = 0):
+    def __init__(self, n: int, sink: int, local: int, seed: int = 0, backend: str = "auto"):
         self.n, self.sink, self.local, self.seed = n, sink, local, seed
+        self.backend = backend
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         b, hq, width = logits.shape
         if width <= self.sink + self.local + self.n:
             return logits
+        if use_triton(logits, self.backend):
+            return triton_oracle.oracle_sample(logits, lengths, self.n, self.sink, self.local,
+                                               seq_ids(meta, b, logits.device), self.seed, layer)
         middle = middle_mask(lengths, width, self.sink, self.local)[:, None, :]
         lm = logits.masked_fill(~middle, NEG_INF)
         m = lm.amax(dim=-1, keepdim=True)
