@@ -29,6 +29,26 @@ def bench_ms(fn, rep: int = 50) -> float:
     return do_bench(fn, warmup=10, rep=rep, return_mode="median")
 
 
+def graph_ms(fn, iters: int = 50) -> float:
+    """ms per call of ``fn`` replayed from a CUDA graph (no launch overhead, as in the engine's decode graphs)."""
+    if SMOKE:
+        return bench_ms(fn)
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.replay()
+    start.record()
+    for _ in range(iters):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
 def copy_bandwidth(elems: int = 1 << 29, device: str = "cuda") -> float:
     """Device-to-device copy bandwidth in bytes/s, counting bytes read plus written (1 GiB of bf16 by default)."""
     src = torch.randn(elems, device=device, dtype=torch.bfloat16)

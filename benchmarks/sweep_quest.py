@@ -3,8 +3,9 @@
     python benchmarks/sweep_quest.py --context 32768 --batch 8 --out benchmarks/results/h100_quest_sweep.json
 
 Times ``quest_scores`` (block_p, num_warps) and ``quest_decode`` (block_n, splits per (sequence, KV head),
-num_warps, num_stages) separately, each with triton's ``do_bench`` (median, L2 flushed), on random bf16 K/V
-in shuffled pages and a 1/8 page budget. ``BENCH_SMOKE=1`` runs the logic on CPU at a tiny size.
+num_warps, num_stages) separately, each replayed from a CUDA graph (host launch overhead excluded, as in the
+engine), on random bf16 K/V in shuffled pages and a 1/8 page budget; then the selection kernel's warps.
+``BENCH_SMOKE=1`` runs the logic on CPU at a tiny size.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import SMOKE, bench_ms, log
+from common import SMOKE, graph_ms, log
 
 from litesys.attention.kernels import quest_triton
 
@@ -44,27 +45,32 @@ def main() -> None:
     topk = n_pages // 8
     sel, phys = quest_triton.quest_select(q, kmin, kmax, pt, lengths, ps, n_pages, topk, 4, 0, fused=False)
     rows = []
-    for block_p, warps in itertools.product([32, 64, 128, 256], [2, 4, 8]):
-        ms = bench_ms(partial(quest_triton.quest_scores, q, kmin, kmax, pt, lengths, ps, n_pages, block_p, warps))
+    for block_p, warps in itertools.product([32, 64, 128], [2, 4, 8]):
+        ms = graph_ms(partial(quest_triton.quest_scores, q, kmin, kmax, pt, lengths, ps, n_pages, block_p, warps))
         rows.append(dict(kernel="scores", block_p=block_p, num_warps=warps, us=ms * 1e3))
     n_virtual = sel.shape[-1] * ps
-    for block_n, nsplit, warps, stages in itertools.product([32, 64], [4, 9, 16, 32], [2, 4], [2, 3, 4]):
+    for block_n, nsplit, warps, stages in itertools.product([32, 64], [6, 9, 12, 16, 24], [2, 4], [2, 3]):
         split = math.ceil(math.ceil(n_virtual / nsplit) / block_n) * block_n
         try:
-            ms = bench_ms(partial(quest_triton.quest_decode, q, k, v, pt, lengths, sel, d ** -0.5, block_n, split,
+            ms = graph_ms(partial(quest_triton.quest_decode, q, k, v, pt, lengths, sel, d ** -0.5, block_n, split,
                                   warps, stages, phys=phys))
         except Exception as e:  # e.g. out of shared memory at this config
             log(f"decode block_n={block_n} nsplit={nsplit} warps={warps} stages={stages}: {type(e).__name__}")
             continue
         rows.append(dict(kernel="decode", block_n=block_n, nsplit=nsplit, split=split, num_warps=warps,
                          num_stages=stages, us=ms * 1e3))
+    scores = quest_triton.quest_scores(q, kmin, kmax, pt, lengths, ps, n_pages)
+    for warps in (2, 4, 8, 16):
+        ms = graph_ms(partial(quest_triton.quest_select, q, kmin, kmax, pt, lengths, ps, n_pages, topk, 4, 0,
+                              fused=False, scores=scores, num_warps=warps))
+        rows.append(dict(kernel="select", num_warps=warps, us=ms * 1e3))
     default_split = quest_triton._split_size(b, hkv, n_virtual, 64, q.device)
     rows.append(dict(kernel="decode_default", split=default_split,
-                     us=bench_ms(lambda: quest_triton.quest_decode(q, k, v, pt, lengths, sel, d ** -0.5,
+                     us=graph_ms(lambda: quest_triton.quest_decode(q, k, v, pt, lengths, sel, d ** -0.5,
                                                                    phys=phys)) * 1e3))
     rows.append(dict(kernel="scores_default",
-                     us=bench_ms(lambda: quest_triton.quest_scores(q, kmin, kmax, pt, lengths, ps, n_pages)) * 1e3))
-    for name in ("scores", "decode"):
+                     us=graph_ms(lambda: quest_triton.quest_scores(q, kmin, kmax, pt, lengths, ps, n_pages)) * 1e3))
+    for name in ("scores", "decode", "select"):
         best = sorted((r for r in rows if r["kernel"] == name), key=lambda r: r["us"])[:5]
         for r in best:
             log(f"{name} best: {r}")

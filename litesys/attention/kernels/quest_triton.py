@@ -153,9 +153,11 @@ def fuse_by_default(batch: int, num_kv_heads: int, device: torch.device) -> bool
 
 def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, page_size: int, n_pages: int, topk: int, sink: int, local: int,
-                 fused: bool | None = None, block_p: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                 fused: bool | None = None, block_p: int = 64, scores: torch.Tensor | None = None,
+                 num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sel, phys) [B, Hkv, S] int32: the selection of ``sparse.quest.select_pages`` and its physical pages
-    (0 in empty slots). Two launches (scores, select) or one (``fused``); no torch ops in between."""
+    (0 in empty slots). Two launches (scores, select) or one (``fused``); no torch ops in between.
+    ``scores``: precomputed (unfused) scores, for timing the selection alone."""
     b, hq, d = q.shape
     hkv = kmin.shape[1]
     n_sink, n_local = page_counts(page_size, sink, local)
@@ -171,7 +173,7 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
         fused = fuse_by_default(b, hkv, q.device)
     if fused:
         scores = torch.empty(b, hkv, n_pages, dtype=torch.float32, device=q.device)
-    else:
+    elif scores is None:
         scores = quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages, block_p)
     sel = torch.empty(b, hkv, n_slots, dtype=torch.int32, device=q.device)
     phys = torch.empty_like(sel)
@@ -182,7 +184,7 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
         n_pages, topk, n_slots,
         G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page_size, BLOCK_P=block_p,
         DOT_PREC=dot_precision(kmin.dtype), N_SINK=n_sink, WINDOW=max(local, 1), NP_PAD=np_pad,
-        S_PAD=next_pow2(n_slots), FUSED=fused, num_warps=num_warps_for(np_pad),
+        S_PAD=next_pow2(n_slots), FUSED=fused, num_warps=num_warps or num_warps_for(np_pad),
     )
     return sel, phys
 

@@ -4,8 +4,10 @@ Per KV group the ``2k`` best blocks (mean logit over the block and the group's q
 union is trimmed to the budget of ``k * block_size`` positions. Trimming order (defined here; the original kept
 the lowest positions): positions of better-ranked blocks first, then by position. Rows whose middle already fits
 in the budget stay dense.
-On CUDA the trim is computed over the 2k ranked blocks (small torch ops) and the drop is one Triton launch that is
-parallel over positions (``triton_ops.stride_apply``): no [B, Hkv, L] int64 keys, no top-k over positions.
+On CUDA the trim is computed over the 2k ranked blocks instead of the positions (``triton_ops.stride_apply``):
+walking the ranks, block r adds its positions not covered by a better-ranked block; the blocks whose running total
+stays within the budget are kept whole, the next one (the cut) keeps its first new positions up to the budget.
+One small launch per (sequence, KV head) finds the cut, one launch parallel over positions applies it in place.
 """
 from __future__ import annotations
 
@@ -48,12 +50,12 @@ class StrideProcessor:
         score = score.masked_fill(blk[None, None, :] >= n_blocks[:, None, None], float("-inf"))
         k2 = min(2 * self.k, nb)
         vals, idx = score.topk(k2, dim=-1)  # sorted: rank r = r-th best block
+        if use_triton(logits, self.backend) and logits.is_contiguous() and triton_ops.fits(k2 * bs):
+            return triton_ops.stride_apply(logits, lengths, vals, idx, t_max, sink, self.local, self.budget, bs, st)
         # rank of each block (k2 = not chosen); invalid picks land in the dump column nb
         rank = torch.full((b, self.num_kv_heads, nb + 1), k2, dtype=torch.long, device=dev)
         ranks = torch.arange(k2, device=dev).expand_as(idx)
         rank.scatter_(-1, torch.where(vals > float("-inf"), idx, nb), ranks)
-        if use_triton(logits, self.backend) and logits.is_contiguous():
-            return self._apply_cut(logits, lengths, rank, vals, idx, t_max, nb, k2)
         # best rank of a chosen block covering each middle position t (blocks t//st - c for c < ceil(bs/st))
         t = positions(t_max, dev)
         best = torch.full((b, self.num_kv_heads, t_max), k2, dtype=torch.long, device=dev)
@@ -71,30 +73,6 @@ class StrideProcessor:
         keep[:, :, sink:sink + t_max] = keep_mid[..., :t_max]
         middle = middle_mask(lengths, width, sink, self.local)
         return drop_groups(logits, drop_mask(keep, middle, mid_len > self.budget))
-
-    def _apply_cut(self, logits: torch.Tensor, lengths: torch.Tensor, rank: torch.Tensor, vals: torch.Tensor,
-                   idx: torch.Tensor, t_max: int, nb: int, k2: int) -> torch.Tensor:
-        """The same trim, computed over the k2 ranked blocks instead of the positions: walking the ranks, block r
-        adds its positions not covered by a better-ranked block; the blocks whose running total stays within the
-        budget are kept whole, the next one (the cut) keeps its first new positions up to the budget."""
-        bs, st, dev = self.bs, self.stride, logits.device
-        pos = idx[..., None] * st + torch.arange(bs, device=dev)  # [B, Hkv, k2, bs] positions of ranked blocks
-        best = torch.full_like(pos, k2)
-        for c in range(-(-bs // st)):
-            j = pos // st - c
-            covers = (j >= 0) & (j < nb) & (j * st + bs > pos)
-            best = torch.minimum(best, rank.gather(-1, torch.where(covers, j, nb).flatten(2)).view_as(pos))
-        new = (best == torch.arange(k2, device=dev)[:, None]) & (vals > float("-inf"))[..., None]
-        total = new.sum(-1).cumsum(-1)  # [B, Hkv, k2] positions kept by ranks <= r
-        r_star = (total <= self.budget).sum(-1)  # [B, Hkv]: ranks below are kept whole
-        cut = r_star.clamp(max=k2 - 1)[..., None]
-        before = torch.where(r_star > 0, total.gather(-1, (r_star - 1).clamp(min=0)[..., None]).squeeze(-1), 0)
-        cut_new = new.gather(2, cut[..., None].expand(*cut.shape[:2], 1, bs)).squeeze(2)  # [B, Hkv, bs]
-        cut_keep = cut_new & (cut_new.cumsum(-1) <= (self.budget - before)[..., None])
-        cut_start = torch.where(r_star < k2, idx.gather(-1, cut).squeeze(-1) * st, -(1 << 30))
-        return triton_ops.stride_apply(logits, lengths, rank.int(), r_star.int(), cut_start.int(),
-                                       cut_keep.to(torch.uint8), t_max, self.sink, self.local, self.budget, k2,
-                                       bs, st)
 
 
 def from_config(cfg, heads: Heads) -> StrideProcessor:

@@ -133,11 +133,49 @@ def topk_apply(logits: torch.Tensor, lengths: torch.Tensor, num_kv_heads: int, k
 
 
 @triton.jit
+def _stride_cut_kernel(
+    val_ptr, idx_ptr, rank_ptr, rstar_ptr, start_ptr, skeep_ptr, stride_vb, stride_vh, stride_rb, stride_rh, n_kv,
+    nb, budget, k2, bs, st,
+    N_COVER: tl.constexpr, K2_PAD: tl.constexpr, BS_PAD: tl.constexpr,
+):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    r = tl.arange(0, K2_PAD)
+    o = tl.arange(0, BS_PAD)
+    ok = (r < k2) & (tl.load(val_ptr + b * stride_vb + h * stride_vh + r, mask=r < k2, other=float("-inf"))
+                     > float("-inf"))
+    blk = tl.load(idx_ptr + b * stride_vb + h * stride_vh + r, mask=r < k2, other=0).to(tl.int32)
+    rank_row = rank_ptr + b * stride_rb + h * stride_rh
+    for j0 in range(0, nb, K2_PAD):  # the row starts as "not chosen"
+        tl.store(rank_row + j0 + r, tl.full([K2_PAD], 0, tl.int32) + k2, mask=j0 + r < nb)
+    tl.debug_barrier()
+    tl.store(rank_row + blk, r, mask=ok)
+    tl.debug_barrier()  # the ranks are read back (other threads' stores) below
+    pos = blk[:, None] * st + o[None, :]  # [K2_PAD, BS_PAD]: the positions of each ranked block
+    live = ok[:, None] & (o[None, :] < bs)
+    best = tl.full([K2_PAD, BS_PAD], 0, tl.int32) + k2
+    for c in tl.static_range(N_COVER):
+        j = pos // st - c
+        covers = live & (j >= 0) & (j < nb) & (j * st + bs > pos)
+        best = tl.minimum(best, tl.load(rank_row + j, mask=covers, other=k2))
+    new = live & (best == r[:, None])  # not covered by a better-ranked block
+    total = tl.cumsum(tl.sum(new.to(tl.int32), 1), 0)  # [K2_PAD] positions kept by ranks <= r
+    r_star = tl.sum(((total <= budget) & (r < k2)).to(tl.int32), 0)
+    before = tl.sum(tl.where(r == r_star - 1, total, 0), 0)
+    cut_new = tl.sum(tl.where((r == r_star)[:, None] & new, 1, 0), 0)  # [BS_PAD] the cut block's new positions
+    cut_keep = (cut_new > 0) & (tl.cumsum(cut_new, 0) <= budget - before)
+    row = b * n_kv + h
+    tl.store(rstar_ptr + row, r_star)
+    tl.store(start_ptr + row, tl.where(r_star < k2, tl.sum(tl.where(r == r_star, blk, 0), 0) * st, -(1 << 30)))
+    tl.store(skeep_ptr + row * BS_PAD + o, cut_keep.to(tl.uint8))
+
+
+@triton.jit
 def _stride_kernel(
     rank_ptr, len_ptr, logit_ptr, rstar_ptr, start_ptr, skeep_ptr,
     stride_rb, stride_rh, stride_lb, stride_lh, n_kv,
     t_max, nb, sink, local, budget, k2, bs, st,
-    N_COVER: tl.constexpr, G: tl.constexpr, BLOCK: tl.constexpr,
+    N_COVER: tl.constexpr, G: tl.constexpr, BLOCK: tl.constexpr, BS_PAD: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -153,26 +191,38 @@ def _stride_kernel(
     r_star = tl.load(rstar_ptr + row)  # ranks < r_star are kept whole; rank r_star (the cut block) in part
     o = t - tl.load(start_ptr + row)
     in_cut = (best == r_star) & (o >= 0) & (o < bs)
-    keep = (best < r_star) | (in_cut & (tl.load(skeep_ptr + row * bs + o, mask=in_cut, other=0) != 0))
+    keep = (best < r_star) | (in_cut & (tl.load(skeep_ptr + row * BS_PAD + o, mask=in_cut, other=0) != 0))
     drop = (t < t_max) & (t < mid_len) & (mid_len > budget) & ~keep
     _apply_rows(logit_ptr + sink, stride_lb, stride_lh, logit_ptr, b, h, t, t_max, drop, keep, G, False)
 
 
-def stride_apply(logits: torch.Tensor, lengths: torch.Tensor, rank: torch.Tensor, r_star: torch.Tensor,
-                 cut_start: torch.Tensor, cut_keep: torch.Tensor, t_max: int, sink: int, local: int, budget: int,
-                 k2: int, block_size: int, stride: int, block: int = 1024) -> torch.Tensor:
-    """In place: drop the middle positions stride does not keep (fully parallel over positions).
+def stride_apply(logits: torch.Tensor, lengths: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, t_max: int,
+                 sink: int, local: int, budget: int, block_size: int, stride: int, block: int = 1024) -> torch.Tensor:
+    """In place: drop the middle positions stride does not keep, from the ranked blocks (``vals``, ``idx``
+    [B, Hkv, k2], best first, as ``topk`` returns them; -inf = not a valid block).
 
-    ``rank`` [B, Hkv, >= nb] int32 block ranks (k2 = not chosen); ``r_star`` [B, Hkv]: the first rank that does
-    not fit whole; ``cut_start`` [B, Hkv] its first position (far negative when every chosen block fits);
-    ``cut_keep`` [B, Hkv, block_size] uint8: which of its positions are kept. ``logits`` [B, Hq, L] contiguous
-    fp32; middle position t is column ``sink + t``. Returns ``logits``."""
+    ``logits`` [B, Hq, L] contiguous fp32; middle position t is column ``sink + t``. Two launches: the cut per
+    (sequence, KV head) row (ranks, kept-whole count, the cut block's kept positions), then the drop, parallel
+    over positions. Returns ``logits``."""
     b, hq, _ = logits.shape
-    hkv = rank.shape[1]
+    hkv, k2 = idx.shape[1], idx.shape[2]
     nb = (t_max - block_size) // stride + 1
+    dev = logits.device
+    rank = torch.empty(b, hkv, nb, dtype=torch.int32, device=dev)
+    r_star = torch.empty(b, hkv, dtype=torch.int32, device=dev)
+    cut_start = torch.empty_like(r_star)
+    bs_pad = triton.next_power_of_2(block_size)
+    cut_keep = torch.empty(b, hkv, bs_pad, dtype=torch.uint8, device=dev)
+    n_cover = -(-block_size // stride)
+    k2_pad = triton.next_power_of_2(k2)
+    _stride_cut_kernel[(b, hkv)](
+        vals, idx, rank, r_star, cut_start, cut_keep, idx.stride(0), idx.stride(1), rank.stride(0), rank.stride(1),
+        hkv, nb, budget, k2, block_size, stride,
+        N_COVER=n_cover, K2_PAD=k2_pad, BS_PAD=bs_pad, num_warps=num_warps_for(k2_pad * bs_pad),
+    )
     _stride_kernel[(b, hkv, triton.cdiv(t_max, block))](
         rank, lengths, logits, r_star, cut_start, cut_keep, rank.stride(0), rank.stride(1),
         logits.stride(0), logits.stride(1), hkv, t_max, nb, sink, local, budget, k2, block_size, stride,
-        N_COVER=-(-block_size // stride), G=hq // hkv, BLOCK=block, num_warps=4,
+        N_COVER=n_cover, G=hq // hkv, BLOCK=block, BS_PAD=bs_pad, num_warps=4,
     )
     return logits
