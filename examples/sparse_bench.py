@@ -214,7 +214,7 @@ def main() -> None:
     ap.add_argument("--page", type=int, default=16, help="KV page size = Quest block size")
     ap.add_argument("--e2e", action="store_true", help="engine decode tok/s (dense vs Quest 1/8) instead")
     ap.add_argument("--targets", action="store_true", help="issue 8's targets (32K, batch 8, both shapes, e2e)")
-    ap.add_argument("--new_tokens", type=int, default=136)
+    ap.add_argument("--new_tokens", type=int, default=520, help="e2e: decode steps timed (more = less prefill noise)")
     ap.add_argument("--profile", action="store_true", help="also print/record each method's per-kernel GPU time")
     ap.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
     args = ap.parse_args()
