@@ -17,8 +17,8 @@ one launch, instead of the gather / masked_fill / amin / amax / index_copy chain
 S selected pages form a virtual sequence of S * page tokens; each (sequence, KV head) is cut into splits of
 that virtual sequence, and a K/V row is loaded only when its slot holds a selected page and its position is
 below the length: unselected pages are never read; with ``phys`` the physical page comes from the selection
-itself (two independent loads per block instead of sel -> page-table -> K). The last split program of each
-(sequence, KV head) to finish (an atomic arrival count) merges the splits: no separate merge launch.
+itself (two independent loads per block instead of sel -> page-table -> K). ``_quest_merge_kernel`` combines
+the splits.
 Reference: ``litesys/attention/sparse/quest_torch.py``.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from litesys.attention.kernels.common import (
     store_partial,
 )
 from litesys.attention.sparse.quest import page_counts
-from litesys.attention.sparse.triton_select import float_key, num_warps_for, topk_mask
+from litesys.attention.sparse.triton_select import float_key, num_warps_for, topk_mask_radix4
 
 MAX_SELECT_PAGES = 32768  # pages per sequence the in-register selection handles (512K tokens at page 16)
 
@@ -130,7 +130,7 @@ def _quest_select_kernel(
     first_local = tl.maximum(length - WINDOW, 0) // PAGE
     live = in_pages & (p < used)
     middle = live & (p >= N_SINK) & (p < first_local)
-    keep = topk_mask(float_key(score), middle & (score > float("-inf")), topk)
+    keep = topk_mask_radix4(float_key(score), middle & (score > float("-inf")), topk)
     keep = keep | (live & ((p < N_SINK) | (p >= first_local)))  # sink pages, local pages
     rank = tl.cumsum(keep.to(tl.int32), 0) - 1  # ascending pages -> slots 0, 1, ...
     count = tl.sum(keep.to(tl.int32), 0)
@@ -233,11 +233,9 @@ def _quest_decode_kernel(
     stride_ptb, stride_selb, stride_selh,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh,
-    out_ptr, cnt_ptr, stride_ob, stride_oh,
     qk_scale, n_virtual,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, HAS_PHYS: tl.constexpr,
-    NSPLIT: tl.constexpr, S_PAD: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -277,29 +275,21 @@ def _quest_decode_kernel(
         acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
     store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                   stride_lb, stride_lh, G, G_PAD, D)
-    # The last split of this (sequence, KV head) to finish merges all of them: no merge launch, no gap before it.
-    # acq_rel: this program's partial is published before its count, and the last one sees every partial.
-    cnt = cnt_ptr + b * tl.num_programs(1) + kvh
-    if tl.atomic_add(cnt, 1, sem="acq_rel") == NSPLIT - 1:
-        for g in tl.static_range(G):
-            _merge_row(po_ptr, lse_ptr, out_ptr, b, kvh * G + g, stride_pb, stride_ph, stride_ps, stride_lb,
-                       stride_lh, stride_ob, stride_oh, NSPLIT, S_PAD, D)
-        tl.atomic_xchg(cnt, 0)  # ready for the next layer / step (CUDA-graph replays included)
 
 
 @triton.jit
-def _merge_row(po_ptr, lse_ptr, out_ptr, b, h, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
-               stride_ob, stride_oh, NSPLIT: tl.constexpr, S_PAD: tl.constexpr, D: tl.constexpr):
-    """out[b, h] = the splits' partial outputs weighted by their softmax mass (read from L2: other programs')."""
+def _quest_merge_kernel(po_ptr, lse_ptr, out_ptr, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
+                        stride_ob, stride_oh, NSPLIT: tl.constexpr, S_PAD: tl.constexpr, D: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
     offs_s = tl.arange(0, S_PAD)
     offs_d = tl.arange(0, D)
     ok = offs_s < NSPLIT
-    lse = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s, mask=ok, other=float("-inf"),
-                  cache_modifier=".cg")
+    lse = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s, mask=ok, other=float("-inf"))
     m = tl.max(lse, 0)
     w = tl.exp2(lse - tl.where(m == float("-inf"), 0.0, m))  # empty splits: weight 0
     o = tl.load(po_ptr + b * stride_pb + h * stride_ph + offs_s[:, None] * stride_ps + offs_d[None, :],
-                mask=ok[:, None], other=0.0, cache_modifier=".cg")
+                mask=ok[:, None], other=0.0)
     total = tl.sum(w, 0)
     out = tl.sum(w[:, None] * o, 0) / tl.where(total > 0, total, 1.0)  # a row with no pages gets zeros
     tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
@@ -331,7 +321,6 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     nsplit = -(-n_virtual // split)
     partial = torch.empty(b, hq, nsplit, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(b, hq, nsplit, dtype=torch.float32, device=q.device)
-    out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=q.device)
     if phys is not None and phys.stride() != sel.stride():
         phys = phys.contiguous()
     _quest_decode_kernel[(b, hkv, nsplit)](
@@ -342,21 +331,14 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         page_table.stride(0), sel.stride(0), sel.stride(1),
         partial.stride(0), partial.stride(1), partial.stride(2),
         lse.stride(0), lse.stride(1),
-        out, _counters(b * hkv, q.device), out.stride(0), out.stride(1),
         scale * LOG2E, n_virtual,
         G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page, SPLIT=split, BLOCK_N=block_n,
-        DOT_PREC=dot_precision(k_cache.dtype), HAS_PHYS=phys is not None, NSPLIT=nsplit, S_PAD=next_pow2(nsplit),
-        num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_precision(k_cache.dtype), HAS_PHYS=phys is not None, num_warps=num_warps,
+        num_stages=num_stages,
+    )
+    out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=q.device)
+    _quest_merge_kernel[(b, hq)](
+        partial, lse, out, partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
+        out.stride(0), out.stride(1), NSPLIT=nsplit, S_PAD=next_pow2(nsplit), D=d, num_warps=2,
     )
     return out
-
-
-_COUNTERS: dict[torch.device, torch.Tensor] = {}
-
-
-def _counters(n: int, device: torch.device) -> torch.Tensor:
-    """Zeroed int32 arrival counters, kept across calls (each merging program resets its own to 0)."""
-    buf = _COUNTERS.get(device)
-    if buf is None or buf.numel() < n:
-        buf = _COUNTERS[device] = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
-    return buf

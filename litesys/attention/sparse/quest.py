@@ -59,8 +59,8 @@ def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, to
 class QuestSelector:
     """The backend's block-selection hook (see ``litesys/attention/backend.py``).
 
-    Triton path, per decode step of a sparse layer: 4 launches (summary refresh, scores, selection, split decode
-    with its merge; 3 with ``fused=True``), no torch ops between them, nothing on the host: CUDA-graph safe.
+    Triton path, per decode step of a sparse layer: 5 launches (summary refresh, scores, selection, split decode,
+    merge; 4 with ``fused=True``), no torch ops between them, nothing on the host: CUDA-graph safe.
     """
 
     graph_safe = True  # decode does no host sync and has static shapes (prefill, never captured, may sync)
