@@ -38,7 +38,7 @@ from litesys.attention.kernels.common import (
     store_partial,
 )
 from litesys.attention.sparse.quest import page_counts
-from litesys.attention.sparse.triton_select import float_key, num_warps_for, topk_mask_radix4
+from litesys.attention.sparse.triton_select import float_key, num_warps_for, topk_mask
 
 MAX_SELECT_PAGES = 32768  # pages per sequence the in-register selection handles (512K tokens at page 16)
 
@@ -130,7 +130,7 @@ def _quest_select_kernel(
     first_local = tl.maximum(length - WINDOW, 0) // PAGE
     live = in_pages & (p < used)
     middle = live & (p >= N_SINK) & (p < first_local)
-    keep = topk_mask_radix4(float_key(score), middle & (score > float("-inf")), topk)
+    keep = topk_mask(float_key(score), middle & (score > float("-inf")), topk)
     keep = keep | (live & ((p < N_SINK) | (p >= first_local)))  # sink pages, local pages
     rank = tl.cumsum(keep.to(tl.int32), 0) - 1  # ascending pages -> slots 0, 1, ...
     count = tl.sum(keep.to(tl.int32), 0)

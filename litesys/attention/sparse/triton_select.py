@@ -65,20 +65,6 @@ def topk_mask(key, cand, K):
 
 
 @triton.jit
-def topk_mask_radix4(key, cand, K):
-    """``topk_mask`` with the threshold found two bits per step (16 steps of 4 counts in one reduction instead
-    of 32 steps of one): half the reductions, 4x the compares; for short rows (Quest's pages), where the
-    reductions' latency dominates."""
-    t = tl.zeros([], tl.int64)
-    d = tl.arange(0, 4).to(tl.int64)
-    for step in range(16):  # t = the largest value with count(key >= t) >= K, as topk_mask
-        c = t | (d << (30 - 2 * step))
-        n = tl.sum((cand[None, :] & (key[None, :] >= c[:, None])).to(tl.int32), 1)
-        t = t | (tl.max(tl.where(n >= K, d, 0), 0) << (30 - 2 * step))
-    return _keep_at(key, cand, K, t)
-
-
-@triton.jit
 def _keep_at(key, cand, K, t):
     """Candidates above the threshold ``t``, then those equal to it in index order up to K in all."""
     above = cand & (key > t)
