@@ -15,7 +15,7 @@ from litesys.attention import ops_torch
 from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 
-# processor(logits [B, Hq, L] fp32, lengths [B], layer, meta) -> logits
+# processor(logits [B, Hq, L] fp32, lengths [B], layer, meta) -> logits (may modify its fresh input in place)
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor, int, AttnMeta], torch.Tensor]
 
 
