@@ -68,6 +68,22 @@ def split_bounds(length, split, num_splits, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
+    """q [G_PAD, D] of KV head kvh's query heads kvh*G .. kvh*G+G-1 (zero rows past G)."""
+    offs_g = tl.arange(0, G_PAD)
+    heads = kvh * G + offs_g
+    return tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + tl.arange(0, D)[None, :],
+                   mask=(offs_g < G)[:, None], other=0.0)
+
+
+@triton.jit
+def softmax_state(G_PAD: tl.constexpr, D: tl.constexpr):
+    """Empty online-softmax state (running max, denominator, weighted sum) for G_PAD query heads."""
+    return (tl.full([G_PAD], float("-inf"), tl.float32), tl.zeros([G_PAD], tl.float32),
+            tl.zeros([G_PAD, D], tl.float32))
+
+
+@triton.jit
 def online_softmax_step(acc, m, den, s, v, DOT_PREC: tl.constexpr):
     """Fold one block into the running (acc [G, D], max m [G], sum den [G]) state.
 

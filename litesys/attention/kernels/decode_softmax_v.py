@@ -10,7 +10,13 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import online_softmax_step, split_bounds, store_final, store_partial
+from litesys.attention.kernels.common import (
+    online_softmax_step,
+    softmax_state,
+    split_bounds,
+    store_final,
+    store_partial,
+)
 
 
 @triton.jit
@@ -39,9 +45,7 @@ def _softmax_v_split_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     g_mask = offs_g < G
     rows = logit_ptr + b * stride_xb + (kvh * G + offs_g)[:, None] * stride_xh
-    m = tl.full([G_PAD], float("-inf"), tl.float32)
-    den = tl.zeros([G_PAD], tl.float32)
-    acc = tl.zeros([G_PAD, D], tl.float32)
+    m, den, acc = softmax_state(G_PAD, D)
     pt_row = pt_ptr + b * stride_ptb
     for n0 in range(start, end, BLOCK_N):  # empty for splits past the length
         pos = n0 + offs_n

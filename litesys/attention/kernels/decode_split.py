@@ -11,7 +11,15 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import mma, online_softmax_step, split_bounds, store_final, store_partial
+from litesys.attention.kernels.common import (
+    load_q_group,
+    mma,
+    online_softmax_step,
+    softmax_state,
+    split_bounds,
+    store_final,
+    store_partial,
+)
 
 
 @triton.jit
@@ -34,15 +42,10 @@ def _decode_split_kernel(
     length = tl.load(len_ptr + b)
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
     # Short sequences leave trailing splits empty: their loop is empty (and with several splits, nothing is stored).
-    offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
-    heads = kvh * G + offs_g
-    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-                mask=(offs_g < G)[:, None], other=0.0)
-    m = tl.full([G_PAD], float("-inf"), tl.float32)
-    den = tl.zeros([G_PAD], tl.float32)
-    acc = tl.zeros([G_PAD, D], tl.float32)
+    q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
+    m, den, acc = softmax_state(G_PAD, D)
     pt_row = pt_ptr + b * stride_ptb
     for n0 in range(start, end, BLOCK_N):
         pos = n0 + offs_n

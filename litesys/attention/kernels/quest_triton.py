@@ -31,10 +31,12 @@ from litesys.attention.kernels.common import (
     LOG2E,
     dot_precision,
     group_pad,
+    load_q_group,
     mma,
     next_pow2,
     num_sms,
     online_softmax_step,
+    softmax_state,
     store_partial,
 )
 from litesys.attention.sparse.quest import page_counts
@@ -66,11 +68,8 @@ def _quest_scores_kernel(
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_g = tl.arange(0, G_PAD)
-    offs_d = tl.arange(0, D)
     used = tl.cdiv(tl.load(len_ptr + b), PAGE)
-    q = tl.load(q_ptr + b * stride_qb + (kvh * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
-                mask=(offs_g < G)[:, None], other=0.0).to(tl.float32)
+    q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D).to(tl.float32)
     q_pos = tl.maximum(q, 0.0).to(lo_ptr.dtype.element_ty)
     q_neg = tl.minimum(q, 0.0).to(lo_ptr.dtype.element_ty)
     score = _page_scores(q_pos, q_neg, lo_ptr, hi_ptr, pt_ptr + b * stride_ptb, offs_p,
@@ -112,10 +111,7 @@ def _quest_select_kernel(
     pt_row = pt_ptr + b * stride_ptb
     score_row = score_ptr + b * stride_ob + kvh * stride_oh
     if FUSED:  # this row's scores first (the program re-reads them below, after a barrier)
-        offs_g = tl.arange(0, G_PAD)
-        offs_d = tl.arange(0, D)
-        q = tl.load(q_ptr + b * stride_qb + (kvh * G + offs_g)[:, None] * stride_qh + offs_d[None, :],
-                    mask=(offs_g < G)[:, None], other=0.0).to(tl.float32)
+        q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D).to(tl.float32)
         q_pos = tl.maximum(q, 0.0).to(lo_ptr.dtype.element_ty)
         q_neg = tl.minimum(q, 0.0).to(lo_ptr.dtype.element_ty)
         for p0 in range(0, n_pages, BLOCK_P):
@@ -243,15 +239,10 @@ def _quest_decode_kernel(
     length = tl.load(len_ptr + b)
     start = split * SPLIT
     end = tl.minimum(start + SPLIT, n_virtual)
-    offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
-    heads = kvh * G + offs_g
-    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-                mask=(offs_g < G)[:, None], other=0.0)
-    m = tl.full([G_PAD], float("-inf"), tl.float32)
-    den = tl.zeros([G_PAD], tl.float32)
-    acc = tl.zeros([G_PAD, D], tl.float32)
+    q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
+    m, den, acc = softmax_state(G_PAD, D)
     sel_row = sel_ptr + b * stride_selb + kvh * stride_selh
     phys_row = phys_ptr + b * stride_selb + kvh * stride_selh
     pt_row = pt_ptr + b * stride_ptb
