@@ -2,10 +2,10 @@
 
     python benchmarks/sweep_quest.py --context 32768 --batch 8 --out benchmarks/results/h100_quest_sweep.json
 
-Times ``quest_scores`` (block_p, num_warps) and ``quest_decode`` (block_n, splits per (sequence, KV head),
-num_warps, num_stages) separately, each replayed from a CUDA graph (host launch overhead excluded, as in the
-engine), on random bf16 K/V in shuffled pages and a 1/8 page budget; then the selection kernel's warps.
-``BENCH_SMOKE=1`` runs the logic on CPU at a tiny size.
+Times ``quest_scores`` (block_p, pages_per_prog, num_warps, num_stages) and ``quest_decode`` (block_n, splits
+per (sequence, KV head), num_warps, num_stages) separately, each replayed from a CUDA graph (host launch
+overhead excluded, as in the engine), on random bf16 K/V in shuffled pages and a 1/8 page budget; then the
+selection kernel's warps. ``BENCH_SMOKE=1 TRITON_INTERPRET=1`` runs the logic on CPU at a tiny size.
 """
 from __future__ import annotations
 
@@ -45,9 +45,11 @@ def main() -> None:
     topk = n_pages // 8
     sel, phys = quest_triton.quest_select(q, kmin, kmax, pt, lengths, ps, n_pages, topk, 4, 0, fused=False)
     rows = []
-    for block_p, warps in itertools.product([32, 64, 128], [2, 4, 8]):
-        ms = graph_ms(partial(quest_triton.quest_scores, q, kmin, kmax, pt, lengths, ps, n_pages, block_p, warps))
-        rows.append(dict(kernel="scores", block_p=block_p, num_warps=warps, us=ms * 1e3))
+    for block_p, per_prog, warps, stages in itertools.product([2, 4, 8], [16, 32, 64], [4, 8], [2, 3]):
+        ms = graph_ms(partial(quest_triton.quest_scores, q, kmin, kmax, pt, lengths, ps, n_pages, block_p, per_prog,
+                              warps, stages))
+        rows.append(dict(kernel="scores", block_p=block_p, pages_per_prog=per_prog, num_warps=warps,
+                         num_stages=stages, us=ms * 1e3))
     n_virtual = sel.shape[-1] * ps
     for block_n, nsplit, warps, stages in itertools.product([32, 64], [6, 9, 12, 16, 24], [2, 4], [2, 3]):
         split = math.ceil(math.ceil(n_virtual / nsplit) / block_n) * block_n

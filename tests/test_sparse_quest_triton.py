@@ -23,12 +23,13 @@ def n_pages(meta) -> int:
     return -(-meta.max_len // PAGE)
 
 
-def test_scores_kernel_matches_reference() -> None:
+@pytest.mark.parametrize("block_p,per_prog", [(2, 4), (4, 32), (16, 16)])
+def test_scores_kernel_matches_reference(block_p: int, per_prog: int) -> None:
     s = make_scenario(topk=2, device=DEVICE)
     sel, meta = s["sel"], s["meta"]
     q = s["outs"][1][0]
     args = (q, sel.kmin[1], sel.kmax[1], meta.page_table, meta.lengths, PAGE, n_pages(meta))
-    got = quest_triton.quest_scores(*args, block_p=16)
+    got = quest_triton.quest_scores(*args, block_p=block_p, pages_per_prog=per_prog)
     expected = quest_torch.quest_scores(*args)
     assert torch.equal(torch.isinf(got), torch.isinf(expected))
     fin = torch.isfinite(expected)
@@ -97,7 +98,7 @@ def test_select_kernel_equals_torch_selection(fused: bool, topk: int, sink: int,
     qs, meta = s["sel"], s["meta"]
     q = s["outs"][1][0]
     args = (q, qs.kmin[1], qs.kmax[1], meta.page_table, meta.lengths, PAGE, n_pages(meta))
-    scores = quest_triton.quest_scores(*args, block_p=16)
+    scores = quest_triton.quest_scores(*args)
     expected = select_pages(scores, meta.lengths, PAGE, topk, sink, local)
     got, phys = quest_triton.quest_select(*args, topk, sink, local, fused=fused, block_p=16)
     assert torch.equal(got, expected)

@@ -40,6 +40,34 @@ def group_pad(group: int) -> int:
 
 
 @functools.cache
+def _pdl_capable(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index) >= (9, 0)
+
+
+def use_pdl(device: torch.device) -> bool:
+    """Programmatic dependent launch for a chain of kernels: the next kernel of the chain is launched while the
+    previous one drains, and waits (``pdl_wait``) before reading anything. Hopper and later, never under the CPU
+    interpreter; ``LITESYS_PDL=0`` turns it off (e.g. to time the kernels apart under a profiler)."""
+    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get("LITESYS_PDL") == "0":
+        return False
+    return _pdl_capable(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@triton.jit
+def pdl_wait(PDL: tl.constexpr):
+    """Block until the previous kernel of the stream has finished and its writes are visible (PDL launches)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def pdl_launch_dependents(PDL: tl.constexpr):
+    """Let the next (PDL-launched) kernel start its programs: they will wait in ``pdl_wait`` for this one."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@functools.cache
 def num_sms(device_index: int) -> int:
     if not torch.cuda.is_available():
         return 1

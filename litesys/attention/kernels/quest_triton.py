@@ -1,8 +1,9 @@
 """Quest on the GPU: page scores from the key summaries, and split decode attention over the selected pages only.
 
-``quest_scores``: one program per (sequence, KV head, block of pages); it reads the two summary rows of each
-page (1/page_size of the K bytes) and computes the group's summed upper bound as two small dots,
-``relu(q)·max + min(q, 0)·min`` (equal to ``sum_d max(q_d min_d, q_d max_d)`` since min <= max).
+``quest_scores``: one program per (sequence, run of pages); it reads the two summary rows of each page, all KV
+heads at once (1/page_size of the K bytes), and computes each group's summed upper bound as
+``sum_g relu(q_g)·max + sum_g min(q_g, 0)·min`` (equal to ``sum_g sum_d max(q_gd min_d, q_gd max_d)`` since
+min <= max).
 
 ``quest_select``: one program per (sequence, KV head) turns the page scores into the selection ``sel`` [B, Hkv, S]
 (sink pages + the top-k middle pages + local pages, ascending, -1 padding; exactly ``sparse.quest.select_pages``,
@@ -19,6 +20,10 @@ that virtual sequence, and a K/V row is loaded only when its slot holds a select
 below the length: unselected pages are never read; with ``phys`` the physical page comes from the selection
 itself (two independent loads per block instead of sel -> page-table -> K). ``_quest_merge_kernel`` combines
 the splits.
+
+On Hopper the chain scores -> selection -> decode -> merge uses programmatic dependent launch
+(``common.use_pdl``): each kernel's programs are placed while the previous one drains, and wait for its
+output in ``pdl_wait`` (no launch gap between the four kernels of a decode step).
 Reference: ``litesys/attention/sparse/quest_torch.py``.
 """
 from __future__ import annotations
@@ -36,8 +41,11 @@ from litesys.attention.kernels.common import (
     next_pow2,
     num_sms,
     online_softmax_step,
+    pdl_launch_dependents,
+    pdl_wait,
     softmax_state,
     store_partial,
+    use_pdl,
 )
 from litesys.attention.sparse.quest import page_counts
 from litesys.attention.sparse.triton_select import float_key, num_warps_for, topk_mask
@@ -62,35 +70,60 @@ def _page_scores(q_pos, q_neg, lo_ptr, hi_ptr, pt_row, offs_p, valid, kvh, strid
 def _quest_scores_kernel(
     q_ptr, lo_ptr, hi_ptr, pt_ptr, len_ptr, out_ptr,
     stride_qb, stride_qh, stride_sp, stride_sh, stride_ptb, stride_ob, stride_oh, n_pages,
-    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr, BLOCK_P: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    HKV: tl.constexpr, HKV_PAD: tl.constexpr, G: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
+    BLOCK_P: tl.constexpr, PAGES_PER_PROG: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
 ):
+    pdl_launch_dependents(PDL)  # the selection's programs may be placed now; they wait for this grid to end
     b = tl.program_id(0)
-    kvh = tl.program_id(1)
-    offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    used = tl.cdiv(tl.load(len_ptr + b), PAGE)
-    q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D).to(tl.float32)
-    q_pos = tl.maximum(q, 0.0).to(lo_ptr.dtype.element_ty)
-    q_neg = tl.minimum(q, 0.0).to(lo_ptr.dtype.element_ty)
-    score = _page_scores(q_pos, q_neg, lo_ptr, hi_ptr, pt_ptr + b * stride_ptb, offs_p,
-                         offs_p < tl.minimum(used, n_pages), kvh, stride_sp, stride_sh, D, DOT_PREC)
-    tl.store(out_ptr + b * stride_ob + kvh * stride_oh + offs_p, score, mask=offs_p < n_pages)
+    start = tl.program_id(1) * PAGES_PER_PROG
+    used = tl.minimum(tl.cdiv(tl.load(len_ptr + b), PAGE), n_pages)
+    offs_h = tl.arange(0, HKV_PAD)
+    offs_d = tl.arange(0, D)
+    h_ok = offs_h < HKV
+    # the bound is linear in relu(q) and min(q, 0): sum them over the group once, then one FMA per summary value
+    q_pos = tl.zeros([HKV_PAD, D], tl.float32)
+    q_neg = tl.zeros([HKV_PAD, D], tl.float32)
+    for g in tl.static_range(G):
+        qg = tl.load(q_ptr + b * stride_qb + (offs_h * G + g)[:, None] * stride_qh + offs_d[None, :],
+                     mask=h_ok[:, None], other=0.0).to(tl.float32)
+        q_pos += tl.maximum(qg, 0.0)
+        q_neg += tl.minimum(qg, 0.0)
+    head_d = (offs_h * stride_sh)[:, None] + offs_d[None, :]  # [HKV_PAD, D]: one page's summaries, all heads
+    pt_row = pt_ptr + b * stride_ptb
+    out_row = out_ptr + b * stride_ob + offs_h[None, :] * stride_oh
+    for p0 in tl.range(start, start + PAGES_PER_PROG, BLOCK_P, num_stages=NUM_STAGES):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        valid = offs_p < used
+        page = tl.load(pt_row + offs_p, mask=valid, other=0).to(tl.int64)
+        row = (page * stride_sp)[:, None, None] + head_d[None, :, :]  # [BLOCK_P, HKV_PAD, D], contiguous per page
+        m = valid[:, None, None] & h_ok[None, :, None]
+        lo = tl.load(lo_ptr + row, mask=m, other=0.0).to(tl.float32)
+        hi = tl.load(hi_ptr + row, mask=m, other=0.0).to(tl.float32)
+        score = tl.sum(hi * q_pos[None, :, :] + lo * q_neg[None, :, :], 2)  # [BLOCK_P, HKV_PAD]
+        score = tl.where(valid[:, None], score, float("-inf"))
+        tl.store(out_row + offs_p[:, None], score, mask=(offs_p < n_pages)[:, None] & h_ok[None, :])
 
 
 def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
-                 lengths: torch.Tensor, page_size: int, n_pages: int, block_p: int = 64,
-                 num_warps: int = 4) -> torch.Tensor:
-    """[B, Hkv, n_pages] fp32 group-summed Quest bounds, ``-inf`` past each sequence's pages (kmin/kmax [P, Hkv, D])."""
+                 lengths: torch.Tensor, page_size: int, n_pages: int, block_p: int = 4, pages_per_prog: int = 32,
+                 num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """[B, Hkv, n_pages] fp32 group-summed Quest bounds, ``-inf`` past each sequence's pages (kmin/kmax [P, Hkv, D]).
+
+    One program per (sequence, run of ``pages_per_prog`` pages) reads each page's summaries of every KV head at
+    once (one contiguous row per page, instead of a short row per head), ``block_p`` pages per pipelined step."""
     b, hq, d = q.shape
     hkv = kmin.shape[1]
+    if kmin.stride() != kmax.stride() or kmin.stride(-1) != 1:
+        raise ValueError("quest_scores needs kmin and kmax with the same layout and a contiguous head_dim")
+    pages_per_prog = max(block_p, pages_per_prog // block_p * block_p)
     out = torch.empty(b, hkv, n_pages, dtype=torch.float32, device=q.device)
-    grid = (b, hkv, triton.cdiv(n_pages, block_p))
+    grid = (b, triton.cdiv(n_pages, pages_per_prog))
     _quest_scores_kernel[grid](
         q, kmin, kmax, page_table, lengths, out,
         q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), page_table.stride(0),
         out.stride(0), out.stride(1), n_pages,
-        G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page_size, BLOCK_P=block_p,
-        DOT_PREC=dot_precision(kmin.dtype), num_warps=num_warps,
+        HKV=hkv, HKV_PAD=next_pow2(hkv), G=hq // hkv, D=d, PAGE=page_size, BLOCK_P=block_p,
+        PAGES_PER_PROG=pages_per_prog, NUM_STAGES=num_stages, PDL=use_pdl(q.device), num_warps=num_warps,
     )
     return out
 
@@ -102,8 +135,10 @@ def _quest_select_kernel(
     n_pages, topk, n_slots,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr, BLOCK_P: tl.constexpr,
     DOT_PREC: tl.constexpr, N_SINK: tl.constexpr, WINDOW: tl.constexpr, NP_PAD: tl.constexpr,
-    S_PAD: tl.constexpr, FUSED: tl.constexpr,
+    S_PAD: tl.constexpr, FUSED: tl.constexpr, PDL: tl.constexpr,
 ):
+    pdl_wait(PDL)  # the scores (or, fused, the summaries) are the previous kernel's output
+    pdl_launch_dependents(PDL)  # the decode's programs may be placed while the selection runs
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     length = tl.load(len_ptr + b)
@@ -161,7 +196,7 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
     np_pad = next_pow2(n_pages)
     if np_pad > MAX_SELECT_PAGES:
         from litesys.attention.sparse.quest import select_pages
-        sel = select_pages(quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages, block_p), lengths,
+        sel = select_pages(quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages), lengths,
                            page_size, topk, sink, local)
         phys = page_table.long().gather(1, sel.clamp(min=0).long().view(b, -1)).view(sel.shape)
         return sel, torch.where(sel >= 0, phys, 0).to(torch.int32)
@@ -170,9 +205,10 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
     if fused:
         scores = torch.empty(b, hkv, n_pages, dtype=torch.float32, device=q.device)
     elif scores is None:
-        scores = quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages, block_p)
+        scores = quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages)
     sel = torch.empty(b, hkv, n_slots, dtype=torch.int32, device=q.device)
     phys = torch.empty_like(sel)
+    pdl = use_pdl(q.device)
     _quest_select_kernel[(b, hkv)](
         q, kmin, kmax, scores, page_table, lengths, sel, phys,
         q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), scores.stride(0), scores.stride(1),
@@ -180,7 +216,8 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
         n_pages, topk, n_slots,
         G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page_size, BLOCK_P=block_p,
         DOT_PREC=dot_precision(kmin.dtype), N_SINK=n_sink, WINDOW=max(local, 1), NP_PAD=np_pad,
-        S_PAD=next_pow2(n_slots), FUSED=fused, num_warps=num_warps or num_warps_for(np_pad),
+        S_PAD=next_pow2(n_slots), FUSED=fused, PDL=pdl, num_warps=num_warps or num_warps_for(np_pad),
+        launch_pdl=pdl,
     )
     return sel, phys
 
@@ -232,7 +269,9 @@ def _quest_decode_kernel(
     qk_scale, n_virtual,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, HAS_PHYS: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl_wait(PDL)  # the selection is the previous kernel's output
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -264,13 +303,16 @@ def _quest_decode_kernel(
         v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
                     mask=valid[:, None], other=0.0)
         acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+    pdl_launch_dependents(PDL)  # the merge's programs may be placed while the last splits finish
     store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                   stride_lb, stride_lh, G, G_PAD, D)
 
 
 @triton.jit
 def _quest_merge_kernel(po_ptr, lse_ptr, out_ptr, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
-                        stride_ob, stride_oh, NSPLIT: tl.constexpr, S_PAD: tl.constexpr, D: tl.constexpr):
+                        stride_ob, stride_oh, NSPLIT: tl.constexpr, S_PAD: tl.constexpr, D: tl.constexpr,
+                        PDL: tl.constexpr):
+    pdl_wait(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_s = tl.arange(0, S_PAD)
@@ -314,6 +356,7 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     lse = torch.empty(b, hq, nsplit, dtype=torch.float32, device=q.device)
     if phys is not None and phys.stride() != sel.stride():
         phys = phys.contiguous()
+    pdl = use_pdl(q.device)
     _quest_decode_kernel[(b, hkv, nsplit)](
         q, k_cache, v_cache, page_table, lengths, sel, sel if phys is None else phys, partial, lse,
         q.stride(0), q.stride(1),
@@ -324,12 +367,13 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         lse.stride(0), lse.stride(1),
         scale * LOG2E, n_virtual,
         G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page, SPLIT=split, BLOCK_N=block_n,
-        DOT_PREC=dot_precision(k_cache.dtype), HAS_PHYS=phys is not None, num_warps=num_warps,
-        num_stages=num_stages,
+        DOT_PREC=dot_precision(k_cache.dtype), HAS_PHYS=phys is not None, PDL=pdl, num_warps=num_warps,
+        num_stages=num_stages, launch_pdl=pdl,
     )
     out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=q.device)
     _quest_merge_kernel[(b, hq)](
         partial, lse, out, partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
-        out.stride(0), out.stride(1), NSPLIT=nsplit, S_PAD=next_pow2(nsplit), D=d, num_warps=2,
+        out.stride(0), out.stride(1), NSPLIT=nsplit, S_PAD=next_pow2(nsplit), D=d, PDL=pdl, num_warps=2,
+        launch_pdl=pdl,
     )
     return out

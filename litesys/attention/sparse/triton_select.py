@@ -1,9 +1,10 @@
 """Exact per-row top-k selection inside one Triton program, shared by Quest and the logits processors.
 
 ``torch.topk`` followed by scatter / sort costs several launches and full passes per step; here a row of up to
-``N_PAD`` keys sits in registers and the k-th largest key is found by a 32-step binary search on the key's bits
-(one masked count per bit: no sort, no host sync). Keys are int64 in ``[0, 2^32)``, larger = better; ties at the
-threshold are broken by the lower index first, which is what a stable sort by decreasing key does.
+``N_PAD`` keys sits in registers and the k-th largest key is found by a binary search on the key's bits (one
+masked count per bit, stopping once a threshold separates exactly k keys: no sort, no host sync). Keys are int64
+in ``[0, 2^32)``, larger = better; ties at the threshold are broken by the lower index first, which is what a
+stable sort by decreasing key does.
 
 ``float_key``: order-preserving fp32 -> key. ``hash_key``: the counter-based noise of ``common.counter_hash``,
 computed in-kernel (bit-identical) so the random methods never materialise ``[B, H, L]`` int64 noise.
@@ -53,13 +54,23 @@ def topk_mask(key, cand, K):
     """bool mask of the K best candidates of ``key`` (int64 in [0, 2^32)); all candidates if there are <= K.
 
     Ties at the K-th key: lowest index first (``key`` / ``cand`` are 1-D, index = position in the tensor).
+    The search for t = the largest value with count(key >= t) >= K starts below the bits that every candidate
+    shares (those of its min and max) and stops as soon as a candidate threshold splits off exactly K keys:
+    about 12-18 masked counts instead of 32 on real scores (each count is a block-wide reduction, the cost).
     """
-    t = tl.zeros([], tl.int64)
+    lo = tl.min(tl.where(cand, key, 4294967295), 0)
+    hi = tl.max(tl.where(cand, key, 0), 0)
+    n_cand = tl.sum(cand.to(tl.int32), 0)
     bit = tl.full([], 2147483648, tl.int64)
-    for _ in range(32):  # t = the largest value with count(key >= t) >= K (0 when fewer than K candidates)
+    while (bit > 0) & ((bit & (lo ^ hi)) == 0):  # scalar only: skip the shared prefix
+        bit = bit >> 1
+    t = tl.where(bit > 0, lo & ~(bit * 2 - 1), lo)  # the shared prefix: count(key >= t) = n_cand
+    done = (n_cand <= K).to(tl.int32)  # t <= every candidate: all of them are kept
+    while (bit > 0) & (done == 0):
         c = t | bit
         n = tl.sum((cand & (key >= c)).to(tl.int32), 0)
         t = tl.where(n >= K, c, t)
+        done = (n == K).to(tl.int32)  # key >= c is exactly the K best: no tie at the threshold to break
         bit = bit >> 1
     return _keep_at(key, cand, K, t)
 
