@@ -9,6 +9,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: kernels run on the CPU interpreter
 triton = pytest.importorskip("triton")
+DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # the real kernels on a GPU machine
 
 
 def _fused():
@@ -21,9 +22,9 @@ def _fused():
 @pytest.mark.parametrize("with_res", [False, True])
 def test_add_rms_norm(dtype, with_res):
     f = _fused()
-    x = torch.randn(5, 48, dtype=dtype)
-    r = torch.randn(5, 48, dtype=dtype) if with_res else None
-    w = (1 + 0.1 * torch.randn(48)).to(dtype)
+    x = torch.randn(5, 48, dtype=dtype, device=DEVICE)
+    r = torch.randn(5, 48, dtype=dtype, device=DEVICE) if with_res else None
+    w = (1 + 0.1 * torch.randn(48, device=DEVICE)).to(dtype)
     y, res = f.add_rms_norm_triton(x, r, w, 1e-6)
     y_ref, res_ref = f.add_rms_norm_ref(x, r, w, 1e-6)
     tol = 1e-5 if dtype == torch.float32 else 2e-2  # the interpreter rounds bf16 by truncation: 1 ulp
@@ -38,11 +39,11 @@ def test_qk_norm_rope(dtype, norm):
 
     f = _fused()
     T, nq, nkv, D = 6, 4, 2, 32
-    qkv = torch.randn(T, (nq + 2 * nkv) * D, dtype=dtype)
-    qn = (1 + 0.1 * torch.randn(D)).to(dtype) if norm else None
-    kn = (1 + 0.1 * torch.randn(D)).to(dtype) if norm else None
-    rope = rope_cos_sin(D, {"rope_theta": 1e6}, 4096, 512, "cpu")
-    pos = torch.tensor([0, 1, 7, 100, 300, 511])
+    qkv = torch.randn(T, (nq + 2 * nkv) * D, dtype=dtype, device=DEVICE)
+    qn = (1 + 0.1 * torch.randn(D, device=DEVICE)).to(dtype) if norm else None
+    kn = (1 + 0.1 * torch.randn(D, device=DEVICE)).to(dtype) if norm else None
+    rope = rope_cos_sin(D, {"rope_theta": 1e6}, 4096, 512, DEVICE)
+    pos = torch.tensor([0, 1, 7, 100, 300, 511], device=DEVICE)
     out = f.qk_norm_rope_triton(qkv, qn, kn, rope, pos, nq, nkv, 1e-6)
     ref = f.qk_norm_rope_ref(qkv, qn, kn, rope, pos, nq, nkv, 1e-6)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
@@ -53,6 +54,6 @@ def test_qk_norm_rope(dtype, norm):
 
 def test_silu_mul():
     f = _fused()
-    x = torch.randn(3, 2 * 1500)
+    x = torch.randn(3, 2 * 1500, device=DEVICE)
     g, u = x.chunk(2, dim=-1)
     assert torch.allclose(f.silu_mul_triton(x), torch.nn.functional.silu(g) * u, atol=1e-5)
