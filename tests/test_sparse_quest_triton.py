@@ -98,9 +98,13 @@ def test_select_kernel_equals_torch_selection(fused: bool, topk: int, sink: int,
     qs, meta = s["sel"], s["meta"]
     q = s["outs"][1][0]
     args = (q, qs.kmin[1], qs.kmax[1], meta.page_table, meta.lengths, PAGE, n_pages(meta))
-    scores = quest_triton.quest_scores(*args)
-    expected = select_pages(scores, meta.lengths, PAGE, topk, sink, local)
-    got, phys = quest_triton.quest_select(*args, topk, sink, local, fused=fused, block_p=16)
+    got, phys, scores = quest_triton.quest_select(*args, topk, sink, local, fused=fused, block_p=16,
+                                                  return_scores=True)
+    reference = quest_torch.quest_scores(*args)
+    assert torch.equal(scores.isinf(), reference.isinf())
+    fin = reference.isfinite()
+    torch.testing.assert_close(scores[fin], reference[fin], rtol=1e-5, atol=1e-4)
+    expected = select_pages(scores, meta.lengths, PAGE, topk, sink, local)  # exactly the top-k of its own scores
     assert torch.equal(got, expected)
     lp = expected.clamp(min=0).long()
     want_phys = torch.where(expected >= 0, meta.page_table.long().gather(1, lp.view(len(LENGTHS), -1)).view(lp.shape),

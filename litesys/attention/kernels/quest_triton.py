@@ -189,10 +189,12 @@ def fuse_by_default(batch: int, num_kv_heads: int, n_pages: int, device: torch.d
 def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, page_size: int, n_pages: int, topk: int, sink: int, local: int,
                  fused: bool | None = None, block_p: int = 64, scores: torch.Tensor | None = None,
-                 num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 num_warps: int | None = None, return_scores: bool = False) -> tuple[torch.Tensor, ...]:
     """(sel, phys) [B, Hkv, S] int32: the selection of ``sparse.quest.select_pages`` and its physical pages
     (0 in empty slots). Two launches (scores, select) or one (``fused``); no torch ops in between.
-    ``scores``: precomputed (unfused) scores, for timing the selection alone."""
+    ``scores``: precomputed (unfused) scores, for timing the selection alone. ``return_scores``: also return the
+    [B, Hkv, n_pages] scores the selection was made from. The fused program computes the same bound per head
+    with tensor-core dots, so its scores may differ from the score kernel's in the last bits (summation order)."""
     b, hq, d = q.shape
     hkv = kmin.shape[1]
     n_sink, n_local = page_counts(page_size, sink, local)
@@ -200,10 +202,11 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
     np_pad = next_pow2(n_pages)
     if np_pad > MAX_SELECT_PAGES:
         from litesys.attention.sparse.quest import select_pages
-        sel = select_pages(quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages), lengths,
-                           page_size, topk, sink, local)
+        scores = quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages)
+        sel = select_pages(scores, lengths, page_size, topk, sink, local)
         phys = page_table.long().gather(1, sel.clamp(min=0).long().view(b, -1)).view(sel.shape)
-        return sel, torch.where(sel >= 0, phys, 0).to(torch.int32)
+        phys = torch.where(sel >= 0, phys, 0).to(torch.int32)
+        return (sel, phys, scores) if return_scores else (sel, phys)
     if fused is None:
         fused = fuse_by_default(b, hkv, n_pages, q.device)
     if fused:
@@ -223,7 +226,7 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
         S_PAD=next_pow2(n_slots), FUSED=fused, PDL=pdl, num_warps=num_warps or num_warps_for(np_pad),
         launch_pdl=pdl,
     )
-    return sel, phys
+    return (sel, phys, scores) if return_scores else (sel, phys)
 
 
 @triton.jit
