@@ -229,3 +229,11 @@ def model_id(model: str) -> str:
 def check_model(model: str) -> None:
     if not os.path.exists(model) and (model.startswith((".", "/", "~")) or model.count("/") != 1):
         raise UsageError(f"--model {model} is neither a local checkpoint directory nor a hub id (org/name)")
+
+
+def output_dir(args: argparse.Namespace, run_name: str) -> Path:
+    """``--output_dir``, else ``outputs/<run_name>/<model name>``; refuses a path that is a file."""
+    out = Path(args.output_dir or Path("outputs") / run_name / Path(args.model.rstrip("/")).name)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output_dir {out} is a file; pass a folder")
+    return out

@@ -96,20 +96,24 @@ def resolve_local(task: str, data_file: str | None, data_dir: str | None) -> Pat
 
 
 def read_rows(path: Path) -> list[dict]:
+    """Rows of a .parquet file, a .json array, or JSON lines (streamed: LiveCodeBench files run to gigabytes)."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        return json.loads(text)
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n} is not valid JSON ({e.msg}); expected one JSON object per line") from e
+    with open(path, encoding="utf-8") as f:
+        if path.suffix == ".json" and f.read(4096).lstrip().startswith("["):
+            f.seek(0)
+            return json.load(f)
+        f.seek(0)
+        rows = []
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n} is not valid JSON ({e.msg}); expected one JSON object per line, "
+                                    "fix or remove that line") from e
     return rows
 
 

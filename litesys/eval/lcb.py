@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from litesys.eval.data import read_rows
+
 HUB_REPO = "livecodebench/code_generation_lite"
 _FILES = ["test.jsonl"] + [f"test{i}.jsonl" for i in range(2, 7)]
 RELEASES: dict[str, list[str]] = {f"release_v{i}": _FILES[:i] for i in range(1, 7)}
@@ -56,22 +58,6 @@ def release_files(tag: str) -> list[str]:
     return RELEASES[tag]
 
 
-def _read_local(path: Path) -> list[dict]:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not JSON ({e.msg}): fix or remove that line") from None
-    return rows
-
-
 def _download(files: list[str], cache_dir: str | None) -> list[Path]:
     from huggingface_hub import hf_hub_download
 
@@ -100,10 +86,10 @@ def load_problems(dataset: str, start_date: str | None = None, end_date: str | N
     if dataset.endswith((".jsonl", ".parquet")):
         if not local.is_file():
             raise ValueError(f"dataset file {dataset} does not exist")
-        rows = _read_local(local)
+        rows = read_rows(local)
         where = dataset
     else:
-        rows = [r for p in _download(release_files(dataset), cache_dir) for r in _read_local(p)]
+        rows = [r for p in _download(release_files(dataset), cache_dir) for r in read_rows(p)]
         where = f"{HUB_REPO}:{dataset}"
     for i, row in enumerate(rows):
         missing = [k for k in REQUIRED_FIELDS if k not in row]

@@ -88,9 +88,7 @@ def prepare(args: argparse.Namespace) -> tuple[list[dict], list[str], dict, Path
     args.dtype_resolved = cli.resolve_dtype(args, devices)
     config = run_config(args, problems)  # UsageError on sparse-attention flags that do not combine
     name = Path(args.data_file).stem if args.data_file else args.release
-    out = Path(args.output_dir or Path("outputs") / f"lcb_{name}" / Path(args.model.rstrip("/")).name)
-    if out.exists() and not out.is_dir():
-        raise cli.UsageError(f"--output_dir {out} is a file; pass a folder")
+    out = cli.output_dir(args, f"lcb_{name}")
     check_run_config(out, config)
     return problems, devices, config, out
 

@@ -106,9 +106,7 @@ def prepare(args: argparse.Namespace) -> tuple[Dataset, list[str], dict, Path]:
     devices = cli.resolve_devices(args)
     args.dtype_resolved = cli.resolve_dtype(args, devices)
     config = run_config(args, data)  # UsageError on sparse-attention flags that do not combine
-    out = Path(args.output_dir or Path("outputs") / args.task / Path(args.model.rstrip("/")).name)
-    if out.exists() and not out.is_dir():
-        raise cli.UsageError(f"--output_dir {out} is a file; pass a folder")
+    out = cli.output_dir(args, args.task)
     check_run_config(out, config)
     return data, devices, config, out
 
