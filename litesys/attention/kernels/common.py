@@ -128,6 +128,21 @@ def online_softmax_step(acc, m, den, s, v, DOT_PREC: tl.constexpr):
 
 
 @triton.jit
+def attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks, stride_kh,
+                       stride_vp, stride_vs, stride_vh, qk_scale, D: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Fold one block of paged K/V rows (physical ``page`` int64, ``slot`` in the page, ``valid`` [N]) of KV head
+    ``kvh`` into the online-softmax state of the group's queries ``q`` [G_PAD, D]; invalid rows are never read."""
+    offs_d = tl.arange(0, D)
+    k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
+                mask=valid[:, None], other=0.0)
+    s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
+    s = tl.where(valid[None, :], s, float("-inf"))
+    v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
+                mask=valid[:, None], other=0.0)
+    return online_softmax_step(acc, m, den, s, v, DOT_PREC)
+
+
+@triton.jit
 def store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
                   G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
     """Write one split's normalized output [G, D] and log2-sum-exp [G] for query heads kvh*G .. kvh*G+G-1."""

@@ -12,9 +12,8 @@ import triton
 import triton.language as tl
 
 from litesys.attention.kernels.common import (
+    attend_paged_block,
     load_q_group,
-    mma,
-    online_softmax_step,
     softmax_state,
     split_bounds,
     store_final,
@@ -42,7 +41,6 @@ def _decode_split_kernel(
     length = tl.load(len_ptr + b)
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
     # Short sequences leave trailing splits empty: their loop is empty (and with several splits, nothing is stored).
-    offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
     q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
     m, den, acc = softmax_state(G_PAD, D)
@@ -52,13 +50,8 @@ def _decode_split_kernel(
         valid = pos < end
         page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
         slot = pos % PAGE
-        k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
-        s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-        s = tl.where(valid[None, :], s, float("-inf"))
-        v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
-        acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+        acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks,
+                                         stride_kh, stride_vp, stride_vs, stride_vh, qk_scale, D, DOT_PREC)
     if DIRECT:
         store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G, G_PAD, D)
     elif start < length:

@@ -35,13 +35,13 @@ import triton.language as tl
 
 from litesys.attention.kernels.common import (
     LOG2E,
+    attend_paged_block,
     dot_precision,
     group_pad,
     load_q_group,
     mma,
     next_pow2,
     num_sms,
-    online_softmax_step,
     pdl_launch_dependents,
     pdl_wait,
     softmax_state,
@@ -285,7 +285,6 @@ def _quest_decode_kernel(
     length = tl.load(len_ptr + b)
     start = split * SPLIT
     end = tl.minimum(start + SPLIT, n_virtual)
-    offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
     q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
     pdl_wait(PDL)  # the selection is the previous kernel's output
@@ -304,13 +303,8 @@ def _quest_decode_kernel(
         else:
             page = tl.load(pt_row + lp, mask=valid, other=0).to(tl.int64)
         slot = vpos % PAGE
-        k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
-        s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-        s = tl.where(valid[None, :], s, float("-inf"))
-        v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
-        acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+        acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks,
+                                         stride_kh, stride_vp, stride_vs, stride_vh, qk_scale, D, DOT_PREC)
     pdl_launch_dependents(PDL)  # the merge's programs may be placed while the last splits finish
     store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                   stride_lb, stride_lh, G, G_PAD, D)
