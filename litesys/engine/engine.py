@@ -197,18 +197,16 @@ class Engine:
     def _ensure_pages(self) -> None:
         """Give a new page to each sequence whose next token starts one; preempt the newest when short."""
         ps, st = self.page_size, self.state
+        collected = False
         while True:
-            B = len(self.running)
-            need = np.nonzero(st.seq_len_host[:B] % ps == 0)[0]
+            need = np.nonzero(st.seq_len_host[:len(self.running)] % ps == 0)[0]
             if len(need) <= self.alloc.num_free:
                 break
-            # finished-but-uncollected sequences free their pages first; never recompute a finished one
-            self._collect_finished(self._on_seq_done)
-            B = len(self.running)
-            need = np.nonzero(st.seq_len_host[:B] % ps == 0)[0]
-            if len(need) <= self.alloc.num_free:
-                break
-            self._preempt_newest()
+            if not collected:  # finished-but-uncollected sequences free their pages first: never recompute one
+                self._collect_finished(self._on_seq_done)
+                collected = True
+            else:
+                self._preempt_newest()
         if len(need) == 0:
             return
         pages = self.alloc.alloc(len(need))
