@@ -73,7 +73,7 @@ class RandomCheckpoint:
             "embed_tokens.weight": [raw["vocab_size"], H], "lm_head.weight": [raw["vocab_size"], H],
             "q_proj.weight": [heads * D, H], "k_proj.weight": [kv * D, H], "v_proj.weight": [kv * D, H],
             "q_proj.bias": [heads * D], "k_proj.bias": [kv * D], "v_proj.bias": [kv * D],
-            "o_proj.weight": [H, heads * D], "q_norm.weight": [D], "k_norm.weight": [D],
+            "o_proj.weight": [H, heads * D], "o_proj.bias": [H], "q_norm.weight": [D], "k_norm.weight": [D],
             "mlp.gate.weight": [raw.get("num_experts", 0), H],
             "gate_proj.weight": [inter, H], "up_proj.weight": [inter, H], "down_proj.weight": [H, inter],
             "expert.gate_proj.weight": [moe_inter, H], "expert.up_proj.weight": [moe_inter, H],

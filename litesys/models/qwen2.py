@@ -6,4 +6,5 @@ from litesys.models.qwen3 import Qwen3ForCausalLM
 
 class Qwen2ForCausalLM(Qwen3ForCausalLM):
     qkv_bias = True
+    o_bias = False  # transformers' Qwen2 o_proj never has a bias
     qk_norm = False

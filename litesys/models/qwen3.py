@@ -28,13 +28,15 @@ class LayerWeights:
     q_norm: torch.Tensor | None  # [D]
     k_norm: torch.Tensor | None
     o: torch.Tensor  # [H, hq * D]
+    o_bias: torch.Tensor | None  # [H], added once after the all-reduce (Qwen3 with attention_bias=True)
     ln2: torch.Tensor
     gate_up: torch.Tensor  # [2 * I, H] fused at load
     down: torch.Tensor  # [H, I]
 
 
 class Qwen3ForCausalLM:
-    qkv_bias = False
+    qkv_bias = False  # q/k/v bias even without attention_bias (Qwen2)
+    o_bias = True  # o_proj has a bias when the config says attention_bias (as transformers; Qwen2: never)
     qk_norm = True
 
     def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int,
@@ -74,6 +76,9 @@ class Qwen3ForCausalLM:
             bias = None
             if self.qkv_bias or a + "q_proj.bias" in ckpt:
                 bias = column_parallel(ckpt, [n.replace("weight", "bias") for n in qkv_names], shards, dt, dev)
+            o_bias = None
+            if self.o_bias and c.attention_bias:  # replicated: every rank holds it, it is added after the reduce
+                o_bias = ckpt.get(a + "o_proj.bias").to(dev, dt)
             self.layers.append(LayerWeights(
                 ln1=ckpt.get(p + "input_layernorm.weight").to(dev, dt),
                 qkv=column_parallel(ckpt, qkv_names, shards, dt, dev),
@@ -81,6 +86,7 @@ class Qwen3ForCausalLM:
                 q_norm=ckpt.get(a + "q_norm.weight").to(dev, dt) if self.qk_norm else None,
                 k_norm=ckpt.get(a + "k_norm.weight").to(dev, dt) if self.qk_norm else None,
                 o=row_parallel(ckpt, a + "o_proj.weight", q_rows, dt, dev),
+                o_bias=o_bias,
                 ln2=ckpt.get(p + "post_attention_layernorm.weight").to(dev, dt),
                 **self.load_mlp(ckpt, i, inter),
             ))
@@ -104,6 +110,8 @@ class Qwen3ForCausalLM:
             q, k, v = qk_norm_rope(qkv, w.q_norm, w.k_norm, self.rope, positions, nq, nkv, eps)
             o = attn(i, q, k, v, meta)
             h = self.dist.all_reduce(F.linear(o.reshape(T, nq * D), w.o))
+            if w.o_bias is not None:  # after the all-reduce: added once, not once per rank
+                h = h + w.o_bias
             x, res = add_rms_norm(h, res, w.ln2, eps)
             h = self.mlp(i, x, w)
         return add_rms_norm(h, res, self.norm, eps)[0]
