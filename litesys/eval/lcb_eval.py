@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from litesys.eval import cli
+from litesys.eval import cli, run_info
 from litesys.eval.lcb import PROBLEM_FIELDS, SYSTEM_PROMPT, build_prompt, load_problems, release_files
 from litesys.eval.runner import Job, RunError, WorkItem, check_run_config, run, sample_seed
 
@@ -111,5 +111,8 @@ def main(argv: list[str] | None = None, prog: str = "eval_lcb.py", tensor_parall
     # counted from the keys alone: the lines (megabytes of test cases each) are never read back here
     summary = {"problems": len(problems), "samples": result.num_samples, "output_dir": str(out)}
     print(json.dumps(summary))
+    info = {**summary, "task": "lcb", "model": config["model"], "trials": args.trial,
+            "expected_samples": len(problems) * args.trial, "run_info": run_info.collect(out), "config": config}
+    (out / "summary.json").write_text(json.dumps(info, indent=2) + "\n")  # not *.jsonl: grading skips it
     print(f"grade with: python grade_lcb.py --output_dir {out} --output_file {out}.verdicts.jsonl")
     return summary

@@ -1,0 +1,366 @@
+"""Compare eval runs: accuracy tables, pass@1 vs generation budget, accuracy vs cost with the Pareto frontier.
+
+    python -m litesys.report RUN [RUN ...] [--budgets 1024,2048,4096] [--arith-intensity I | --gpu NAME]
+                             [--png FILE] [--cost-png FILE] [--json FILE] [--no-plot] [--allow-mixed-tasks]
+
+A RUN is a math eval folder (graded samples), an eval_lcb.py folder (its grade_lcb.py verdicts found beside it)
+or a verdict file. Budget sweeps truncate the recorded samples (a sample counts only if it finished within the
+budget, and costs what it would have cost cut there); trial sweeps use the unbiased pass@k for every k up to
+the trial count. Bands are 95% bootstrap intervals over problems and trials. docs/report.md, docs/cost.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from litesys.eval.cost import GPUS, arith_intensity, gpu_key
+from litesys.eval.metrics import bootstrap_pass_at_k, default_budgets, ks_up_to, mean_pass_at_k, pareto_frontier
+from litesys.eval.report_runs import ReportError, Run, load_run
+
+PNG = "pass1_vs_budget.png"
+COST_PNG = "accuracy_vs_cost.png"
+BOOTSTRAP = 1000
+
+
+@dataclass
+class Point:
+    """Accuracy of one run at (k trials, budget tokens), with its 95% band and its cost per problem."""
+
+    run: str
+    k: int
+    budget: int
+    accuracy: float
+    lo: float
+    hi: float
+    eflops: float | None  # modelled, per problem (k samples)
+    gpu_s: float | None  # measured, per problem (the run's GPU-seconds shared out by modelled cost)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def tokens_label(n: int) -> str:
+    """1024 -> 1K, 1536 -> 1.5K, 32768 -> 32K, 500 -> 500."""
+    if n >= 1024 and n % 512 == 0:
+        v = n / 1024
+        return f"{v:g}K"
+    return str(n)
+
+
+def method_label(sparse: dict | None) -> str:
+    if not sparse:
+        return "dense"
+    s = sparse
+    if s.get("quest_topk_blocks") is not None:
+        return f"quest {s['quest_topk_blocks']}x{s.get('quest_block_size') or 16}"
+    if s.get("attn_custom"):
+        return str(s["attn_custom"])
+    for key, name in (("attn_topk", "topk"), ("attn_random_select", "random"), ("attn_random_nsample", "rand-is"),
+                      ("attn_nsample", "oracle-sample"), ("attn_oracle_topp", "oracle-topp")):
+        if s.get(key) is not None:
+            return f"{name} {s[key]}"
+    if s.get("attn_block_topk") is not None:
+        name = "stride" if s.get("attn_stride") else "block_topk"
+        return f"{name} {s['attn_block_topk']}x{s.get('attn_block_size', 16)}"
+    if s.get("attn_local") is not None:
+        return f"local {s['attn_local']}"
+    return "sparse"
+
+
+def _short_model(model: str) -> str:
+    return Path(model.rstrip("/")).name or model
+
+
+def assign_labels(runs: list[Run]) -> None:
+    """model + task + method from each run config; made unique by budget, trials, dtype, then folder name."""
+    base = [f"{_short_model(r.model)} {r.task} {method_label(r.config.get('sparse'))}" for r in runs]
+    extras = [
+        lambda r: tokens_label(r.gen_len) if r.gen_len else "",
+        lambda r: f"x{r.trials}",
+        lambda r: str(r.config.get("dtype") or ""),
+        lambda r: r.path.name,
+    ]
+    labels = base
+    for extra in extras:
+        if len(set(labels)) == len(labels):
+            break
+        dup = {x for x in labels if labels.count(x) > 1}
+        labels = [f"{lab} {extra(r)}".strip() if lab in dup else lab for lab, r in zip(labels, runs)]
+    for r, lab in zip(runs, labels):
+        r.label = lab
+
+
+# ---------------------------------------------------------------- accuracy and cost per (k, budget)
+
+
+def run_budgets(run: Run, budgets: list[int]) -> list[int]:
+    """The budgets that truncate this run (below its own generation budget), plus that budget."""
+    lengths = [s["num_tokens"] for s in run.samples if s["num_tokens"] is not None]
+    top = run.gen_len or (max(lengths) if lengths else None)
+    if top is None:
+        return [max(budgets)] if budgets else []
+    return sorted({b for b in budgets if b < top} | {top})
+
+
+def _per_problem(run: Run) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for s in run.samples:
+        groups.setdefault(s["problem_id"], []).append(s)
+    return groups
+
+
+def _sample_cost(run: Run, s: dict, budget: int) -> float | None:
+    if run.cost_model is None or s["num_tokens"] is None or s["prompt_tokens"] is None:
+        return None
+    return run.cost_model.sample(s["prompt_tokens"], min(s["num_tokens"], budget)).eflops
+
+
+def _gpu_rate(run: Run) -> tuple[float | None, str]:
+    """Measured GPU-seconds per unit of sample weight (modelled eFLOPs, else generated tokens)."""
+    gpu_s, made = run.timing.get("gpu_s"), run.timing.get("samples_generated")
+    if not gpu_s or not made:
+        return None, ""
+    full = [_sample_cost(run, s, s["num_tokens"] or 0) for s in run.samples]
+    if all(c is not None for c in full) and full:
+        weight = "eflops"
+    else:
+        full = [float((s["prompt_tokens"] or 0) + (s["num_tokens"] or 0)) for s in run.samples]
+        weight = "tokens"
+    mean = sum(full) / len(full) if full else 0.0
+    return (gpu_s / (mean * made), weight) if mean > 0 else (None, "")
+
+
+def run_points(run: Run, budgets: list[int], ks: list[int] | None = None, reps: int = BOOTSTRAP) -> list[Point]:
+    """Every (k, budget) point of a run. Cost per problem at (k, b) = k x the problem's mean sample cost at b,
+    averaged over the problems that have k samples (the ones pass@k averages over)."""
+    groups = list(_per_problem(run).values())
+    n = [len(g) for g in groups]
+    ks = ks or ks_up_to(max(n))
+    rate, weight = _gpu_rate(run)
+    points = []
+    for b in run_budgets(run, budgets):
+        c = [sum(s["correct"] and (s["num_tokens"] is None or s["num_tokens"] <= b) for s in g) for g in groups]
+        costs = [[_sample_cost(run, s, b) for s in g] for g in groups]
+        mean_cost = [None if any(x is None for x in cs) else sum(cs) / len(cs) for cs in costs]
+        if weight == "tokens":
+            mean_w = [sum((s["prompt_tokens"] or 0) + min(s["num_tokens"] or 0, b) for s in g) / len(g)
+                      for g in groups]
+        else:
+            mean_w = mean_cost
+        for k in ks:
+            elig = [i for i, m in enumerate(n) if m >= k]
+            if not elig:
+                continue
+            acc = mean_pass_at_k(n, c, k)
+            lo, hi = bootstrap_pass_at_k(n, c, k, reps=reps, seed=k * 100003 + b)
+            ef = None if any(mean_cost[i] is None for i in elig) else k * sum(mean_cost[i] for i in elig) / len(elig)
+            gs = None
+            if rate is not None and all(mean_w[i] is not None for i in elig):
+                gs = rate * k * sum(mean_w[i] for i in elig) / len(elig)
+            points.append(Point(run.label, k, b, acc, lo, hi, ef, gs))
+    return points
+
+
+def frontier(points: list[Point], cost: str) -> list[Point]:
+    """The Pareto frontier (lowest cost for its accuracy) over all points that have this cost."""
+    have = [p for p in points if getattr(p, cost) is not None]
+    return [have[i] for i in pareto_frontier([(getattr(p, cost), p.accuracy) for p in have])]
+
+
+# ---------------------------------------------------------------- tables
+
+
+def format_table(summary: dict) -> str:
+    """An eval summary (summary.json) as an aligned two-column table."""
+    rows = [("task", str(summary.get("task", "?"))), ("model", str(summary.get("model", "?"))),
+            ("samples", f"{summary['samples']} ({summary['problems']} problems x {summary.get('trials', '?')} trials)"
+             + ("" if summary.get("complete", True) else f", INCOMPLETE: expected {summary.get('expected_samples')}")),
+            ("pass@1", f"{summary['pass@1']:.4f}")]
+    rows += [(k, f"{v:.4f}") for k, v in summary.get("pass@k", {}).items() if k != "pass@1"]
+    rows += [(k, f"{v:.4f}") for k, v in summary.get("maj@k", {}).items()]
+    if "mean_tokens" in summary:
+        rows.append(("mean tokens", f"{summary['mean_tokens']:.1f}"))
+    if summary.get("finish_reasons"):
+        rows.append(("finish reasons", ", ".join(f"{k} {v}" for k, v in summary["finish_reasons"].items())))
+    if "grading" in summary:
+        rows.append(("grading", ", ".join(f"{k} {v}" for k, v in summary["grading"].items())))
+    t = (summary.get("run_info") or {}).get("timing") or {}
+    if t:
+        rows.append(("time", f"{t['wall_s']:.1f} s wall, {t['gpu_s']:.1f} GPU-s, {t.get('tok_s') or 0:.0f} tok/s "
+                             f"({', '.join(t.get('gpus', []))})"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _fmt_cost(x: float | None, unit: str = "") -> str:
+    return "-" if x is None else f"{x:.3g}{unit}"
+
+
+def runs_table(runs: list[Run], points: dict[str, list[Point]]) -> str:
+    rows = []
+    for r in runs:
+        top = [p for p in points[r.label] if p.k == 1 and p.budget == max(q.budget for q in points[r.label])]
+        p1 = top[0] if top else None
+        lengths = [s["num_tokens"] for s in r.samples if s["num_tokens"] is not None]
+        reasons = Counter(str(s["finish_reason"]) for s in r.samples if s["finish_reason"] is not None)
+        flag = "" if r.complete else f"INCOMPLETE {len(r.samples)}/{r.expected}"
+        rows.append([r.label, f"{len(r.samples)}/{r.expected}", flag or "ok",
+                     f"{p1.accuracy:.4f} [{p1.lo:.3f}, {p1.hi:.3f}]" if p1 else "-",
+                     f"{sum(lengths) / len(lengths):.0f}" if lengths else "-",
+                     ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "-",
+                     _fmt_cost(p1.eflops if p1 else None), _fmt_cost(p1.gpu_s if p1 else None)])
+    return _grid(["run", "samples", "status", "pass@1 [95% CI]", "mean len", "finish reasons", "eFLOPs/problem",
+                  "GPU-s/problem"], rows)
+
+
+def passk_table(runs: list[Run], points: dict[str, list[Point]]) -> str:
+    top = {r.label: max(p.budget for p in points[r.label]) for r in runs if points[r.label]}
+    ks = sorted({p.k for r in runs for p in points[r.label]})
+    rows = []
+    for k in ks:
+        row = [f"pass@{k}"]
+        for r in runs:
+            hit = [p for p in points[r.label] if p.k == k and p.budget == top.get(r.label)]
+            row.append(f"{hit[0].accuracy:.4f}" if hit else "-")
+        rows.append(row)
+    return _grid(["k"] + [r.label for r in runs], rows)
+
+
+def budget_table(runs: list[Run], points: dict[str, list[Point]]) -> str:
+    budgets = sorted({p.budget for r in runs for p in points[r.label]})
+    rows = []
+    for b in budgets:
+        row = [tokens_label(b)]
+        for r in runs:
+            hit = [p for p in points[r.label] if p.k == 1 and p.budget == b]
+            row.append(f"{hit[0].accuracy:.4f} [{hit[0].lo:.3f}, {hit[0].hi:.3f}]" if hit else "-")
+        rows.append(row)
+    return _grid(["budget"] + [f"pass@1 {r.label}" for r in runs], rows)
+
+
+def frontier_table(front: list[Point], cost: str) -> str:
+    unit = {"eflops": "eFLOPs/problem", "gpu_s": "GPU-s/problem"}[cost]
+    rows = [[p.run, str(p.k), tokens_label(p.budget), f"{p.accuracy:.4f}", _fmt_cost(getattr(p, cost))]
+            for p in front]
+    return _grid(["run", "k", "budget", "accuracy", unit], rows)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m litesys.report", description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="eval output folder, eval_lcb.py folder, or grade_lcb.py verdict file")
+    p.add_argument("--budgets", default=None, help="comma-separated token budgets (default: powers of two)")
+    p.add_argument("--arith-intensity", "--arith_intensity", dest="arith_intensity", type=float, default=None,
+                   help="FLOPs per byte for eFLOPs = FLOPs + I x bytes (default: the run's GPU, docs/cost.md)")
+    p.add_argument("--gpu", default=None, help=f"take I from this GPU of the table ({', '.join(GPUS)})")
+    p.add_argument("--png", type=Path, default=None, help=f"pass@1-vs-budget plot (default FIRST_RUN/{PNG})")
+    p.add_argument("--cost-png", "--cost_png", dest="cost_png", type=Path, default=None,
+                   help=f"accuracy-vs-cost plot (default FIRST_RUN/{COST_PNG})")
+    p.add_argument("--json", type=Path, default=None, help="also write every point and both frontiers as JSON")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap resamples (default {BOOTSTRAP})")
+    p.add_argument("--no-plot", "--no_plot", dest="no_plot", action="store_true", help="print the tables only")
+    p.add_argument("--allow-mixed-tasks", "--allow_mixed_tasks", dest="allow_mixed_tasks", action="store_true",
+                   help="compare runs of different tasks (their accuracies do not share a scale)")
+    return p
+
+
+def _parse_budgets(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        budgets = sorted({int(b) for b in text.split(",") if b.strip()})
+    except ValueError:
+        budgets = []
+    if not budgets or budgets[0] < 1:
+        raise ReportError(f"--budgets needs comma-separated positive integers, e.g. 1024,2048,4096; got {text!r}")
+    return budgets
+
+
+def load_runs(args: argparse.Namespace) -> tuple[list[Run], list[int]]:
+    """Every check that can fail on input, before anything is computed or written."""
+    budgets = _parse_budgets(args.budgets)
+    if args.bootstrap < 1:
+        raise ReportError(f"--bootstrap must be >= 1, got {args.bootstrap}")
+    intensity = args.arith_intensity
+    if intensity is not None and not intensity > 0:
+        raise ReportError(f"--arith-intensity must be > 0 FLOPs/byte, got {intensity}")
+    if args.gpu is not None:
+        if intensity is not None:
+            raise ReportError("pass --arith-intensity or --gpu, not both")
+        if gpu_key(args.gpu) is None:
+            raise ReportError(f"--gpu {args.gpu!r} is not in the table ({', '.join(GPUS)}); pass --arith-intensity")
+        intensity = arith_intensity(args.gpu)[0]
+    runs = [load_run(p, intensity) for p in args.runs]
+    tasks = {r.task for r in runs}
+    if len(tasks) > 1 and not args.allow_mixed_tasks:
+        kinds = ", ".join(f"{r.path} ({r.task})" for r in runs)
+        raise ReportError(f"the runs are of different tasks ({kinds}); compare one task at a time or pass "
+                          "--allow-mixed-tasks")
+    if budgets is None:
+        tops = [r.gen_len or max((s["num_tokens"] or 1) for s in r.samples) for r in runs]
+        budgets = default_budgets(max(tops))
+    assign_labels(runs)
+    return runs, budgets
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def fail(msg: str) -> int:
+        print(f"python -m litesys.report: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        runs, budgets = load_runs(args)
+    except (ReportError, ValueError) as e:
+        return fail(str(e))
+    if not args.no_plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return fail("matplotlib is not installed: pip install matplotlib (or pass --no-plot)")
+    points = {r.label: run_points(r, budgets, reps=args.bootstrap) for r in runs}
+    everything = [p for r in runs for p in points[r.label]]
+    fronts = {c: frontier(everything, c) for c in ("eflops", "gpu_s")}
+    print(runs_table(runs, points), "", passk_table(runs, points), "", budget_table(runs, points), sep="\n")
+    for r in runs:
+        for note in r.notes:
+            print(f"note: {r.label}: {note}")
+        if r.cost_model is None:
+            print(f"note: {r.label}: no cost model (no cost_model.json and no local checkpoint config): no eFLOPs")
+    for c, name in (("eflops", "modelled eFLOPs"), ("gpu_s", "measured GPU-seconds")):
+        if fronts[c]:
+            print(f"\nPareto frontier, accuracy vs {name} per problem:\n{frontier_table(fronts[c], c)}")
+    if args.json:
+        args.json.write_text(json.dumps({"points": [asdict(p) for p in everything],
+                                         "frontier": {c: [asdict(p) for p in f] for c, f in fronts.items()}},
+                                        indent=1) + "\n")
+    if args.no_plot:
+        return 0
+    from litesys.eval.report_plot import plot_budget, plot_cost
+
+    first = runs[0].path
+    png, cost_png = args.png or first / PNG, args.cost_png or first / COST_PNG
+    plot_budget(runs, points).savefig(png, dpi=120)
+    print(f"plot: {png}")
+    if any(p.eflops is not None or p.gpu_s is not None for p in everything):
+        plot_cost(runs, points, fronts).savefig(cost_png, dpi=120)
+        print(f"plot: {cost_png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
