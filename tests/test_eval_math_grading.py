@@ -163,5 +163,6 @@ def test_grader_records_timeouts_as_wrong_and_the_summary_counts_them():
     assert recs[1]["correct"] is True and recs[1]["grade_status"] == "ok" and recs[1]["answer_key"] == "5"
     for i, r in enumerate(recs):
         r.update(problem_id=f"p{i}", trial=0, num_tokens=3, finish_reason="stop")
-    s = summarize_run(recs, Namespace(task="aime24", trial=1, limit=None), {"model": "m"}, n_problems=2)
+    args = Namespace(task="aime24", trial=1, limit=None, skip_problems=[], grader="litesys", compare_graders=False)
+    s = summarize_run(recs, args, {"model": "m"}, n_problems=2)
     assert s["grading"]["timeouts"] == 1 and s["pass@1"] == 0.5 and s["complete"]

@@ -1,8 +1,11 @@
-"""Math answer extraction and grading with math-verify.
+"""Math grading: two graders over math-verify.
 
-The prediction is the response's final answer: the last ``\\boxed{}`` (after ``</think>`` when the model
-thought), else math-verify's own search of the response's tail (answer anchors, then the final expression).
-The gold is parsed as a plain expression for integer-answer tasks and as LaTeX for MATH.
+``litesys`` (the default) applies the final-answer policy (litesys/eval/math_answer.py: a cut response needs a
+committed answer, a hedged one is wrong), rewrites the answer's text into the LaTeX math-verify reads
+(litesys/eval/math_normalize.py), matches multiple-choice letters, and refuses a truncated decimal for a
+non-terminating exact gold. ``math-verify`` is plain math-verify configured as lighteval does (closed
+``<think>`` blocks removed, ``ExprExtractionConfig`` + ``LatexExtractionConfig`` on prediction and gold,
+5-digit float rounding), for numbers comparable with published ones. docs/eval_math.md states the policy.
 
 ``grade``/``grade_detail`` run in the calling process. math-verify's own timeouts use SIGALRM, which only
 works in a main thread, and sympy can hang in C code that no signal interrupts: long runs grade through
@@ -12,13 +15,18 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from litesys.eval.math_answer import boxes, final_answer
+from litesys.eval.math_normalize import choice_letter, normalize, pred_choice
+
+GRADERS = ("litesys", "math-verify")
 # gold_format per task: "expr" for integer answers, "latex" for MATH-style answers, "auto" tries both.
 GOLD_FORMATS = {"aime24": "expr", "aime25": "expr", "amc23": "expr", "gsm8k": "expr", "math500": "latex"}
 TAIL_CHARS = 2000  # the fallback search only looks at the response's tail: the final answer is there
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 _BOLD_RE = re.compile(r"\\(?:textbf|mathbf|bf)\s*\{([^{}]*)\}")  # bold is formatting, not a text answer
+_DECIMAL_RE = re.compile(r"-?\d*\.\d+")
+_THINK_RE = re.compile(r"<think>.*?</think>", re.S)
 
 
 @dataclass
@@ -26,42 +34,23 @@ class Graded:
     correct: bool
     extracted: str | None  # the answer text found in the response (None: no answer found)
     key: str | None  # canonical form of the parsed answer, for majority voting
+    source: str = "none"  # where the answer was found: box | marker | statement | tail | none
+    reason: str | None = None  # why there is no answer: no_final_answer | hedged (None: an answer was found)
+
+    def as_tuple(self) -> tuple:
+        return self.correct, self.extracted, self.key, self.source, self.reason
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox``) with nested braces, or of ``\\boxed 5``."""
-    for m in reversed(list(_BOX_RE.finditer(text))):
-        i = m.end()
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                if text[j] == "{" and text[j - 1] != "\\":
-                    depth += 1
-                elif text[j] == "}" and text[j - 1] != "\\":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1:j].strip()
-                j += 1
-            continue  # unclosed box (e.g. cut by the length limit): try an earlier one
-        tok = re.match(r"[^\s$]+", text[i:])
-        if tok:
-            return tok.group(0).rstrip(".,")
-    return None
+    """Content of the last closed ``\\boxed{...}`` (or ``\\fbox``, or ``\\boxed 5``); an unclosed one is skipped."""
+    found = boxes(text)
+    return found[-1][2] if found else None
 
 
 def clean_answer(ans: str) -> str:
     """Formatting that math-verify misreads: bold wrappers and a sentence's final period (``\\boxed{104.}``)."""
     ans = _BOLD_RE.sub(r"\1", ans).strip()
     return re.sub(r"(?<=\d)\s*[.,;:]$", "", ans).strip()
-
-
-def after_marker(text: str) -> str | None:
-    """The GSM8K convention: the answer is the rest of the line after the last ``####``."""
-    idx = text.rfind("####")
-    if idx < 0:
-        return None
-    ans = text[idx + 4:].strip().split("\n", 1)[0].strip()
-    return ans or None
 
 
 def final_part(response: str) -> str:
@@ -72,6 +61,21 @@ def final_part(response: str) -> str:
 
 def gold_format(task: str) -> str:
     return GOLD_FORMATS.get(task, "auto")
+
+
+def gold_parts(gold: str) -> list[str]:
+    """The gold's top-level comma-separated values (``3, 5, 7`` -> 3 parts; a tuple or interval is one)."""
+    parts, depth, cur = [], 0, ""
+    for ch in gold:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
 
 
 def _timeouts() -> dict:
@@ -93,44 +97,114 @@ def _parse_gold(gold: str, fmt: str, timeout: int | None) -> list:
     return parsed
 
 
-def _parse_pred(response: str, timeout: int | None) -> tuple[list, str | None]:
+def _parse_answer(text: str, timeout: int | None) -> list:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    text = final_part(response)
-    found = last_boxed(text)
-    if found is None:
-        found = after_marker(text)
-    if found is not None:
-        configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-        return parse("\\boxed{" + clean_answer(found) + "}", configs, parsing_timeout=timeout), found
-    tail = text[-TAIL_CHARS:].replace("\\$", "")  # an escaped currency sign hides the number from math-verify
-    parsed = parse(tail, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=timeout)
-    extracted = parsed[-1] if parsed and isinstance(parsed[-1], str) else (str(parsed[0]) if parsed else None)
-    return parsed, extracted
+    configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    return parse("\\boxed{" + clean_answer(text) + "}", configs, parsing_timeout=timeout)
 
 
-def grade_detail(task: str, response: str, gold: str) -> Graded:
-    """Grade ``response`` against ``gold`` for ``task`` and say which answer was found."""
+def _all_equal(parts: list[str], t: dict) -> bool:
+    """Do the offered candidates all have one value (then the answer is not a hedge)?"""
     from math_verify import verify
 
+    parsed = [_parse_answer(p, t["parse"]) for p in parts]
+    return all(parsed) and all(verify(parsed[0], p, timeout_seconds=t["verify"]) for p in parsed[1:])
+
+
+def _truncated_decimal(pred_text: str, gold_parsed: list) -> bool:
+    """A finite decimal such as ``0.333`` against a gold whose exact value never terminates (``1/3``)."""
+    import sympy
+
+    if not _DECIMAL_RE.fullmatch(clean_answer(pred_text).replace(" ", "")):
+        return False
+    value = gold_parsed[0] if gold_parsed else None
+    if not isinstance(value, sympy.Rational) or value.q == 1:
+        return False
+    q = int(value.q)
+    for p in (2, 5):
+        while q % p == 0:
+            q //= p
+    return q != 1
+
+
+def _grade_litesys(task: str, response: str, gold: str, finish_reason: str | None) -> Graded:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
     t = _timeouts()
-    pred, extracted = _parse_pred(response, t["parse"])
-    if not pred:
-        return Graded(False, extracted, None)
-    gold_parsed = _parse_gold(gold, gold_format(task), t["parse"])
+    gold_text = normalize(str(gold).strip())
+    parts = gold_parts(gold_text)
+    scalar = len(parts) == 1 and not gold_text.startswith(("(", "[", "\\left", "\\{"))
+    found = final_answer(response, finish_reason, len(parts))
+    if found.reason == "hedged" and _all_equal([normalize(x, scalar) for x in found.parts], t):
+        found = replace(found, text=found.parts[-1], reason=None)  # "15\frac{39}{40}, or \frac{639}{40}": one value
+    letter = choice_letter(gold_text)
+    if found.source == "tail":  # a finished response without a commitment: math-verify searches its tail
+        tail = normalize(final_part(response)[-TAIL_CHARS:].replace("\\$", ""), scalar)
+        pred = parse(tail, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=t["parse"])
+        extracted = pred[-1] if pred and isinstance(pred[-1], str) else (str(pred[0]) if pred else None)
+        if not pred:
+            return Graded(False, None, None, "none", "no_final_answer")
+    elif found.text is None:
+        return Graded(False, None, None, found.source, found.reason)
+    else:
+        extracted = found.text
+        if letter is not None:  # multiple choice: the letter decides, with or without the option's text
+            got = pred_choice(normalize(found.text, scalar))
+            return Graded(got == letter, found.text, got or found.text.strip(), found.source)
+        pred = _parse_answer(normalize(found.text, scalar), t["parse"])
+        if not pred:
+            return Graded(False, found.text, None, found.source)
+    gold_parsed = _parse_gold(gold_text, gold_format(task), t["parse"])
     if not gold_parsed:
         raise ValueError(f"cannot parse the gold answer {gold!r} of task {task!r}")
     correct = bool(verify(gold_parsed, pred, timeout_seconds=t["verify"]))
+    if correct and found.source != "tail" and _truncated_decimal(normalize(found.text, scalar), gold_parsed):
+        correct = False
     key = str(pred[0]) if not isinstance(pred[0], str) else pred[0].strip()
-    return Graded(correct, extracted, key)
+    return Graded(correct, extracted, key, found.source)
 
 
-def grade(task: str, response: str, gold: str) -> bool:
-    """True when the final answer of ``response`` equals ``gold`` (math-verify equivalence)."""
-    return grade_detail(task, response, gold).correct
+def _grade_math_verify(task: str, response: str, gold: str) -> Graded:
+    """Plain math-verify as lighteval runs it: reasoning blocks removed, the whole rest searched."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    t = _timeouts()
+    text = _THINK_RE.sub("", response)
+    configs = [ExprExtractionConfig(), LatexExtractionConfig(boxed_match_priority=0)]
+    pred = parse(text, configs, fallback_mode="first_match", parsing_timeout=t["parse"])
+    if not pred:
+        return Graded(False, None, None, "none", "no_final_answer")
+    gold = str(gold).strip()
+    gold_text = f"${gold}$" if gold_format(task) == "latex" and not gold.startswith("$") else gold
+    gold_parsed = parse(gold_text, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=t["parse"])
+    if not gold_parsed:
+        raise ValueError(f"cannot parse the gold answer {gold!r} of task {task!r}")
+    correct = bool(verify(gold_parsed, pred, float_rounding=5, timeout_seconds=t["verify"]))
+    extracted = pred[-1] if isinstance(pred[-1], str) else str(pred[0])
+    key = str(pred[0]) if not isinstance(pred[0], str) else pred[0].strip()
+    return Graded(correct, extracted, key, "box" if boxes(text) else "tail")
 
 
-def grade_item(task: str, response: str, gold: str) -> tuple[bool, str | None, str | None]:
-    """Pool entry point (plain tuple: cheap to send between processes)."""
-    g = grade_detail(task, response, gold)
-    return g.correct, g.extracted, g.key
+def grade_detail(task: str, response: str, gold: str, finish_reason: str | None = None,
+                 grader: str = "litesys") -> Graded:
+    """Grade ``response`` against ``gold`` for ``task`` and say which answer was found, where, and why not.
+
+    ``finish_reason``: the engine's (``stop``/``length``/``repetition``); a cut response needs a committed answer.
+    """
+    if grader == "litesys":
+        return _grade_litesys(task, response, gold, finish_reason)
+    if grader == "math-verify":
+        return _grade_math_verify(task, response, gold)
+    raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
+
+
+def grade(task: str, response: str, gold: str, finish_reason: str | None = None, grader: str = "litesys") -> bool:
+    """True when the final answer of ``response`` equals ``gold`` (see ``grade_detail``)."""
+    return grade_detail(task, response, gold, finish_reason, grader).correct
+
+
+def grade_item(task: str, response: str, gold: str, finish_reason: str | None = None,
+               grader: str = "litesys") -> tuple:
+    """Pool entry point: (correct, extracted, key, source, reason), a plain tuple (cheap between processes)."""
+    return grade_detail(task, response, gold, finish_reason, grader).as_tuple()
