@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from litesys.attention.sparse.common import Heads
 from litesys.models.layers import Dist
 
 _groups: dict[int, object] = {}  # tp -> this process's replica group (new_group is collective: make each once)
+_kv_groups: dict[tuple[int, int], object] = {}  # (tp, ranks per KV head) -> this process's KV-sharing group
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,37 @@ def agree_min(d: Dist, value: int, device: torch.device | str) -> int:
     return int(t.item())
 
 
+def kv_group_comm(d: Dist, share: int) -> Dist:
+    """The ``share`` consecutive tp-ranks holding the same KV heads as this one (KV heads replicated when there are
+    fewer than ranks: ``qwen3_dist.kv_head_shard``), as a ``Dist`` whose ``all_reduce`` sums over them only."""
+    if share == d.world:
+        return d  # every rank of the replica holds the same KV head: the replica's own group
+    key = (d.world, share)
+    if key not in _kv_groups:
+        lay = layout(d.world)
+        for r in range(lay.num_replicas):  # every process creates every group, in the same order
+            for j in range(d.world // share):
+                g = dist.new_group([r * d.world + j * share + i for i in range(share)])
+                if r == lay.replica and j == d.rank // share:
+                    _kv_groups[key] = g
+    return Dist(rank=d.rank % share, world=share, group=_kv_groups[key])
+
+
+def sparse_heads(model) -> Heads:
+    """This rank's heads for the sparse methods: global offsets and, when its KV groups' query heads are spread
+    over several ranks, the communicator that completes group scores over them (None at TP 1 or whole groups:
+    no collective at all)."""
+    cfg, d = model.cfg, model.dist
+    n_q, n_kv = model.num_q_heads, model.num_kv_heads
+    group = cfg.num_heads // cfg.num_kv_heads
+    comm = kv_group_comm(d, group // (n_q // n_kv)) if d.world > 1 and n_q // n_kv < group else None
+    return Heads(n_q, n_kv, cfg.num_layers, q_head_start=model.q_heads[0], kv_head_start=model.kv_heads[0],
+                 group=comm, group_size=group)
+
+
 def shutdown() -> None:
     """Destroy the process group (and replica groups) at the end of a clean run; a no-op when none exists."""
     if dist.is_initialized():
         dist.destroy_process_group()
     _groups.clear()
+    _kv_groups.clear()

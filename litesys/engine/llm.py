@@ -92,7 +92,9 @@ class LLM:
         processors, selector = {}, None
         if sparse is not None:
             from litesys.attention.sparse.config import build
-            processors, selector = build(sparse, self.cfg.num_layers, n_q, n_kv, page_size)
+            from litesys.engine.distributed import sparse_heads
+            processors, selector = build(sparse, self.cfg.num_layers, n_q, n_kv, page_size,
+                                         heads=sparse_heads(self.model))  # TP: global heads, split groups
             if selector is not None:
                 selector.bind(self.kv)  # allocate its page summaries now, before any graph capture
         self.attn = Attention(self.kv, n_q, n_kv, self.cfg.head_dim, self.cfg.head_dim ** -0.5,

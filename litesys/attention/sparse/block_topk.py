@@ -13,6 +13,7 @@ from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import triton_ops
 from litesys.attention.sparse.common import (
     Heads,
+    SplitGroups,
     drop_groups,
     drop_mask,
     group_mean,
@@ -25,10 +26,12 @@ from litesys.attention.sparse.common import (
 class BlockTopKProcessor:
     graph_safe = True  # no host sync, static shapes
 
-    def __init__(self, k: int, block_size: int, sink: int, local: int, num_kv_heads: int, backend: str = "auto"):
+    def __init__(self, k: int, block_size: int, sink: int, local: int, num_kv_heads: int, backend: str = "auto",
+                 split: SplitGroups | None = None):
         self.k, self.bs, self.sink, self.local, self.num_kv_heads = k, block_size, sink, local, num_kv_heads
         self.n_full = -(-(sink + local + k * block_size) // block_size) * block_size
         self.backend = backend
+        self.split = split  # tensor parallel, groups spread over ranks: the group mean is completed over them
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         b, hq, width = logits.shape
@@ -37,7 +40,7 @@ class BlockTopKProcessor:
         bs, sink, hkv = self.bs, self.sink, self.num_kv_heads
         nb_max = (width - sink) // bs  # >= k because width > n_full
         end = sink + nb_max * bs
-        gm = group_mean(logits[:, :, sink:end], hkv)  # only the positions that can be in a block
+        gm = group_mean(logits[:, :, sink:end], hkv, self.split)  # only the positions that can be in a block
         score = gm.reshape(b, hkv, nb_max, bs).mean(dim=-1)
         if use_triton(logits, self.backend) and triton_ops.fits(nb_max):
             drop_b = triton_ops.topk_drop(lengths, b, hkv, nb_max, self.k, 0, self.local + sink, hi_div=bs,
@@ -55,4 +58,4 @@ class BlockTopKProcessor:
 
 def from_config(cfg, heads: Heads) -> BlockTopKProcessor:
     return BlockTopKProcessor(cfg.attn_block_topk, cfg.attn_block_size, cfg.attn_sink, cfg.attn_local,
-                              heads.num_kv_heads)
+                              heads.num_kv_heads, split=heads.split)

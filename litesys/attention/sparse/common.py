@@ -7,6 +7,7 @@ no host synchronisation, so processors can run inside a captured CUDA graph.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -16,13 +17,44 @@ NEG_INF = float("-inf")
 _M32 = 0xFFFFFFFF
 
 
+class GroupComm(Protocol):
+    """Sums a tensor over the tensor-parallel ranks that hold parts of the same KV groups (a ``Dist``)."""
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class SplitGroups:
+    """This rank holds only part of each of its KV groups' query heads (TP with fewer KV heads than ranks)."""
+
+    comm: GroupComm  # the ranks sharing this rank's KV heads
+    group_size: int  # query heads per KV group over all of them
+
+
 @dataclass(frozen=True)
 class Heads:
-    """Model shape facts a processor factory may need."""
+    """Model shape facts a processor factory may need: this rank's heads and where they sit in the model.
+
+    Single process: all heads, offsets 0, no ``group``. Tensor parallel: the rank's query / KV heads, the global
+    index of its first ones (the random methods hash global heads, so every layout draws the same) and, when a
+    KV group's query heads are spread over several ranks, ``group``: the communicator over those ranks (group
+    scores are reduced over it, so a selection always covers the whole group)."""
 
     num_q_heads: int
     num_kv_heads: int
     num_layers: int
+    q_head_start: int = 0
+    kv_head_start: int = 0
+    group: GroupComm | None = None
+    group_size: int = 0  # query heads per KV group in the model (0: num_q_heads // num_kv_heads)
+
+    @property
+    def split(self) -> SplitGroups | None:
+        """How to complete a group score over the ranks (None: this rank holds whole groups, nothing to do)."""
+        local = self.num_q_heads // self.num_kv_heads
+        if self.group is None or self.group_size in (0, local):
+            return None
+        return SplitGroups(self.group, self.group_size)
 
 
 def positions(length: int, device: torch.device) -> torch.Tensor:
@@ -35,10 +67,16 @@ def middle_mask(lengths: torch.Tensor, max_len: int, sink: int, local: int) -> t
     return (pos >= sink) & (pos < (lengths.long() - local)[:, None])
 
 
-def group_mean(logits: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
-    """[B, Hq, L] -> [B, Hkv, L]: logits averaged over the query heads that share a KV head."""
+def group_mean(logits: torch.Tensor, num_kv_heads: int, split: SplitGroups | None = None) -> torch.Tensor:
+    """[B, Hq, L] -> [B, Hkv, L]: logits averaged over the query heads that share a KV head.
+
+    ``split``: the group's other query heads live on other ranks; the partial sums are all-reduced over them and
+    divided by the whole group's size, so every rank of the group gets the same, whole-group score."""
     b, hq, length = logits.shape
-    return logits.view(b, num_kv_heads, hq // num_kv_heads, length).mean(dim=2)
+    x = logits.view(b, num_kv_heads, hq // num_kv_heads, length)
+    if split is None:
+        return x.mean(dim=2)
+    return split.comm.all_reduce(x.sum(dim=2)) / split.group_size
 
 
 def expand_groups(mask: torch.Tensor, num_q_heads: int) -> torch.Tensor:
@@ -101,16 +139,18 @@ def seq_ids(meta: AttnMeta, batch: int, device: torch.device) -> torch.Tensor:
 
 
 def counter_hash(seed: int, layer: int, seq: torch.Tensor, lengths: torch.Tensor, heads: int,
-                 width: int) -> torch.Tensor:
+                 width: int, head_start: int = 0) -> torch.Tensor:
     """[B, heads, width] int64 hashes in [0, 2^32), a pure function of (seed, layer, seq id, length, head, index).
 
     Counter-based rather than a stateful generator: a sequence's draw does not depend on which other
     sequences share the batch, on the padded width, or on the device, and the length acts as the step.
+    Heads are global indices ``head_start .. head_start + heads - 1`` (a tensor-parallel rank's offset), so a
+    head draws the same whichever rank holds it.
     """
     dev = lengths.device
     base = _mix32((seq.long() * 0x9E3779B1 + seed * 0x632BE5AB + layer) & _M32)
     base = _mix32((base + lengths.long() * 0x27D4EB2F) & _M32)  # [B]
-    h = torch.arange(heads, device=dev, dtype=torch.int64)
+    h = torch.arange(head_start, head_start + heads, device=dev, dtype=torch.int64)
     hb = _mix32((base[:, None] + h[None, :] * 0x165667B1) & _M32)  # [B, heads]
     i = torch.arange(width, device=dev, dtype=torch.int64)
     return _mix32((hb[:, :, None] + i[None, None, :] * 0x9E3779B1) & _M32)

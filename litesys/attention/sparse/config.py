@@ -139,18 +139,26 @@ def from_args(args: argparse.Namespace) -> SparseConfig | None:
 
 
 def build(cfg: SparseConfig | None, num_layers: int, num_q_heads: int, num_kv_heads: int, page_size: int,
-          quest_backend: str = "auto") -> tuple[dict[int, list], quest.QuestSelector | None]:
-    """(processors per layer, selector) for ``Attention``; dense layers get no entry."""
+          quest_backend: str = "auto", heads: Heads | None = None
+          ) -> tuple[dict[int, list], quest.QuestSelector | None]:
+    """(processors per layer, selector) for ``Attention``; dense layers get no entry.
+
+    ``heads``: this rank's place among the model's heads under tensor parallelism (global head offsets, the
+    communicator of split KV groups: ``litesys.engine.distributed.sparse_heads``); default: all heads, one rank."""
     if cfg is None or cfg.method is None:
         return {}, None
     bad = [x for x in cfg.attn_layer_skip if x >= num_layers]
     if bad:
         raise ValueError(f"--attn_layer_skip {bad} is past the model's {num_layers} layers (0..{num_layers - 1})")
+    if heads is None:
+        heads = Heads(num_q_heads, num_kv_heads, num_layers)
+    elif (heads.num_q_heads, heads.num_kv_heads) != (num_q_heads, num_kv_heads):
+        raise ValueError(f"heads {heads} do not match num_q_heads={num_q_heads}, num_kv_heads={num_kv_heads}")
     if cfg.method == "quest":
         if page_size != cfg.quest_page_size:
             raise ValueError(f"quest_block_size={cfg.quest_page_size} must equal the KV page size {page_size}; "
                              "build the engine with page_size=cfg.quest_page_size")
-        return {}, quest.from_config(cfg, num_layers, page_size, quest_backend)
-    proc = registry.get(cfg.method)(cfg, Heads(num_q_heads, num_kv_heads, num_layers))
+        return {}, quest.from_config(cfg, num_layers, page_size, quest_backend, heads)
+    proc = registry.get(cfg.method)(cfg, heads)
     skip = set(cfg.attn_layer_skip)
     return {layer: [proc] for layer in range(num_layers) if layer not in skip}, None

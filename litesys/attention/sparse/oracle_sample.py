@@ -29,9 +29,10 @@ from litesys.attention.sparse.common import (
 class OracleSampleProcessor:
     graph_safe = True  # no host sync, static shapes
 
-    def __init__(self, n: int, sink: int, local: int, seed: int = 0, backend: str = "auto"):
+    def __init__(self, n: int, sink: int, local: int, seed: int = 0, backend: str = "auto", head_start: int = 0):
         self.n, self.sink, self.local, self.seed = n, sink, local, seed
         self.backend = backend
+        self.head_start = head_start  # global index of the first query head (tensor parallel): draws per global head
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         b, hq, width = logits.shape
@@ -39,14 +40,16 @@ class OracleSampleProcessor:
             return logits
         if use_triton(logits, self.backend):
             return triton_oracle.oracle_sample(logits, lengths, self.n, self.sink, self.local,
-                                               seq_ids(meta, b, logits.device), self.seed, layer)
+                                               seq_ids(meta, b, logits.device), self.seed, layer,
+                                               head0=self.head_start)
         middle = middle_mask(lengths, width, self.sink, self.local)[:, None, :]
         lm = logits.masked_fill(~middle, NEG_INF)
         m = lm.amax(dim=-1, keepdim=True)
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # rows without a middle (dense anyway)
         cdf = torch.exp(lm - m).cumsum(dim=-1)  # unnormalised: no division, so no rounding of the weights
         total = cdf[..., -1:]
-        u = hash_to_uniform(counter_hash(self.seed, layer, seq_ids(meta, b, logits.device), lengths, hq, self.n))
+        u = hash_to_uniform(counter_hash(self.seed, layer, seq_ids(meta, b, logits.device), lengths, hq, self.n,
+                                         self.head_start))
         idx = torch.searchsorted(cdf, (u * total).contiguous(), right=True)
         last = (lengths.long() - self.local - 1).clamp(min=0)[:, None, None]  # u * total may round up to total
         idx = torch.minimum(idx, last)
@@ -57,4 +60,5 @@ class OracleSampleProcessor:
 
 
 def from_config(cfg, heads: Heads) -> OracleSampleProcessor:
-    return OracleSampleProcessor(cfg.attn_nsample, cfg.attn_sink, cfg.attn_local, cfg.attn_seed)
+    return OracleSampleProcessor(cfg.attn_nsample, cfg.attn_sink, cfg.attn_local, cfg.attn_seed,
+                                 head_start=heads.q_head_start)

@@ -17,6 +17,7 @@ import torch
 
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import quest_torch
+from litesys.attention.sparse.common import Heads, SplitGroups
 
 
 def page_counts(page_size: int, sink: int, local: int) -> tuple[int, int]:
@@ -66,8 +67,11 @@ class QuestSelector:
     graph_safe = True  # decode does no host sync and has static shapes (prefill, never captured, may sync)
 
     def __init__(self, topk_pages: int, page_size: int, num_layers: int, sink: int = 4, local: int = 0,
-                 layer_skip: tuple[int, ...] = (0,), backend: str = "auto", fused: bool | None = None):
+                 layer_skip: tuple[int, ...] = (0,), backend: str = "auto", fused: bool | None = None,
+                 split: SplitGroups | None = None):
         self.topk, self.page_size, self.sink, self.local = topk_pages, page_size, sink, local
+        # tensor parallel with a KV head's query heads on several ranks: its page scores are summed over them
+        self.split = split
         self.layers = frozenset(range(num_layers)) - frozenset(layer_skip)
         self.num_layers = num_layers
         self.backend = backend  # "auto" (Triton on CUDA), "torch" or "triton"
@@ -125,6 +129,12 @@ class QuestSelector:
 
     def _select_triton(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> tuple[torch.Tensor, torch.Tensor]:
         from litesys.attention.kernels import quest_triton
+        if self.split is not None:  # whole-group scores: this rank's partial sums, all-reduced, then the selection
+            scores = quest_triton.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
+                                               self.page_size, self._n_pages(meta))
+            return quest_triton.quest_select(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
+                                             self.page_size, self._n_pages(meta), self.topk, self.sink, self.local,
+                                             fused=False, scores=self.split.comm.all_reduce(scores))
         return quest_triton.quest_select(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
                                          self.page_size, self._n_pages(meta), self.topk, self.sink, self.local,
                                          fused=self.fused)
@@ -135,6 +145,8 @@ class QuestSelector:
             return self._select_triton(layer, q, meta)[0]
         scores = quest_torch.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
                                           self.page_size, self._n_pages(meta))
+        if self.split is not None:  # -inf past the pages stays -inf: the ranks share the page table
+            scores = self.split.comm.all_reduce(scores)
         return select_pages(scores, meta.lengths, self.page_size, self.topk, self.sink, self.local)
 
     def decode(self, layer: int, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttnMeta,
@@ -148,6 +160,7 @@ class QuestSelector:
         return quest_torch.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale)
 
 
-def from_config(cfg, num_layers: int, page_size: int, backend: str = "auto") -> QuestSelector:
+def from_config(cfg, num_layers: int, page_size: int, backend: str = "auto",
+                heads: Heads | None = None) -> QuestSelector:
     return QuestSelector(cfg.quest_topk_blocks, page_size, num_layers, cfg.attn_sink, cfg.attn_local or 0,
-                         tuple(cfg.attn_layer_skip), backend)
+                         tuple(cfg.attn_layer_skip), backend, split=heads.split if heads is not None else None)

@@ -29,10 +29,10 @@ class RandomNSampleProcessor(RandomSelectProcessor):
         if self._in_place(logits):  # the kept middle positions are exactly the kernel's kept candidates
             return self._apply(logits, lengths, layer, meta, correction)
         drop, middle = random_drop(logits, lengths, self.n, self.sink, self.local, self.num_kv_heads, self.seed,
-                                   layer, meta, self.backend)
+                                   layer, meta, self.backend, self.head_start)
         return drop_groups(logits + (correction[:, None] * middle)[:, None, :], drop)
 
 
 def from_config(cfg, heads: Heads) -> RandomNSampleProcessor:
     return RandomNSampleProcessor(cfg.attn_random_nsample, cfg.attn_sink, cfg.attn_local, heads.num_kv_heads,
-                                  cfg.attn_seed)
+                                  cfg.attn_seed, head_start=heads.kv_head_start)

@@ -17,6 +17,7 @@ from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import triton_ops
 from litesys.attention.sparse.common import (
     Heads,
+    SplitGroups,
     drop_groups,
     drop_mask,
     group_mean,
@@ -30,8 +31,9 @@ class StrideProcessor:
     graph_safe = True  # no host sync, static shapes
 
     def __init__(self, k: int, block_size: int, stride: int, sink: int, local: int, num_kv_heads: int,
-                 backend: str = "auto"):
+                 backend: str = "auto", split: SplitGroups | None = None):
         self.k, self.bs, self.stride, self.backend = k, block_size, stride, backend
+        self.split = split  # tensor parallel, groups spread over ranks: the group mean is completed over them
         self.sink, self.local, self.num_kv_heads = sink, local, num_kv_heads
         self.budget = k * block_size
 
@@ -44,7 +46,7 @@ class StrideProcessor:
         mid_len = lengths.long() - sink - self.local  # [B]
         n_blocks = (mid_len - bs) // st + 1  # valid blocks per row (rows with mid_len > budget >= bs)
         nb = (t_max - bs) // st + 1
-        gm = group_mean(logits[:, :, sink:sink + t_max], self.num_kv_heads)
+        gm = group_mean(logits[:, :, sink:sink + t_max], self.num_kv_heads, self.split)
         score = gm.unfold(-1, bs, st)[:, :, :nb].mean(dim=-1)  # [B, Hkv, nb]
         blk = positions(nb, dev)
         score = score.masked_fill(blk[None, None, :] >= n_blocks[:, None, None], float("-inf"))
@@ -77,4 +79,4 @@ class StrideProcessor:
 
 def from_config(cfg, heads: Heads) -> StrideProcessor:
     return StrideProcessor(cfg.attn_block_topk, cfg.attn_block_size, cfg.attn_stride, cfg.attn_sink,
-                           cfg.attn_local, heads.num_kv_heads)
+                           cfg.attn_local, heads.num_kv_heads, split=heads.split)

@@ -9,22 +9,23 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import NEG_INF, Heads, drop_groups, drop_mask, group_mean, middle_mask
+from litesys.attention.sparse.common import NEG_INF, Heads, SplitGroups, drop_groups, drop_mask, group_mean, middle_mask
 
 
 class ThresholdProcessor:
     graph_safe = True  # no host sync, static shapes
 
-    def __init__(self, tau: float, sink: int, local: int, num_kv_heads: int):
+    def __init__(self, tau: float, sink: int, local: int, num_kv_heads: int, split: SplitGroups | None = None):
         self.tau, self.sink, self.local, self.num_kv_heads = tau, sink, local, num_kv_heads
+        self.split = split  # tensor parallel: the group score is completed over the ranks sharing the group
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         middle = middle_mask(lengths, logits.shape[-1], self.sink, self.local)
-        score = group_mean(logits, self.num_kv_heads).masked_fill(~middle[:, None, :], NEG_INF)
+        score = group_mean(logits, self.num_kv_heads, self.split).masked_fill(~middle[:, None, :], NEG_INF)
         keep = score >= score.amax(dim=-1, keepdim=True) - self.tau  # [B, Hkv, L]
         return drop_groups(logits, drop_mask(keep, middle, lengths > self.sink + self.local))
 
 
 def from_config(cfg, heads: Heads) -> ThresholdProcessor:
     return ThresholdProcessor(float(cfg.attn_custom_args.get("tau", 4.0)), cfg.attn_sink, cfg.attn_local,
-                              heads.num_kv_heads)
+                              heads.num_kv_heads, split=heads.split)

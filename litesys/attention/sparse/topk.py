@@ -13,6 +13,7 @@ from litesys.attention.sparse import triton_ops
 from litesys.attention.sparse.common import (
     NEG_INF,
     Heads,
+    SplitGroups,
     drop_groups,
     drop_mask,
     group_mean,
@@ -25,19 +26,25 @@ from litesys.attention.sparse.common import (
 class TopKProcessor:
     graph_safe = True  # no host sync, static shapes
 
-    def __init__(self, k: int, sink: int, local: int, num_kv_heads: int, backend: str = "auto"):
+    def __init__(self, k: int, sink: int, local: int, num_kv_heads: int, backend: str = "auto",
+                 split: SplitGroups | None = None):
         self.k, self.sink, self.local, self.num_kv_heads = k, sink, local, num_kv_heads
         self.backend = backend
+        self.split = split  # tensor parallel, groups spread over ranks: the group mean is completed over them
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor, layer: int, meta: AttnMeta) -> torch.Tensor:
         b, _, width = logits.shape
         dense_upto = self.sink + self.local + self.k
         if width <= dense_upto:  # no row can exceed the budget
             return logits
-        if use_triton(logits, self.backend) and triton_ops.fits(width) and logits.is_contiguous():
+        fast = use_triton(logits, self.backend) and triton_ops.fits(width) and logits.is_contiguous()
+        if fast and self.split is None:  # the group mean is computed in the kernel
             return triton_ops.topk_apply(logits, lengths, self.num_kv_heads, self.k, self.sink, self.local,
                                          dense_upto, hashed=False)
-        score = group_mean(logits, self.num_kv_heads)
+        score = group_mean(logits, self.num_kv_heads, self.split)
+        if fast:
+            return triton_ops.topk_apply(logits, lengths, self.num_kv_heads, self.k, self.sink, self.local,
+                                         dense_upto, hashed=False, scores=score)
         middle = middle_mask(lengths, width, self.sink, self.local)
         score = score.masked_fill_(~middle[:, None, :], NEG_INF)
         # sparse rows have > k middle positions, all finite, so the top k are all real middle positions
@@ -46,4 +53,4 @@ class TopKProcessor:
 
 
 def from_config(cfg, heads: Heads) -> TopKProcessor:
-    return TopKProcessor(cfg.attn_topk, cfg.attn_sink, cfg.attn_local, heads.num_kv_heads)
+    return TopKProcessor(cfg.attn_topk, cfg.attn_sink, cfg.attn_local, heads.num_kv_heads, split=heads.split)

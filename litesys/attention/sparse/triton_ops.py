@@ -51,7 +51,7 @@ def _apply_rows(logit_ptr, stride_lb, stride_lh, corr_ptr, b, h, i, n, drop, kep
 def _topk_kernel(
     score_ptr, len_ptr, seq_ptr, drop_ptr, logit_ptr, corr_ptr,
     stride_sb, stride_sh, stride_db, stride_dh, stride_lb, stride_lh,
-    n, k, lo, hi_sub, hi_div, dense_upto, seed, layer,
+    n, k, lo, hi_sub, hi_div, dense_upto, seed, layer, head0,
     KEY: tl.constexpr, APPLY: tl.constexpr, CORR: tl.constexpr, G: tl.constexpr, N_PAD: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -63,7 +63,7 @@ def _topk_kernel(
     if KEY == 2:
         zero = tl.zeros([], tl.int64)  # zero + x: int64 whether Triton passed x as i32 or specialised it (x == 1)
         hb = hash_base(zero + seed, zero + layer, tl.load(seq_ptr + b).to(tl.int64), length.to(tl.int64),
-                       h.to(tl.int64))
+                       zero + h + head0)  # the global KV head: the same draw whichever rank holds it
         key = 0xFFFFFFFF - hash_at(hb, i.to(tl.int64))  # the smallest noise is the best key
     else:
         if KEY == 1:  # the group's mean logit, summed in head order like torch's mean over a size-G dim
@@ -90,7 +90,7 @@ def fits(width: int) -> bool:
 def _launch(lengths: torch.Tensor, batch: int, heads: int, width: int, k: int, lo: int, hi_sub: int, hi_div: int,
             dense_upto: int, key: int, scores: torch.Tensor | None, drop: torch.Tensor | None,
             logits: torch.Tensor | None, correction: torch.Tensor | None, seq: torch.Tensor | None, seed: int,
-            layer: int) -> None:
+            layer: int, head0: int = 0) -> None:
     dev = lengths.device
     dummy = lengths  # pointer arguments a mode never reads
     scores = dummy if scores is None else scores
@@ -103,7 +103,7 @@ def _launch(lengths: torch.Tensor, batch: int, heads: int, width: int, k: int, l
         scores, lengths, seq, dummy if drop is None else drop, dummy if logits is None else logits,
         dummy if correction is None else correction,
         *ptr_strides(scores), *ptr_strides(drop), *ptr_strides(logits),
-        width, k, lo, hi_sub, hi_div, dense_upto, seed, layer,
+        width, k, lo, hi_sub, hi_div, dense_upto, seed, layer, head0,
         KEY=key, APPLY=drop is None, CORR=correction is not None, G=g, N_PAD=n_pad,
         num_warps=num_warps_for(n_pad),
     )
@@ -111,24 +111,28 @@ def _launch(lengths: torch.Tensor, batch: int, heads: int, width: int, k: int, l
 
 def topk_drop(lengths: torch.Tensor, batch: int, heads: int, width: int, k: int, lo: int, hi_sub: int,
               hi_div: int = 1, dense_upto: int = 0, scores: torch.Tensor | None = None,
-              seq: torch.Tensor | None = None, seed: int = 0, layer: int = 0) -> torch.Tensor:
-    """[B, heads, width] bool: candidates not among their row's k best (keys: ``scores``, or the noise if None)."""
+              seq: torch.Tensor | None = None, seed: int = 0, layer: int = 0, head0: int = 0) -> torch.Tensor:
+    """[B, heads, width] bool: candidates not among their row's k best (keys: ``scores``, or the noise if None;
+    ``head0``: the global index of the first head, for the noise)."""
     drop = torch.empty(batch, heads, width, dtype=torch.uint8, device=lengths.device)
     _launch(lengths, batch, heads, width, k, lo, hi_sub, hi_div, dense_upto, KEY_HASH if scores is None else
-            KEY_SCORES, scores, drop, None, None, seq, seed, layer)
+            KEY_SCORES, scores, drop, None, None, seq, seed, layer, head0)
     return drop.view(torch.bool)
 
 
 def topk_apply(logits: torch.Tensor, lengths: torch.Tensor, num_kv_heads: int, k: int, lo: int, hi_sub: int,
                dense_upto: int, hashed: bool, seq: torch.Tensor | None = None, seed: int = 0, layer: int = 0,
-               correction: torch.Tensor | None = None) -> torch.Tensor:
+               correction: torch.Tensor | None = None, head0: int = 0,
+               scores: torch.Tensor | None = None) -> torch.Tensor:
     """``logits`` [B, Hq, L] (contiguous fp32) with each KV group's dropped candidates set to -inf, in place.
 
-    Keys: the group-mean logit (``hashed=False``) or the counter-based noise. ``correction`` [B] fp32 is added to
-    the kept candidates (random_nsample's importance weight). Returns ``logits``."""
+    Keys: the group-mean logit (``hashed=False``), the counter-based noise of global KV heads ``head0 ..``, or
+    given ``scores`` [B, Hkv, L] (a group mean completed over tensor-parallel ranks). ``correction`` [B] fp32 is
+    added to the kept candidates (random_nsample's importance weight). Returns ``logits``."""
     b, _, width = logits.shape
-    _launch(lengths, b, num_kv_heads, width, k, lo, hi_sub, 1, dense_upto, KEY_HASH if hashed else KEY_MEAN,
-            None, None, logits, correction, seq, seed, layer)
+    key = KEY_SCORES if scores is not None else KEY_HASH if hashed else KEY_MEAN
+    _launch(lengths, b, num_kv_heads, width, k, lo, hi_sub, 1, dense_upto, key,
+            scores, None, logits, correction, seq, seed, layer, head0)
     return logits
 
 

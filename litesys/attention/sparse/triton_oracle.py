@@ -80,7 +80,7 @@ def _oracle_topp_kernel(x_ptr, len_ptr, stride_b, stride_h, width, sink, local, 
 @triton.jit
 def _oracle_sample_kernel(
     x_ptr, cnt_ptr, len_ptr, seq_ptr, stride_b, stride_h, stride_cb, stride_ch,
-    width, n, sink, local, seed, layer,
+    width, n, sink, local, seed, layer, head0,
     LOG_N: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -107,7 +107,7 @@ def _oracle_sample_kernel(
         tl.debug_barrier()  # the searches read cdf values other threads stored
         zero = tl.zeros([], tl.int64)  # zero + x: int64 whether Triton passed x as i32 or specialised it (x == 1)
         hb = hash_base(zero + seed, zero + layer, tl.load(seq_ptr + b).to(tl.int64), length.to(tl.int64),
-                       h.to(tl.int64))
+                       zero + h + head0)  # the global query head: the same draws whichever rank holds it
         n_mid = hi - sink
         cdf_at = row + sink - 1  # cdf_at + k: the k-th middle cdf value, k >= 1
         for start in range(0, n, CHUNK):
@@ -158,16 +158,18 @@ def oracle_topp(logits: torch.Tensor, lengths: torch.Tensor, p: float, sink: int
 
 
 def oracle_sample(logits: torch.Tensor, lengths: torch.Tensor, n: int, sink: int, local: int, seq: torch.Tensor,
-                  seed: int, layer: int, block: int = SAMPLE_BLOCK, chunk: int = SAMPLE_CHUNK) -> torch.Tensor:
+                  seed: int, layer: int, block: int = SAMPLE_BLOCK, chunk: int = SAMPLE_CHUNK,
+                  head0: int = 0) -> torch.Tensor:
     """``OracleSampleProcessor`` in one launch, in place: the middle of sparse rows replaced by sampled logits.
 
-    ``seq``: [B] int64 sequence ids of the noise; ``block`` / ``chunk`` (powers of two): positions per streamed
-    step, draws searched at once. Any width (the row is streamed, never held whole)."""
+    ``seq``: [B] int64 sequence ids of the noise; ``head0``: the global index of the first query head;
+    ``block`` / ``chunk`` (powers of two): positions per streamed step, draws searched at once. Any width (the
+    row is streamed, never held whole)."""
     b, hq, width, n_pad = _launch_shape(logits)
     counts = torch.empty(b, hq, width, dtype=torch.int32, device=logits.device)  # zeroed by the kernel
     _oracle_sample_kernel[(b, hq)](
         logits, counts, lengths, seq, logits.stride(0), logits.stride(1), counts.stride(0), counts.stride(1),
-        width, n, sink, local, seed, layer,
+        width, n, sink, local, seed, layer, head0,
         LOG_N=n_pad.bit_length() - 1, BLOCK=min(block, n_pad), CHUNK=min(chunk, triton.next_power_of_2(max(1, n))),
         num_warps=SAMPLE_WARPS,
     )
