@@ -2,7 +2,8 @@
 
 Release tags follow the dataset's own loader: ``release_vN`` is cumulative (test.jsonl .. testN.jsonl),
 ``vN`` is only the problems added in release N (``v5`` = test5.jsonl), ``vA_vB`` the releases A..B.
-A local ``.jsonl``/``.parquet`` with the same fields works offline.
+A local ``.jsonl``/``.parquet`` with the same fields (``data_file``), or a folder holding the release's
+``test*.jsonl`` files as on the hub (``data_dir``), works offline.
 """
 from __future__ import annotations
 
@@ -52,10 +53,24 @@ def build_prompt(problem: dict) -> str:
 
 # ---- loading ------------------------------------------------------------------------------------------------
 def release_files(tag: str) -> list[str]:
+    if tag.endswith((".jsonl", ".parquet")):
+        raise ValueError(f"--release takes a release tag, not a file: pass --data-file {tag}")
     if tag not in RELEASES:
         raise ValueError(f"unknown LiveCodeBench release {tag!r}: use release_v1..release_v6, release_latest, "
-                         "v1..v6 (problems added in that release), vA_vB, or a local .jsonl/.parquet path")
+                         "v1..v6 (problems added in that release) or vA_vB; for a local file pass --data-file")
     return RELEASES[tag]
+
+
+def _local_release(tag: str, data_dir: str) -> list[Path]:
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise ValueError(f"--data-dir {data_dir} is not a folder")
+    paths = [folder / name for name in release_files(tag)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise ValueError(f"--data-dir {data_dir} lacks {', '.join(missing)} (release {tag}): put LiveCodeBench's "
+                         "test*.jsonl files there, pass --data-file, or drop --data-dir to use the hub")
+    return paths
 
 
 def _download(files: list[str], cache_dir: str | None) -> list[Path]:
@@ -66,8 +81,8 @@ def _download(files: list[str], cache_dir: str | None) -> list[Path]:
         try:
             paths.append(Path(hf_hub_download(HUB_REPO, name, repo_type="dataset", cache_dir=cache_dir)))
         except Exception as e:
-            raise ValueError(f"cannot fetch {name} of {HUB_REPO} ({type(e).__name__}): check the network or pass "
-                             "a local .jsonl/.parquet with --dataset") from None
+            raise ValueError(f"cannot fetch {name} of {HUB_REPO} ({type(e).__name__}): check the network, or pass "
+                             "a local copy with --data-file FILE or --data-dir DIR") from None
     return paths
 
 
@@ -79,15 +94,18 @@ def _parse_date(text: str, what: str) -> datetime:
 
 
 def load_problems(dataset: str, start_date: str | None = None, end_date: str | None = None,
-                  cache_dir: str | None = None) -> list[dict]:
-    """Problems of a release tag (downloaded from the hub) or of a local file, optionally only those whose
-    ``contest_date`` lies in [start_date, end_date] (compared as datetimes, as lcb_runner does)."""
+                  cache_dir: str | None = None, data_dir: str | None = None) -> list[dict]:
+    """Problems of a release tag (from ``data_dir``, else downloaded from the hub) or of a local file, optionally
+    only those whose ``contest_date`` lies in [start_date, end_date] (compared as datetimes, as lcb_runner does)."""
     local = Path(dataset)
     if dataset.endswith((".jsonl", ".parquet")):
         if not local.is_file():
-            raise ValueError(f"dataset file {dataset} does not exist")
+            raise ValueError(f"--data-file {dataset} does not exist; pass a LiveCodeBench .jsonl/.parquet file")
         rows = read_rows(local)
         where = dataset
+    elif data_dir:
+        rows = [r for p in _local_release(dataset, data_dir) for r in read_rows(p)]
+        where = f"{data_dir}:{dataset}"
     else:
         rows = [r for p in _download(release_files(dataset), cache_dir) for r in read_rows(p)]
         where = f"{HUB_REPO}:{dataset}"
@@ -170,8 +188,23 @@ class ProblemTests:
 
 
 def problem_tests(problem: dict) -> ProblemTests:
-    """Public then private tests, as lcb_runner orders them."""
-    cases = decode_test_cases(problem["public_test_cases"]) + decode_test_cases(problem["private_test_cases"])
+    """Public then private tests, as lcb_runner orders them; a functional problem's inputs (one JSON value per
+    line) and outputs must be JSON, so that a bad row fails here, not as every sample's runtime error."""
+    cases = []
+    for field in ("public_test_cases", "private_test_cases"):
+        try:
+            cases += decode_test_cases(problem[field])
+        except ValueError as e:
+            raise ValueError(f"{field}: {e}") from None
     if not cases:
         raise ValueError("the problem has no test cases")
-    return ProblemTests([c["input"] for c in cases], [c["output"] for c in cases], func_name(problem))
+    tests = ProblemTests([c["input"] for c in cases], [c["output"] for c in cases], func_name(problem))
+    if tests.fn_name:
+        for i, (inp, out) in enumerate(zip(tests.inputs, tests.outputs)):
+            for what, text in [*((f"input line {j}", line) for j, line in enumerate(inp.split("\n"))),
+                               ("output", out)]:
+                try:
+                    json.loads(text, parse_int=len)  # the value is not needed: no int-size limit, no cost
+                except (ValueError, RecursionError):
+                    raise ValueError(f"test {i}: the {what} of a functional problem is not JSON") from None
+    return tests

@@ -1,7 +1,8 @@
-"""Grade LiveCodeBench programs: code extraction, sandboxed runs, verdicts, a pool that never hangs, pass@k.
+"""Grade LiveCodeBench programs: code extraction, sandboxed runs judged in the grader, a pool that never hangs.
 
-Each program runs in its own sandbox process (litesys/eval/sandbox.py) through lcb_harness.py, which keeps
-lcb_runner's test semantics. The pool drives ``workers`` programs at once from threads; every run has a
+Each program runs in its own sandbox process (litesys/eval/sandbox.py) through lcb_harness.py, which gets
+the test inputs only and reports what the program produced; lcb_judge.py compares that with the expected
+outputs here, in the grader. The pool drives ``workers`` programs at once from threads; every run has a
 hard wall limit, and a worker thread still busy well past it is written off: its slot's processes are
 killed, its sample is marked, and a fresh worker (with a fresh slot) takes over.
 """
@@ -9,19 +10,22 @@ from __future__ import annotations
 
 import json
 import queue
-import signal
 import threading
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from litesys.eval import lcb_judge
+from litesys.eval.lcb_judge import Expected, Judge, Verdict
 from litesys.eval.sandbox import Sandbox
 
-PASSED, WRONG, TIMEOUT, RUNTIME, COMPILE, NO_CODE = (
-    "passed", "wrong answer", "time limit", "runtime error", "compile error", "no code")
-VERDICTS = (PASSED, WRONG, TIMEOUT, RUNTIME, COMPILE, NO_CODE)
+# the verdict names, re-exported for callers of this module
+PASSED, WRONG, TIMEOUT, RUNTIME, COMPILE, NO_CODE, BAD_TEST_DATA = (
+    lcb_judge.PASSED, lcb_judge.WRONG, lcb_judge.TIMEOUT, lcb_judge.RUNTIME, lcb_judge.COMPILE, lcb_judge.NO_CODE,
+    lcb_judge.BAD_TEST_DATA)
+VERDICTS = lcb_judge.VERDICTS
+IO_MODES = ("lcb_runner", "script")
 HARNESS = (Path(__file__).parent / "lcb_harness.py").read_bytes()
 STARTUP_S = 5.0  # interpreter start-up and imports, on top of lcb_runner's whole-program limit
 STUCK_GRACE_S = 30.0  # a worker this far past its run's wall limit is written off
@@ -41,26 +45,13 @@ def extract_code(text: str) -> str:
 
 @dataclass
 class Program:
-    key: str  # unique per sample
+    key: str  # unique per (sample, io)
     code: str
-    tests_path: str  # JSON {"inputs", "outputs", "fn_name"} readable inside the sandbox
+    inputs_path: str  # JSON {"inputs", "fn_name"} readable inside the sandbox: inputs only
     n_tests: int
-
-
-@dataclass
-class Verdict:
-    verdict: str
-    tests_passed: int
-    tests_total: int
-    detail: str = ""
-    elapsed_s: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == PASSED
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+    expected: Expected | None = None  # stays in the grader
+    io: str = "lcb_runner"
+    record_as: tuple[str, ...] = ("lcb_runner",)  # the modes this run's verdict is recorded under
 
 
 def wall_limit(timeout: float, n_tests: int) -> float:
@@ -69,7 +60,7 @@ def wall_limit(timeout: float, n_tests: int) -> float:
 
 
 class ProgramRunner:
-    """Runs one program in a sandbox slot and turns what came back into a verdict."""
+    """Runs one program in a sandbox slot on its test inputs and judges what it reports."""
 
     def __init__(self, sandbox: Sandbox, timeout: float = 6.0, output_cap: int = 64 << 20) -> None:
         self.sandbox = sandbox
@@ -77,45 +68,18 @@ class ProgramRunner:
         self.output_cap = output_cap
 
     def deadline(self, program: Program) -> float:
-        return wall_limit(self.timeout, program.n_tests)
+        # script mode starts an interpreter per test
+        return wall_limit(self.timeout, program.n_tests) + (0.5 * program.n_tests if program.io == "script" else 0)
 
     def __call__(self, slot: int, program: Program) -> Verdict:
-        job = {"code": program.code, "tests_path": program.tests_path, "timeout": self.timeout,
-               "output_cap": self.output_cap}
+        job = {"code": program.code, "inputs_path": program.inputs_path, "timeout": self.timeout,
+               "output_cap": self.output_cap, "io": program.io}
         wall = self.deadline(program)
+        judge = Judge(program.expected, payload_cap=4 * self.output_cap + (1 << 20))
+        script = program.io == "script" and not program.expected.fn_name
         res = self.sandbox.run(slot, {"harness.py": HARNESS, "job.json": json.dumps(job).encode()}, "harness.py",
-                               ["job.json"], wall_s=wall)
-        n = program.n_tests
-        if res.timed_out:
-            return Verdict(TIMEOUT, 0, n, f"whole-program limit of {wall:.0f}s exceeded", round(res.elapsed_s, 3))
-        got = _parse_verdict(res.stdout, n)
-        if got is not None:
-            return got
-        sig = res.signal
-        if sig == signal.SIGXCPU:
-            why, verdict = "CPU time limit exceeded", TIMEOUT
-        elif res.truncated:
-            why, verdict = "the program flooded the verdict channel", RUNTIME
-        elif sig is not None:
-            why, verdict = f"killed by {signal.Signals(sig).name}", RUNTIME
-        elif res.returncode is None:
-            why, verdict = "the program could not be reaped", RUNTIME
-        else:
-            why, verdict = f"exited with code {res.returncode} before its tests finished", RUNTIME
-        return Verdict(verdict, 0, n, why, round(res.elapsed_s, 3))
-
-
-def _parse_verdict(stdout: bytes, n_tests: int) -> Verdict | None:
-    line = stdout.split(b"\n", 1)[0]
-    try:
-        d = json.loads(line)
-        v = Verdict(str(d["verdict"]), int(d["tests_passed"]), int(d["tests_total"]), str(d.get("detail", "")),
-                    float(d.get("elapsed_s", 0.0)))
-    except (ValueError, KeyError, TypeError):
-        return None
-    if v.verdict not in VERDICTS or v.tests_total != n_tests or not 0 <= v.tests_passed <= n_tests:
-        return None
-    return v
+                               ["job.json"], wall_s=wall, sink=judge.feed, extra_tasks=int(script))
+        return judge.verdict(res, wall, self.timeout)
 
 
 class _Worker:
@@ -221,47 +185,3 @@ class ProgramPool:
                 pass
             self._spawn()
         return [(program, waited) for _, program, waited in stuck]
-
-
-# ---- metrics -------------------------------------------------------------------------------------------------
-def summarize(records: list[dict], ks: list[int] | None = None) -> dict:
-    """pass@1 and unbiased pass@k over problems (each problem weighs the same), overall and per difficulty.
-
-    ``records`` need ``question_id``, ``difficulty`` and ``passed``. pass@k averages the problems with at
-    least k samples; default ks: 1, 2, 4, ... up to the most samples any problem has.
-    """
-    from litesys.eval.metrics import ks_up_to, pass_at_k
-
-    per: dict[str, list] = {}
-    for r in records:
-        e = per.setdefault(r["question_id"], [r.get("difficulty") or "unknown", 0, 0])
-        e[1] += 1
-        e[2] += bool(r["passed"])
-    most = max((n for _, n, _ in per.values()), default=0)
-    ks = sorted(set(ks or ks_up_to(most)))
-
-    def block(items: list) -> dict:
-        out: dict = {"problems": len(items), "samples": sum(n for _, n, _ in items)}
-        for k in ks:
-            eligible = [(n, c) for _, n, c in items if n >= k]
-            if eligible:
-                out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for n, c in eligible) / len(eligible)
-        return out
-
-    groups = defaultdict(list)
-    for e in per.values():
-        groups[e[0]].append(e)
-    order = [d for d in ("easy", "medium", "hard") if d in groups] + sorted(set(groups) - {"easy", "medium", "hard"})
-    return {"all": block(list(per.values())), "by_difficulty": {d: block(groups[d]) for d in order},
-            "verdicts": dict(Counter(r["verdict"] for r in records).most_common())}
-
-
-def format_summary(summary: dict) -> str:
-    cols = [k for k in summary["all"] if k.startswith("pass@")]
-    head = f"{'':<10}{'problems':>9}{'samples':>9}" + "".join(f"{c:>10}" for c in cols)
-    rows = [head]
-    for name, b in [("all", summary["all"]), *summary["by_difficulty"].items()]:
-        cells = "".join(f"{100 * b[c]:>9.2f}%" if c in b else f"{'-':>10}" for c in cols)
-        rows.append(f"{name:<10}{b['problems']:>9}{b['samples']:>9}{cells}")
-    rows.append("verdicts: " + ", ".join(f"{k} {v}" for k, v in summary["verdicts"].items()))
-    return "\n".join(rows)

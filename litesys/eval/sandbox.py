@@ -5,7 +5,8 @@ What a run gets (all set before any job code runs, by a trusted prologue in the 
   * a wall-clock limit enforced here, plus RLIMIT_CPU as a backstop;
   * RLIMIT_AS (memory), RLIMIT_NPROC (tasks: processes *and* threads), RLIMIT_FSIZE, RLIMIT_NOFILE, no core;
   * a fresh working directory (mode 700) removed afterwards, and an environment with no inherited variables;
-  * its stdout read back with a size cap (stdin is /dev/null, stderr is discarded).
+  * its stdout read back with a size cap, or streamed to a ``sink`` that may stop the run (stdin is /dev/null,
+    stderr is discarded).
 
 When the grader is root, RLIMIT_NPROC does not bind, so each worker slot runs programs as its own
 unprivileged uid (``uid_base + slot``, with no passwd/group entry): the process cap holds, the program can
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +111,7 @@ class Sandbox:
         self._slots: dict[int, _Slot] = {}
         self._lock = threading.Lock()
         self._kill_bin = shutil.which("kill", path="/usr/bin:/bin")
+        self.python_version = ""  # major.minor of the interpreter picked below
         root_parent = tmp_root or tempfile.gettempdir()
         self.root = Path(tempfile.mkdtemp(prefix="litesys-sandbox-", dir=root_parent))
         os.chmod(self.root, 0o711)  # slot uids may traverse it (to reach their own dirs) but not list it
@@ -219,6 +222,7 @@ class Sandbox:
                 continue
             out = res.stdout.decode(errors="replace").split()
             if res.returncode == 0 and out[:1] == ["ok"] and (int(out[1]), int(out[2])) >= (3, 9):
+                self.python_version = f"{out[1]}.{out[2]}"
                 return cand
             tried.append(cand)
         who = f"uid {self.uid_base}" if self.is_root else "this user"
@@ -228,9 +232,12 @@ class Sandbox:
 
     # ---- one run -------------------------------------------------------------------------------------------
     def run(self, slot: int, files: dict[str, bytes], script: str, args: list[str], wall_s: float,
-            python: str | None = None) -> RunResult:
+            python: str | None = None, sink: Callable[[bytes], bool] | None = None,
+            extra_tasks: int = 0) -> RunResult:
         """Run ``script`` (one of ``files``, written into a fresh working dir) with ``args``; never blocks for
-        much longer than ``wall_s``."""
+        much longer than ``wall_s``. With ``sink``, stdout is not collected: each chunk goes to ``sink``, and the
+        run is killed as soon as it returns False. ``extra_tasks`` raises the task cap for this run (a harness
+        that starts the program as its own child counts itself)."""
         s = self._slot(slot)
         lim = self.limits
         workdir = Path(tempfile.mkdtemp(prefix=f"run{slot}-", dir=self.root))
@@ -242,7 +249,7 @@ class Sandbox:
             # all of this user's processes): cap relative to what is there now.
             if s.uid is not None:
                 os.chown(workdir, s.uid, s.gid)
-            nproc = lim.max_tasks + self._count_tasks(s.uid if s.uid is not None else os.getuid())
+            nproc = lim.max_tasks + extra_tasks + self._count_tasks(s.uid if s.uid is not None else os.getuid())
             cfg = {"uid": s.uid, "memory": lim.memory_bytes, "fsize": lim.file_bytes, "nofile": lim.open_files,
                    "cpu": int(math.ceil(wall_s)) + 1, "nproc": nproc}
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
@@ -250,13 +257,13 @@ class Sandbox:
                    "MKL_NUM_THREADS": "1"}
             kw = dict(user=s.uid, group=s.gid, extra_groups=[]) if s.uid is not None else {}
             argv = [python or self.python, "-I", "-c", _PROLOGUE, json.dumps(cfg), str(workdir / script), *args]
-            return self._communicate(s, argv, env, workdir, wall_s, kw)
+            return self._communicate(s, argv, env, workdir, wall_s, kw, sink)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             self._clean_world_writable(s)
 
     def _communicate(self, s: _Slot, argv: list[str], env: dict, workdir: Path, wall_s: float,
-                     kw: dict) -> RunResult:
+                     kw: dict, sink: Callable[[bytes], bool] | None = None) -> RunResult:
         lim = self.limits
         start = time.monotonic()
         deadline = start + wall_s
@@ -266,6 +273,21 @@ class Sandbox:
         fd = proc.stdout.fileno()
         os.set_blocking(fd, False)
         buf = bytearray()
+        cap = lim.read_bytes
+        if sink is not None:  # chunks go to the sink, at most 1 MiB per turn so that the deadline is checked
+            def take(fd: int, buf: bytearray, _cap: int) -> tuple[bool, bool]:
+                for _ in range(16):
+                    try:
+                        chunk = os.read(fd, 1 << 16)
+                    except BlockingIOError:
+                        return False, False
+                    if not chunk:
+                        return True, False
+                    if not sink(chunk):
+                        return False, True
+                return False, False
+        else:
+            take = _drain
         timed_out = truncated = exited_early = False
         try:
             while True:
@@ -276,14 +298,15 @@ class Sandbox:
                 ready, _, _ = select.select([fd], [], [], min(0.05, deadline - now))
                 eof = False
                 if ready:
-                    eof, over = _drain(fd, buf, lim.read_bytes)
-                    if over:
-                        truncated = True
+                    eof, over = take(fd, buf, cap)
+                    if over:  # past the cap, or the sink asked to stop
+                        truncated = sink is None
                         break
                 if eof:
                     break
                 if _has_exited(proc.pid):  # a child may still hold the pipe: take what is there and stop
-                    _, truncated = _drain(fd, buf, lim.read_bytes)
+                    _, over = take(fd, buf, cap)
+                    truncated = over and sink is None
                     exited_early = True
                     break
         finally:
