@@ -44,19 +44,32 @@ class Attention:
         self.selector = selector
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
-        """q: [T, Hq, D], k/v: [T, Hkv, D] for the step's new tokens -> [T, Hq, D]."""
-        self.kv.write(layer, k, v, meta.slot_mapping)
+        """q: [T, Hq, D], k/v: [T, Hkv, D] for the step's new tokens -> [T, Hq, D].
+
+        An fp8 cache: every read dequantises with the layer's (K, V) scales (None, None otherwise), and prefill
+        attends to the quantised K/V it stores, so a prompt sees the values its later decode steps read."""
+        kv = self.kv
+        ks, vs = kv.scales(layer)
+        k_new = k
+        if meta.is_prefill and kv.fp8:
+            kv.calibrate(layer, k, v)  # the first prefill through this layer fixes its scales (unless given)
+            k, v = kv.quantize(layer, k, v)
+            kv.write_quantized(layer, k, v, meta.slot_mapping)
+        else:
+            kv.write(layer, k, v, meta.slot_mapping)
         if self.selector is not None:
-            self.selector.on_write(layer, self.kv, k, meta)
+            self.selector.on_write(layer, kv, k_new, meta)
         if meta.is_prefill:
-            return self.ops.prefill_attention(q, k, v, meta.cu_seqlens, meta.max_seqlen, self.scale)
-        kc, vc = self.kv.k[layer], self.kv.v[layer]
+            return self.ops.prefill_attention(q, k, v, meta.cu_seqlens, meta.max_seqlen, self.scale, ks, vs)
+        kc, vc = kv.k[layer], kv.v[layer]
         if self.selector is not None and self.selector.active(layer):
-            return self.selector.decode(layer, q, kc, vc, meta, self.scale, self.ops)
+            fp8 = {} if ks is None else dict(k_scale=ks, v_scale=vs)
+            return self.selector.decode(layer, q, kc, vc, meta, self.scale, self.ops, **fp8)
         procs = self.processors.get(layer)
         if not procs:
-            return self.ops.paged_decode_fused(q, kc, vc, meta.page_table, meta.lengths, self.scale, meta.max_len)
-        logits = self.ops.paged_decode_logits(q, kc, meta.page_table, meta.lengths, self.scale, meta.max_len)
+            return self.ops.paged_decode_fused(q, kc, vc, meta.page_table, meta.lengths, self.scale, meta.max_len,
+                                               ks, vs)
+        logits = self.ops.paged_decode_logits(q, kc, meta.page_table, meta.lengths, self.scale, meta.max_len, ks)
         for proc in procs:
             logits = proc(logits, meta.lengths, layer, meta)
-        return self.ops.paged_softmax_v(logits, vc, meta.page_table, meta.lengths)
+        return self.ops.paged_softmax_v(logits, vc, meta.page_table, meta.lengths, vs, None if vs is None else q.dtype)

@@ -3,10 +3,15 @@
 Layout: ``k``/``v`` are ``[num_layers, num_pages, page_size, num_kv_heads, head_dim]``; layer ``l`` uses
 ``k[l]`` (contiguous ``[P, page, Hkv, D]``). A token at position ``i`` of a sequence lives in page
 ``page_table[i // page_size]`` at offset ``i % page_size``; its flat slot is ``page * page_size + offset``.
+
+With ``kv_dtype=float8_e4m3fn`` the pages hold ``K / k_scale`` and ``V / v_scale`` in fp8, with fp32 scales per
+(layer, KV head) in ``k_scale``/``v_scale`` [num_layers, Hkv] (see ``kv_fp8.py``); ``dtype`` stays the model's.
 """
 from __future__ import annotations
 
 import torch
+
+from litesys.attention import kv_fp8
 
 
 class PageAllocator:
@@ -14,9 +19,15 @@ class PageAllocator:
 
     def __init__(self, num_pages: int, reserved: int = 1):
         # Page 0 is a scratch page that is never handed out: padded rows of a CUDA-graph batch write there.
-        self.num_pages = num_pages
-        self.free: list[int] = list(range(num_pages - 1, reserved - 1, -1))  # pop() hands out low ids first
-        self.refcount = [0] * num_pages
+        self.num_pages, self.reserved = num_pages, reserved
+        self.free: list[int] = []
+        self.refcount: list[int] = []
+        self.reset()
+
+    def reset(self) -> None:
+        """Every page free again, as after construction (the engine's recovery after an error mid-run)."""
+        self.free[:] = range(self.num_pages - 1, self.reserved - 1, -1)  # pop() hands out low ids first
+        self.refcount[:] = [0] * self.num_pages
 
     @property
     def num_free(self) -> int:
@@ -45,10 +56,21 @@ class PageAllocator:
 
 class KVCache:
     def __init__(self, num_layers: int, num_pages: int, page_size: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device | str):
+                 dtype: torch.dtype, device: torch.device | str, kv_dtype: torch.dtype | None = None):
         shape = (num_layers, num_pages, page_size, num_kv_heads, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.dtype = dtype  # the model's dtype: what reads dequantise to
+        self.kv_dtype = kv_dtype or dtype  # what the pages hold
+        self.fp8 = kv_fp8.is_fp8(self.kv_dtype)
+        if self.fp8:  # zero bytes are fp8 zeros; uint8 storage viewed as fp8 (fill is not implemented everywhere)
+            self.k = torch.zeros(shape, dtype=torch.uint8, device=device).view(self.kv_dtype)
+            self.v = torch.zeros(shape, dtype=torch.uint8, device=device).view(self.kv_dtype)
+            self.k_scale = torch.ones(num_layers, num_kv_heads, dtype=torch.float32, device=device)
+            self.v_scale = torch.ones(num_layers, num_kv_heads, dtype=torch.float32, device=device)
+        else:
+            self.k = torch.zeros(shape, dtype=dtype, device=device)
+            self.v = torch.zeros(shape, dtype=dtype, device=device)
+            self.k_scale = self.v_scale = None
+        self.calibrated = [not self.fp8] * num_layers  # host flags: fp8 scales fixed (given or from a prefill)
         self.num_layers, self.num_pages, self.page_size = num_layers, num_pages, page_size
         self.num_kv_heads, self.head_dim = num_kv_heads, head_dim
         self.allocator = PageAllocator(num_pages)
@@ -56,15 +78,60 @@ class KVCache:
     @staticmethod
     def bytes_per_page(num_layers: int, page_size: int, num_kv_heads: int, head_dim: int,
                        dtype: torch.dtype) -> int:
+        """K+V bytes of one page (all layers) stored as ``dtype`` (fp8 scales are per layer, not per page)."""
         return 2 * num_layers * page_size * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
 
+    # ---- fp8 scales ------------------------------------------------------------------------------------
+    def scales(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(k_scale [Hkv], v_scale [Hkv]) of a layer for the read paths; (None, None) unless fp8."""
+        if not self.fp8:
+            return None, None
+        return self.k_scale[layer], self.v_scale[layer]
+
+    def set_scales(self, k_scale: torch.Tensor, v_scale: torch.Tensor) -> None:
+        """Fix every layer's scales ([num_layers, Hkv]); no calibration happens afterwards."""
+        if not self.fp8:
+            raise ValueError("kv_scales needs kv_cache_dtype='fp8_e4m3'")
+        for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
+            if tuple(t.shape) != (self.num_layers, self.num_kv_heads):
+                raise ValueError(f"kv_scales {name} is {list(t.shape)}, expected [{self.num_layers}, "
+                                 f"{self.num_kv_heads}] (layers, KV heads on this rank)")
+        self.k_scale.copy_(k_scale)
+        self.v_scale.copy_(v_scale)
+        self.calibrated = [True] * self.num_layers
+
+    def calibrate(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """First prefill through ``layer``: fix its scales from these tokens' K/V (in place: graphs see them)."""
+        if self.calibrated[layer] or k.shape[0] == 0:
+            return
+        self.k_scale[layer].copy_(kv_fp8.calibrate(k))
+        self.v_scale[layer].copy_(kv_fp8.calibrate(v))
+        self.calibrated[layer] = True
+
+    def quantize(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp8 K/V [T, Hkv, D] of new tokens, exactly as ``write`` stores them."""
+        return kv_fp8.quantize(k, self.k_scale[layer]), kv_fp8.quantize(v, self.v_scale[layer])
+
+    # ---- writes ----------------------------------------------------------------------------------------
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
         """Store new tokens' K/V ([T, Hkv, D]) at their flat slots (negative slot = padding, skipped)."""
+        if self.fp8:
+            if k.is_cuda and self.head_dim & (self.head_dim - 1) == 0:  # one launch for K and V, in registers
+                from litesys.attention.kernels.kv_write import write_fp8
+                write_fp8(k, v, self.k[layer], self.v[layer], self.k_scale[layer], self.v_scale[layer], slot_mapping)
+                return
+            return self.write_quantized(layer, *self.quantize(layer, k, v), slot_mapping)
         kc = self.k[layer].view(-1, self.num_kv_heads, self.head_dim)
         vc = self.v[layer].view(-1, self.num_kv_heads, self.head_dim)
         # Padding rows (CUDA-graph buckets) point at the scratch page 0, so no mask is needed here.
         kc.index_copy_(0, slot_mapping, k.to(kc.dtype))
         vc.index_copy_(0, slot_mapping, v.to(vc.dtype))
+
+    def write_quantized(self, layer: int, k8: torch.Tensor, v8: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+        """Store already-quantised fp8 K/V (``quantize``); index_copy_ has no fp8 kernel: copy the bytes."""
+        for cache, x in ((self.k, k8), (self.v, v8)):
+            cache[layer].view(torch.uint8).view(-1, self.num_kv_heads, self.head_dim).index_copy_(
+                0, slot_mapping, x.view(torch.uint8))
 
     def copy_page(self, src: int, dst: int) -> None:
         """Copy-on-write of a partially filled shared page (all layers)."""

@@ -131,15 +131,27 @@ def online_softmax_step(acc, m, den, s, v, DOT_PREC: tl.constexpr):
 def attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks, stride_kh,
                        stride_vp, stride_vs, stride_vh, qk_scale, D: tl.constexpr, DOT_PREC: tl.constexpr):
     """Fold one block of paged K/V rows (physical ``page`` int64, ``slot`` in the page, ``valid`` [N]) of KV head
-    ``kvh`` into the online-softmax state of the group's queries ``q`` [G_PAD, D]; invalid rows are never read."""
+    ``kvh`` into the online-softmax state of the group's queries ``q`` [G_PAD, D]; invalid rows are never read.
+
+    fp8 K/V are converted to q's dtype (exact) in registers; the caller folds the K scale into ``qk_scale`` and
+    applies the V scale to the output (both are per KV head, one per program). Same-dtype casts are no-ops."""
     offs_d = tl.arange(0, D)
     k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
-                mask=valid[:, None], other=0.0)
+                mask=valid[:, None], other=0.0).to(q.dtype)
     s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
     s = tl.where(valid[None, :], s, float("-inf"))
     v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
-                mask=valid[:, None], other=0.0)
+                mask=valid[:, None], other=0.0).to(q.dtype)
     return online_softmax_step(acc, m, den, s, v, DOT_PREC)
+
+
+@triton.jit
+def fp8_scales(ks_ptr, vs_ptr, kvh, FP8: tl.constexpr):
+    """(K scale, V scale) of KV head ``kvh`` for an fp8 cache; (1, 1) otherwise (ks_ptr/vs_ptr then unread)."""
+    if FP8:
+        return tl.load(ks_ptr + kvh), tl.load(vs_ptr + kvh)
+    else:
+        return 1.0, 1.0
 
 
 @triton.jit

@@ -15,6 +15,11 @@ def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _compute_dtype(q: torch.Tensor, cache: torch.Tensor, scale: torch.Tensor | None) -> torch.dtype:
+    """The dtype q and the K/V tiles meet in: the cache's, or q's own for an fp8 cache (dequantised in registers)."""
+    return cache.dtype if scale is None else q.dtype
+
+
 def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Tensor, page_size: int,
                num_kv_heads: int, device: torch.device,
                cfg: DecodeConfig) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
@@ -31,44 +36,49 @@ def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Te
 
 
 def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-          lengths: torch.Tensor, scale: float, cfg: DecodeConfig = DECODE) -> torch.Tensor:
+          lengths: torch.Tensor, scale: float, cfg: DecodeConfig = DECODE, k_scale: torch.Tensor | None = None,
+          v_scale: torch.Tensor | None = None) -> torch.Tensor:
     b, hq, d = q.shape
     page_size, hkv = k_cache.shape[1], k_cache.shape[2]
-    out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=q.device)
+    dtype = _compute_dtype(q, k_cache, k_scale)
+    out = torch.empty(b, hq, d, dtype=dtype if k_scale is not None else v_cache.dtype, device=q.device)
     if b == 0:
         return out
-    q = _last_dim_contiguous(q.to(k_cache.dtype))
+    q = _last_dim_contiguous(q.to(dtype))
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg)
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
-                 group_pad(hq // hkv), dot_precision(k_cache.dtype), cfg.num_warps, cfg.num_stages)
+                 group_pad(hq // hkv), dot_precision(dtype), cfg.num_warps, cfg.num_stages, k_scale, v_scale)
     if partial is not None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
     return out
 
 
 def logits(q: torch.Tensor, k_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor, scale: float,
-           max_len: int, cfg: DecodeConfig = DECODE) -> torch.Tensor:
+           max_len: int, cfg: DecodeConfig = DECODE, k_scale: torch.Tensor | None = None) -> torch.Tensor:
     b, hq, _ = q.shape
     hkv = k_cache.shape[2]
     out = torch.empty(b, hq, max_len, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out
-    q = _last_dim_contiguous(q.to(k_cache.dtype))
+    dtype = _compute_dtype(q, k_cache, k_scale)
+    q = _last_dim_contiguous(q.to(dtype))
     decode_logits(q, k_cache, page_table, lengths, out, scale, cfg.logits_chunk, cfg.logits_block_n,
-                  group_pad(hq // hkv), dot_precision(k_cache.dtype), cfg.logits_num_warps, 1)
+                  group_pad(hq // hkv), dot_precision(dtype), cfg.logits_num_warps, 1, k_scale)
     return out
 
 
 def softmax_v(logits_: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
-              cfg: DecodeConfig = DECODE) -> torch.Tensor:
+              cfg: DecodeConfig = DECODE, v_scale: torch.Tensor | None = None,
+              out_dtype: torch.dtype | None = None) -> torch.Tensor:
     b, hq, _ = logits_.shape
     page_size, hkv, d = v_cache.shape[1], v_cache.shape[2], v_cache.shape[3]
-    out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=logits_.device)
+    dtype = out_dtype or v_cache.dtype  # an fp8 cache needs out_dtype (the model's): V is dequantised to it
+    out = torch.empty(b, hq, d, dtype=dtype, device=logits_.device)
     if b == 0:
         return out
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, logits_.device, cfg)
     softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, out, cfg.block_n,
-                    group_pad(hq // hkv), dot_precision(v_cache.dtype), cfg.num_warps, cfg.num_stages)
+                    group_pad(hq // hkv), dot_precision(dtype), cfg.num_warps, cfg.num_stages, v_scale)
     if partial is not None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
     return out

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from litesys.attention.kernels.common import (
+    fp8_scales,
     online_softmax_step,
     softmax_state,
     split_bounds,
@@ -28,9 +29,9 @@ def _softmax_v_split_kernel(
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
     out_ptr, stride_ob, stride_oh,
-    max_len,
+    max_len, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -46,6 +47,7 @@ def _softmax_v_split_kernel(
     g_mask = offs_g < G
     rows = logit_ptr + b * stride_xb + (kvh * G + offs_g)[:, None] * stride_xh
     m, den, acc = softmax_state(G_PAD, D)
+    _, v_scale = fp8_scales(vs_ptr, vs_ptr, kvh, FP8)
     pt_row = pt_ptr + b * stride_ptb
     for n0 in range(start, end, BLOCK_N):  # empty for splits past the length
         pos = n0 + offs_n
@@ -55,7 +57,11 @@ def _softmax_v_split_kernel(
         page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
         v = tl.load(v_ptr + (page * stride_vp + (pos % PAGE) * stride_vs + kvh * stride_vh)[:, None]
                     + offs_d[None, :], mask=valid[:, None], other=0.0)
+        if FP8:  # exact fp8 -> output dtype in registers; V's scale multiplies the output below
+            v = v.to(out_ptr.dtype.element_ty)
         acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+    if FP8:
+        acc = acc * v_scale
     if DIRECT:
         store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G, G_PAD, D)
     elif start < length:
@@ -65,9 +71,10 @@ def _softmax_v_split_kernel(
 
 def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
                     partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor, block_n: int,
-                    group_pad: int, dot_prec: str, num_warps: int, num_stages: int) -> None:
+                    group_pad: int, dot_prec: str, num_warps: int, num_stages: int,
+                    v_scale: torch.Tensor | None = None) -> None:
     """Same outputs as ``decode_split`` (partials, or ``out`` directly when ``partial`` is None), with the scores
-    read from fp32 ``logits`` [B, Hq, L]."""
+    read from fp32 ``logits`` [B, Hq, L]. fp8 caches: ``v_scale`` [Hkv] fp32."""
     b, hq, max_len = logits.shape
     hkv, d = v_cache.shape[2], v_cache.shape[3]
     direct = partial is None
@@ -81,7 +88,7 @@ def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: tor
         *((0, 0, 0, 0, 0) if direct else (partial.stride(0), partial.stride(1), partial.stride(2),
                                           lse.stride(0), lse.stride(1))), n_splits,
         out, out.stride(0), out.stride(1),
-        max_len,
+        max_len, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], BLOCK_N=block_n,
-        DOT_PREC=dot_prec, DIRECT=direct, num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_prec, DIRECT=direct, FP8=v_scale is not None, num_warps=num_warps, num_stages=num_stages,
     )

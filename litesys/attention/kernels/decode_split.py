@@ -13,6 +13,7 @@ import triton.language as tl
 
 from litesys.attention.kernels.common import (
     attend_paged_block,
+    fp8_scales,
     load_q_group,
     softmax_state,
     split_bounds,
@@ -31,13 +32,16 @@ def _decode_split_kernel(
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
     out_ptr, stride_ob, stride_oh,
-    qk_scale,
+    qk_scale, ks_ptr, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
+    k_scale, v_scale = fp8_scales(ks_ptr, vs_ptr, kvh, FP8)
+    if FP8:  # fp8 pages: K's scale multiplies the scores, V's the output (one KV head per program)
+        qk_scale = qk_scale * k_scale
     length = tl.load(len_ptr + b)
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
     # Short sequences leave trailing splits empty: their loop is empty (and with several splits, nothing is stored).
@@ -52,6 +56,8 @@ def _decode_split_kernel(
         slot = pos % PAGE
         acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks,
                                          stride_kh, stride_vp, stride_vs, stride_vh, qk_scale, D, DOT_PREC)
+    if FP8:
+        acc = acc * v_scale
     if DIRECT:
         store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G, G_PAD, D)
     elif start < length:
@@ -62,9 +68,10 @@ def _decode_split_kernel(
 def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor,
                  qk_scale: float, block_n: int, group_pad: int, dot_prec: str, num_warps: int,
-                 num_stages: int) -> None:
+                 num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
-    tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead."""
+    tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. fp8 caches:
+    ``k_scale``/``v_scale`` [Hkv] fp32."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     direct = partial is None
@@ -79,7 +86,7 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         *((0, 0, 0, 0, 0) if direct else (partial.stride(0), partial.stride(1), partial.stride(2),
                                           lse.stride(0), lse.stride(1))), n_splits,
         out, out.stride(0), out.stride(1),
-        qk_scale,
+        qk_scale, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
-        DOT_PREC=dot_prec, DIRECT=direct, num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, num_warps=num_warps, num_stages=num_stages,
     )

@@ -1,5 +1,7 @@
 """GPU attention ops: the four functions of ``ops_torch`` with the same signatures, backed by Triton kernels.
 
+FP8 caches pass ``k_scale``/``v_scale`` [Hkv] fp32 (per layer); K/V are dequantised in registers.
+
 Decode calls are CUDA-graph safe: grids and workspaces depend only on tensor shapes (batch, heads, the page
 table's width), never on per-step lengths, and nothing synchronizes with the host.
 """
@@ -15,40 +17,45 @@ from litesys.attention.kernels.prefill import prefill
 
 def paged_decode_logits(
     q: torch.Tensor, k_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
-    scale: float, max_len: int,
+    scale: float, max_len: int, k_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Raw attention logits ``q·k * scale`` as fp32 ``[B, Hq, max_len]``, ``-inf`` at positions >= length."""
-    return decode.logits(q, k_cache, page_table, lengths, scale, max_len)
+    return decode.logits(q, k_cache, page_table, lengths, scale, max_len, k_scale=k_scale)
 
 
 def paged_softmax_v(
     logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
+    v_scale: torch.Tensor | None = None, out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """softmax(logits)·V -> ``[B, Hq, D]`` in the cache dtype; positions >= length are not read."""
-    return decode.softmax_v(logits, v_cache, page_table, lengths)
+    """softmax(logits)·V -> ``[B, Hq, D]`` in the cache dtype (``out_dtype`` if given); positions >= length are
+    not read."""
+    return decode.softmax_v(logits, v_cache, page_table, lengths, v_scale=v_scale, out_dtype=out_dtype)
 
 
 def paged_decode_fused(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
     lengths: torch.Tensor, scale: float, max_len: int | None = None,
+    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Split-KV flash-decoding; ``max_len`` is unused (the grid follows the page table's capacity)."""
-    return decode.fused(q, k_cache, v_cache, page_table, lengths, scale)
+    return decode.fused(q, k_cache, v_cache, page_table, lengths, scale, k_scale=k_scale, v_scale=v_scale)
 
 
 def prefill_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-    scale: float,
+    scale: float, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal attention within each packed prompt. q: [T, Hq, D]; k, v: [T, Hkv, D] -> [T, Hq, D]."""
+    """Causal attention within each packed prompt. q: [T, Hq, D]; k, v: [T, Hkv, D] -> [T, Hq, D]; fp8 k/v with
+    their scales are dequantised in registers."""
     out = torch.empty_like(q)
     if q.shape[0] == 0:
         return out
     if max_seqlen <= 0:  # unknown: one host sync (prefill is not graph-captured)
         max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    k, v = k.to(q.dtype), v.to(q.dtype)
+    if k_scale is None:
+        k, v = k.to(q.dtype), v.to(q.dtype)
     cfg = prefill_config(q.shape[2], q.dtype)
     prefill(q, k, v, cu_seqlens, max_seqlen, out, scale * LOG2E, cfg.block_m, cfg.block_n, dot_precision(q.dtype),
-            cfg.num_warps, cfg.num_stages)
+            cfg.num_warps, cfg.num_stages, k_scale, v_scale)
     return out

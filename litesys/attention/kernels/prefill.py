@@ -12,15 +12,16 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import mma, online_softmax_step
+from litesys.attention.kernels.common import fp8_scales, mma, online_softmax_step
 
 
 @triton.jit
 def _prefill_kernel(
     q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-    qk_scale,
+    qk_scale, ks_ptr, vs_ptr,
     G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    FP8: tl.constexpr,
 ):
     h = tl.program_id(0)
     seq = tl.program_id(1)
@@ -30,6 +31,9 @@ def _prefill_kernel(
     m0 = m_block * BLOCK_M
     if m0 < seqlen:
         kvh = h // G
+        k_scale, v_scale = fp8_scales(ks_ptr, vs_ptr, kvh, FP8)
+        if FP8:  # fp8 K/V (as the cache holds them): K's scale on the scores, V's on the output
+            qk_scale = qk_scale * k_scale
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, D)
@@ -45,20 +49,24 @@ def _prefill_kernel(
         # below the diagonal: every key precedes every query of the block and lies inside the prompt
         for n0 in range(0, m0, BLOCK_N):
             kn = n0 + offs_n
-            k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :])
+            k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :]).to(q.dtype)
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-            v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :])
+            v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :]).to(q.dtype)
             acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
         # diagonal blocks: causal mask and prompt end
         hi = tl.minimum(m0 + BLOCK_M, seqlen)
         for n0 in range(m0, hi, BLOCK_N):
             kn = n0 + offs_n
             kv_valid = kn < seqlen
-            k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
+            k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :], mask=kv_valid[:, None],
+                        other=0.0).to(q.dtype)
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
             s = tl.where((kn[None, :] <= offs_m[:, None]) & kv_valid[None, :], s, float("-inf"))
-            v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None], other=0.0)
+            v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None],
+                        other=0.0).to(q.dtype)
             acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
+        if FP8:
+            acc = acc * v_scale
         out = acc / tl.where(den > 0, den, 1.0)[:, None]
         tl.store(out_ptr + tok[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=m_valid[:, None])
@@ -66,8 +74,10 @@ def _prefill_kernel(
 
 def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
             out: torch.Tensor, qk_scale: float, block_m: int, block_n: int, dot_prec: str,
-            num_warps: int, num_stages: int) -> None:
-    """out [T, Hq, D] <- causal attention within each prompt of the packed q [T, Hq, D], k/v [T, Hkv, D]."""
+            num_warps: int, num_stages: int, k_scale: torch.Tensor | None = None,
+            v_scale: torch.Tensor | None = None) -> None:
+    """out [T, Hq, D] <- causal attention within each prompt of the packed q [T, Hq, D], k/v [T, Hkv, D]
+    (fp8 k/v: with their ``k_scale``/``v_scale`` [Hkv] fp32)."""
     assert block_m % block_n == 0, "the unmasked loop assumes key blocks tile the query block"
     hq, d = q.shape[1], q.shape[2]
     num_seqs = cu_seqlens.shape[0] - 1
@@ -75,7 +85,7 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch
     _prefill_kernel[grid](
         q, k, v, cu_seqlens, out,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        qk_scale,
-        G=hq // k.shape[1], D=d, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_prec,
+        qk_scale, cu_seqlens if k_scale is None else k_scale, cu_seqlens if v_scale is None else v_scale,
+        G=hq // k.shape[1], D=d, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_prec, FP8=k_scale is not None,
         num_warps=num_warps, num_stages=num_stages,
     )

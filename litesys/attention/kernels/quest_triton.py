@@ -37,6 +37,7 @@ from litesys.attention.kernels.common import (
     LOG2E,
     attend_paged_block,
     dot_precision,
+    fp8_scales,
     group_pad,
     load_q_group,
     mma,
@@ -231,7 +232,7 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
 
 @triton.jit
 def _quest_summary_kernel(k_ptr, slot_ptr, lo_ptr, hi_ptr, stride_kp, stride_ks, stride_kh, stride_sp, stride_sh,
-                          PAGE: tl.constexpr, PAGE_PAD: tl.constexpr, D: tl.constexpr):
+                          ks_ptr, PAGE: tl.constexpr, PAGE_PAD: tl.constexpr, D: tl.constexpr, FP8: tl.constexpr):
     i = tl.program_id(0)
     kvh = tl.program_id(1)
     slot = tl.maximum(tl.load(slot_ptr + i), 0)  # padding rows (slot -1): the scratch page 0, as the torch path
@@ -241,6 +242,8 @@ def _quest_summary_kernel(k_ptr, slot_ptr, lo_ptr, hi_ptr, stride_kp, stride_ks,
     filled = rows <= slot % PAGE
     k = tl.load(k_ptr + page * stride_kp + kvh * stride_kh + rows[:, None] * stride_ks + offs_d[None, :],
                 mask=filled[:, None], other=0.0).to(tl.float32)
+    if FP8:  # summaries of the dequantised keys (what the decode reads)
+        k = k * tl.load(ks_ptr + kvh)
     lo = tl.min(tl.where(filled[:, None], k, float("inf")), 0)
     hi = tl.max(tl.where(filled[:, None], k, float("-inf")), 0)
     out = page * stride_sp + kvh * stride_sh + offs_d
@@ -249,18 +252,19 @@ def _quest_summary_kernel(k_ptr, slot_ptr, lo_ptr, hi_ptr, stride_kp, stride_ks,
 
 
 def quest_update_summaries(k_cache: torch.Tensor, slot_mapping: torch.Tensor, kmin: torch.Tensor,
-                           kmax: torch.Tensor) -> None:
+                           kmax: torch.Tensor, k_scale: torch.Tensor | None = None) -> None:
     """Decode step: recompute kmin/kmax [P, Hkv, D] of every written page from its valid entries (one launch).
 
     ``slot_mapping`` [N]: one new token per row (a decode step), so the pages are distinct except padding rows,
-    which all write the scratch page 0 the same values."""
+    which all write the scratch page 0 the same values. fp8 caches: ``k_scale`` [Hkv] fp32."""
     n = slot_mapping.shape[0]
     if n == 0:
         return
     page, hkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
     _quest_summary_kernel[(n, hkv)](
         k_cache, slot_mapping, kmin, kmax, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        kmin.stride(0), kmin.stride(1), PAGE=page, PAGE_PAD=next_pow2(page), D=d, num_warps=1,
+        kmin.stride(0), kmin.stride(1), slot_mapping if k_scale is None else k_scale, PAGE=page,
+        PAGE_PAD=next_pow2(page), D=d, FP8=k_scale is not None, num_warps=1,
     )
 
 
@@ -273,14 +277,17 @@ def _quest_decode_kernel(
     stride_ptb, stride_selb, stride_selh,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh,
-    qk_scale, n_virtual,
+    qk_scale, n_virtual, ks_ptr, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, HAS_PHYS: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, FP8: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
+    k_scale, v_scale = fp8_scales(ks_ptr, vs_ptr, kvh, FP8)  # fixed scales: no PDL dependency
+    if FP8:
+        qk_scale = qk_scale * k_scale
     # q and lengths predate the score kernel (our PDL chain never writes them): read before the wait
     length = tl.load(len_ptr + b)
     start = split * SPLIT
@@ -305,6 +312,8 @@ def _quest_decode_kernel(
         slot = vpos % PAGE
         acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks,
                                          stride_kh, stride_vp, stride_vs, stride_vh, qk_scale, D, DOT_PREC)
+    if FP8:
+        acc = acc * v_scale
     pdl_launch_dependents(PDL)  # the merge's programs may be placed while the last splits finish
     store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                   stride_lb, stride_lh, G, G_PAD, D)
@@ -341,8 +350,10 @@ def _split_size(batch: int, num_kv_heads: int, n_virtual: int, block_n: int, dev
 def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, sel: torch.Tensor, scale: float, block_n: int = 64,
                  split: int | None = None, num_warps: int = 4, num_stages: int = 2,
-                 phys: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q·K_sel * scale)·V_sel over the pages in ``sel`` [B, Hkv, S] -> [B, Hq, D] in the cache dtype.
+                 phys: torch.Tensor | None = None, k_scale: torch.Tensor | None = None,
+                 v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q·K_sel * scale)·V_sel over the pages in ``sel`` [B, Hkv, S] -> [B, Hq, D] in the cache dtype
+    (q's dtype for an fp8 cache, whose ``k_scale``/``v_scale`` [Hkv] fp32 are then given).
 
     ``split``: virtual tokens per program (a multiple of ``block_n``); default from the shapes.
     ``phys``: optional [B, Hkv, S] physical pages of ``sel``'s slots (as ``quest_select`` returns).
@@ -368,12 +379,12 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         page_table.stride(0), sel.stride(0), sel.stride(1),
         partial.stride(0), partial.stride(1), partial.stride(2),
         lse.stride(0), lse.stride(1),
-        scale * LOG2E, n_virtual,
+        scale * LOG2E, n_virtual, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page, SPLIT=split, BLOCK_N=block_n,
-        DOT_PREC=dot_precision(k_cache.dtype), HAS_PHYS=phys is not None, PDL=pdl, num_warps=num_warps,
-        num_stages=num_stages, launch_pdl=pdl,
+        DOT_PREC=dot_precision(k_cache.dtype if k_scale is None else q.dtype), HAS_PHYS=phys is not None, PDL=pdl,
+        FP8=k_scale is not None, num_warps=num_warps, num_stages=num_stages, launch_pdl=pdl,
     )
-    out = torch.empty(b, hq, d, dtype=v_cache.dtype, device=q.device)
+    out = torch.empty(b, hq, d, dtype=v_cache.dtype if k_scale is None else q.dtype, device=q.device)
     _quest_merge_kernel[(b, hq)](
         partial, lse, out, partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
         out.stride(0), out.stride(1), NSPLIT=nsplit, S_PAD=next_pow2(nsplit), D=d, PDL=pdl, num_warps=2,

@@ -92,8 +92,9 @@ class QuestSelector:
         if kv.page_size != self.page_size:
             raise ValueError(f"quest_block_size={self.page_size} must equal the KV page size {kv.page_size}")
         shape = (kv.num_layers, kv.num_pages, kv.num_kv_heads, kv.head_dim)
-        self.kmin = torch.zeros(shape, dtype=kv.k.dtype, device=kv.k.device)
-        self.kmax = torch.zeros(shape, dtype=kv.k.dtype, device=kv.k.device)
+        # the model's dtype, also for an fp8 cache: summaries of the dequantised keys
+        self.kmin = torch.zeros(shape, dtype=kv.dtype, device=kv.k.device)
+        self.kmax = torch.zeros(shape, dtype=kv.dtype, device=kv.k.device)
 
     def on_write(self, layer: int, kv, k_new: torch.Tensor, meta: AttnMeta) -> None:
         if layer not in self.layers:
@@ -103,7 +104,8 @@ class QuestSelector:
         ps = self.page_size
         if not meta.is_prefill and self._use_triton(kv.k):
             from litesys.attention.kernels import quest_triton
-            quest_triton.quest_update_summaries(kv.k[layer], meta.slot_mapping, self.kmin[layer], self.kmax[layer])
+            quest_triton.quest_update_summaries(kv.k[layer], meta.slot_mapping, self.kmin[layer], self.kmax[layer],
+                                                kv.scales(layer)[0])
             return
         slots = meta.slot_mapping.long().clamp(min=0)  # padding rows: scratch page 0
         if meta.is_prefill:
@@ -114,6 +116,9 @@ class QuestSelector:
         pages = slots // ps
         filled = torch.arange(ps, device=slots.device)[None, :] <= (slots % ps)[:, None]  # [N, page]
         kp = kv.k[layer][pages]  # [N, page, Hkv, D]
+        k_scale = kv.scales(layer)[0]
+        if k_scale is not None:  # fp8: summaries of the dequantised keys
+            kp = (kp.float() * k_scale[:, None]).to(kv.dtype)
         mask = filled[:, :, None, None]
         self.kmin[layer].index_copy_(0, pages, kp.masked_fill(~mask, float("inf")).amin(dim=1))
         self.kmax[layer].index_copy_(0, pages, kp.masked_fill(~mask, float("-inf")).amax(dim=1))
@@ -150,14 +155,17 @@ class QuestSelector:
         return select_pages(scores, meta.lengths, self.page_size, self.topk, self.sink, self.local)
 
     def decode(self, layer: int, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttnMeta,
-               scale: float, ops=None) -> torch.Tensor:
+               scale: float, ops=None, k_scale: torch.Tensor | None = None,
+               v_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention over the selected pages; fp8 caches pass their [Hkv] scales."""
         if self._use_triton(q):
             from litesys.attention.kernels import quest_triton
             sel, phys = self._select_triton(layer, q, meta)
             return quest_triton.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale,
-                                             phys=phys)
+                                             phys=phys, k_scale=k_scale, v_scale=v_scale)
         sel = self.select(layer, q, meta)
-        return quest_torch.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale)
+        return quest_torch.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale,
+                                        k_scale, v_scale)
 
 
 def from_config(cfg, num_layers: int, page_size: int, backend: str = "auto",

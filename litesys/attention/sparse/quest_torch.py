@@ -25,8 +25,11 @@ def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
 
 
 def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-                 lengths: torch.Tensor, sel: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax(q·K_sel * scale)·V_sel over the selected pages -> [B, Hq, D] (zeros for a row with no pages)."""
+                 lengths: torch.Tensor, sel: torch.Tensor, scale: float, k_scale: torch.Tensor | None = None,
+                 v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q·K_sel * scale)·V_sel over the selected pages -> [B, Hq, D] (zeros for a row with no pages).
+
+    fp8 caches: ``k_scale``/``v_scale`` [Hkv] fp32; the selected rows are dequantised, the output is in q's dtype."""
     b, hq, d = q.shape
     page, hkv = k_cache.shape[1], k_cache.shape[2]
     used = sel >= 0
@@ -36,6 +39,9 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     head = torch.arange(hkv, device=q.device)[None, :, None]
     k = k_cache[phys, :, head].float()  # [B, Hkv, S, page, D]: only the selected pages are read
     v = v_cache[phys, :, head].float()
+    if k_scale is not None:
+        k = k * k_scale.view(1, hkv, 1, 1, 1)
+        v = v * v_scale.view(1, hkv, 1, 1, 1)
     pos = lp[..., None] * page + torch.arange(page, device=q.device)
     tok = used[..., None] & (pos < lengths.long()[:, None, None, None])  # [B, Hkv, S, page]
     k = torch.where(tok[..., None], k, 0.0)  # where, not multiply: stale/NaN data never reaches the sums
@@ -46,4 +52,4 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     p = torch.softmax(logits, dim=-1)
     p = torch.where(tok.flatten(2)[:, :, None].any(dim=-1, keepdim=True), p, 0.0)
     out = torch.einsum("bkgn,bknd->bkgd", p, v.flatten(2, 3))
-    return out.reshape(b, hq, d).to(v_cache.dtype)
+    return out.reshape(b, hq, d).to(v_cache.dtype if v_scale is None else q.dtype)
