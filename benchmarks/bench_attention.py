@@ -1,7 +1,7 @@
-"""GPU check and benchmark of the Triton attention kernels (run from the repo root, ~3 minutes on an H100).
+"""GPU check and benchmark of the Triton attention kernels (~3 minutes on an H100).
 
-    PYTHONPATH=. python3 benchmarks/bench_attention.py            # writes $OUT/bench_attention.json if OUT is set
-    BENCH_SMOKE=1 PYTHONPATH=. python3 benchmarks/bench_attention.py   # tiny shapes on CPU (TRITON_INTERPRET)
+    python3 benchmarks/bench_attention.py            # writes $OUT/bench_attention.json if OUT is set
+    BENCH_SMOKE=1 python3 benchmarks/bench_attention.py   # tiny shapes on CPU (TRITON_INTERPRET)
 
 1. HBM copy bandwidth (device-to-device copy, bytes read + written): the decode kernels' ceiling.
 2. Correctness vs ``ops_torch`` at full size: decode at lengths 1..32K (ragged, page boundaries, every page size),
@@ -19,7 +19,10 @@ import json
 import os
 import time
 
-SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # exercise the script's logic on CPU before spending GPU time
+from common import bench_args  # (parsed before torch touches the GPU: --help answers anywhere)
+
+ARGS = bench_args(__doc__, "bench_attention.json", None if __name__ == "__main__" else [])
+SMOKE = ARGS.smoke or os.environ.get("BENCH_SMOKE") == "1"  # exercise the logic on CPU before spending GPU time
 if SMOKE:
     os.environ["TRITON_INTERPRET"] = "1"
 
@@ -389,8 +392,8 @@ def main() -> None:
     empty_cache()
     RESULTS["prefill"] = pre = time_prefill()
     RESULTS["wall_s"] = time.time() - T0
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "bench_attention.json"), "w") as f:
+    if ARGS.out:
+        with open(os.path.join(ARGS.out, "bench_attention.json"), "w") as f:
             json.dump(RESULTS, f, indent=1)
 
     ok_dec = all(r["fused"] < 1e-2 and r["two_stage"] < 1e-2 and r["mask_exact"] and not r["nan"]

@@ -1,7 +1,7 @@
-"""GPU check and benchmark of the fused MoE kernels alone, Qwen3-30B-A3B's shape (run from the repo root, ~2 min).
+"""GPU check and benchmark of the fused MoE kernels alone, Qwen3-30B-A3B's shape (~2 min).
 
-    PYTHONPATH=. python3 benchmarks/bench_moe.py                   # writes $OUT/bench_moe.json if OUT is set
-    BENCH_SMOKE=1 PYTHONPATH=. python3 benchmarks/bench_moe.py     # tiny shapes on CPU (TRITON_INTERPRET)
+    python3 benchmarks/bench_moe.py                   # writes $OUT/bench_moe.json if OUT is set
+    BENCH_SMOKE=1 python3 benchmarks/bench_moe.py     # tiny shapes on CPU (TRITON_INTERPRET)
 
 One MoE block with random bf16 weights (E=128 experts, top-8, H=2048, I=768) and a random router, for
 T in {1, 16, 64, 128, 256, 4096} tokens:
@@ -19,7 +19,10 @@ import json
 import os
 import time
 
-SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # exercise the script's logic on CPU before spending GPU time
+from common import bench_args  # (parsed before torch touches the GPU: --help answers anywhere)
+
+ARGS = bench_args(__doc__, "bench_moe.json", None if __name__ == "__main__" else [])
+SMOKE = ARGS.smoke or os.environ.get("BENCH_SMOKE") == "1"  # exercise the logic on CPU before spending GPU time
 if SMOKE:
     os.environ["TRITON_INTERPRET"] = "1"
 
@@ -158,8 +161,8 @@ def main() -> None:
               f"{r['torch_loop_ms'] * 1e3:>8.0f}")
     print(f"copy bandwidth {bw:.2f} TB/s; all configurations correct: {RESULTS['all_ok']}; "
           f"total {time.time() - T0:.0f}s")
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "bench_moe.json"), "w") as f:
+    if ARGS.out:
+        with open(os.path.join(ARGS.out, "bench_moe.json"), "w") as f:
             json.dump(RESULTS, f, indent=1)
 
 

@@ -1,6 +1,7 @@
 """Helpers shared by the GPU benchmark scripts (run as ``python benchmarks/<script>.py``)."""
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -8,6 +9,14 @@ import torch
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # run a script's logic on CPU at tiny sizes before spending GPU time
 T0 = time.time()
+
+
+def bench_args(doc: str, json_name: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The GPU check scripts' flags: ``--smoke`` (= BENCH_SMOKE=1) and ``--out`` (a folder for the JSON)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET), = BENCH_SMOKE=1")
+    ap.add_argument("--out", default=os.environ.get("OUT"), help=f"folder for {json_name} (default: $OUT, if set)")
+    return ap.parse_args(argv)
 
 
 def log(msg: str) -> None:
