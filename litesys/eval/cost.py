@@ -91,7 +91,7 @@ class ModelShape:
         hkv = raw.get("num_key_value_heads") or hq
         d = raw.get("head_dim") or h // hq
         attn = h * hq * d + 2 * h * hkv * d + hq * d * h  # q, k, v, o
-        experts = raw.get("num_experts") or raw.get("n_routed_experts") or 0
+        experts = raw.get("num_experts") or raw.get("num_local_experts") or raw.get("n_routed_experts") or 0
         step = raw.get("decoder_sparse_step") or 1
         dense_only = set(raw.get("mlp_only_layers") or [])
         moe_i = raw.get("moe_intermediate_size") or 0
