@@ -6,13 +6,16 @@ A bad flag or value exits with one line on stderr and code 2, before anything is
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+KV_CACHE_DTYPES = ("auto", "fp8_e4m3")  # litesys.attention.kv_fp8.KV_CACHE_DTYPES (not imported: no torch here)
 
 
 class UsageError(ValueError):
@@ -26,10 +29,46 @@ class Parser(argparse.ArgumentParser):
         die(f"{message} (see {self.prog} --help)", self.prog)
 
 
+# The API's argument names (in messages from LLM/SamplingParams) -> the flags that set them.
+API_FLAGS = {"max_seq_len": "--max_len", "max_new_tokens": "--gen_len", "model_class": "--model_class",
+             "gpu_memory_utilization": "--gpu_memory_utilization", "max_num_seqs": "--max_num_seqs",
+             "tensor_parallel_size": "--tp", "enable_thinking": "--enable-thinking", "temperature": "--temperature",
+             "top_p": "--top_p", "top_k": "--top_k", "min_p": "--min_p", "repeat_check_window": "--repeat_check_window",
+             "repeat_block_size": "--repeat_block_size", "repeat_check": "--repeat-check", "seed": "--seed",
+             "model": "--model", "dtype": "--dtype", "device": "--device"}
+_API_ASSIGN = re.compile(r"(?<![\w\-./])(" + "|".join(API_FLAGS) + r")=('[^']*'|\"[^\"]*\"|[^\s,;)]+)?")
+# bare names that cannot be prose ("the model" stays as it is)
+_API_BARE = re.compile(r"(?<![\w\-./=])(" + "|".join(k for k in API_FLAGS if "_" in k or k == "temperature")
+                       + r")(?![\w=(])")
+
+
+def flag_message(message: str) -> str:
+    """An API error in the CLI's words: ``max_seq_len=4096`` -> ``--max_len 4096``, ``top_k`` -> ``--top_k``."""
+    def assign(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        if name == "repeat_check" and value == "False":
+            return "--no-repeat-check"
+        return API_FLAGS[name] + (" " + value.strip("'\"") if value else "")
+
+    return _API_BARE.sub(lambda m: API_FLAGS[m.group(1)], _API_ASSIGN.sub(assign, message))
+
+
 def die(message: str, prog: str | None = None) -> NoReturn:
+    """One line on stderr in the CLI's words (API argument names become flags), exit code 2."""
     prog = prog or os.path.basename(sys.argv[0])
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {flag_message(' '.join(str(message).split()))}", file=sys.stderr)  # one line
     sys.exit(2)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a float that is a real number (``nan``/``inf`` would reach the run config and the sampler)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def run_or_exit(runner: Callable[..., Any], prog: str, output_dir: Path, *args: Any, **kw: Any) -> Any:
@@ -40,7 +79,7 @@ def run_or_exit(runner: Callable[..., Any], prog: str, output_dir: Path, *args: 
     try:
         return runner(*args, **kw)
     except RunError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {flag_message(str(e))}", file=sys.stderr)
         sys.exit(1)
     except (ValueError, FileNotFoundError) as e:
         die(str(e), prog)
@@ -65,8 +104,12 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     add(g, "--max_len", type=int, default=32768, help="max sequence length, prompt + generation (default 32768)")
     add(g, "--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     add(g, "--device", default="auto", help="auto | cuda | cpu (default: cuda when available)")
-    add(g, "--gpu_memory_utilization", type=float, default=0.9, help="share of GPU memory to use (default 0.9)")
+    add(g, "--gpu_memory_utilization", type=finite_float, default=0.9, help="share of GPU memory to use (default 0.9)")
     add(g, "--max_num_seqs", type=int, default=256, help="most sequences decoded at once (default 256)")
+    add(g, "--kv_cache_dtype", default="auto", choices=KV_CACHE_DTYPES,
+        help="KV pages: auto = the model dtype, fp8_e4m3 = FP8 with per-head scales (docs/kv_fp8.md)")
+    add(g, "--kv_scales", default=None, metavar="JSON",
+        help="fp8 K/V scales file (default: calibrated on each layer's first prefill)")
     g.add_argument("--enable-thinking", "--enable_thinking", dest="enable_thinking", default=None,
                    action=argparse.BooleanOptionalAction,
                    help="chat template's thinking switch (default: the template's own)")
@@ -77,10 +120,10 @@ def add_sampling_args(parser: argparse.ArgumentParser, temperature: float = 0.6,
     """Sampling flags; the defaults are Qwen3's recommended thinking-mode settings."""
     g = parser.add_argument_group("sampling")
     add(g, "--gen_len", type=int, default=gen_len, help=f"max generated tokens per sample (default {gen_len})")
-    add(g, "--temperature", type=float, default=temperature, help=f"0 = greedy (default {temperature})")
-    add(g, "--top_p", type=float, default=top_p, help=f"default {top_p}")
+    add(g, "--temperature", type=finite_float, default=temperature, help=f"0 = greedy (default {temperature})")
+    add(g, "--top_p", type=finite_float, default=top_p, help=f"default {top_p}")
     add(g, "--top_k", type=int, default=top_k, help=f"0 disables (default {top_k})")
-    add(g, "--min_p", type=float, default=min_p, help=f"default {min_p}")
+    add(g, "--min_p", type=finite_float, default=min_p, help=f"default {min_p}")
 
 
 def add_repetition_args(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +187,19 @@ def make_llm(args: argparse.Namespace, device: str) -> Any:
     tp = getattr(args, "tensor_parallel_size", 1)  # set by the torchrun entry points (dist_runner.torchrun_main)
     if tp > 1:
         kw["tensor_parallel_size"] = tp
+    kw.update(kv_record(args))
     return LLM(args.model, **kw)
+
+
+def kv_record(args: argparse.Namespace) -> dict:
+    """``kv_cache_dtype``/``kv_scales`` when not the defaults: LLM arguments, and run-config keys (so a resume
+    cannot mix KV dtypes; runs made before the flag existed, all bf16, keep resuming)."""
+    rec = {}
+    if getattr(args, "kv_cache_dtype", "auto") != "auto":
+        rec["kv_cache_dtype"] = args.kv_cache_dtype
+    if getattr(args, "kv_scales", None):
+        rec["kv_scales"] = os.path.abspath(args.kv_scales)
+    return rec
 
 
 def validate_common(args: argparse.Namespace) -> None:
@@ -157,10 +212,20 @@ def validate_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
     if args.max_num_seqs < 1:
         raise UsageError(f"--max_num_seqs must be >= 1, got {args.max_num_seqs}")
+    if not 0 < args.gpu_memory_utilization <= 1:
+        raise UsageError(f"--gpu_memory_utilization must be in (0, 1] (a share of the GPU's memory), got "
+                         f"{args.gpu_memory_utilization}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.gen_len < 1:
         raise UsageError(f"--gen_len must be >= 1, got {args.gen_len}")
     if args.max_len < 2:
         raise UsageError(f"--max_len must be >= 2, got {args.max_len}")
+    if getattr(args, "kv_scales", None):
+        if args.kv_cache_dtype == "auto":
+            raise UsageError("--kv_scales needs --kv_cache_dtype fp8_e4m3")
+        if not os.path.isfile(args.kv_scales):
+            raise UsageError(f"--kv_scales {args.kv_scales} is not a file; pass a JSON file with k_scale/v_scale")
     if args.gen_len > args.max_len:
         raise UsageError(f"--gen_len {args.gen_len} is larger than --max_len {args.max_len}; raise --max_len "
                          "(it counts prompt + generation) or lower --gen_len")
@@ -192,7 +257,19 @@ def resolve_devices(args: argparse.Namespace) -> list[str]:
         return [device]
     if device != "cpu":
         raise UsageError(f"--device {device!r} is not cuda, cuda:N or cpu")
+    cores = cpu_cores()
+    if args.nproc > cores:
+        raise UsageError(f"--nproc {args.nproc} but only {cores} CPU core(s) available to this process; lower "
+                         "--nproc (each CPU worker needs a core of its own)")
     return ["cpu"] * args.nproc
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def resolve_dtype(args: argparse.Namespace, devices: list[str]) -> str:
@@ -218,7 +295,7 @@ def sampling_config(args: argparse.Namespace) -> dict:
     """The flags that change what is generated (for the run-config file)."""
     keys = ("temperature", "top_p", "top_k", "min_p", "gen_len", "repeat_check", "repeat_check_window",
             "repeat_block_size", "seed", "max_len", "enable_thinking", "model_class")
-    return {k: getattr(args, k) for k in keys}
+    return {**{k: getattr(args, k) for k in keys}, **kv_record(args)}
 
 
 def model_id(model: str) -> str:

@@ -84,11 +84,11 @@ def torchrun_main(eval_main: Callable[..., object], prog: str, argv: list[str] |
     """
     from litesys.eval import cli
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = cli.Parser(prog=prog, add_help=False)  # one-line errors (--tp abc) like the task's own flags
     pre.add_argument("--tp", "--tensor_parallel_size", "--tensor-parallel-size", dest="tp", type=int, default=None)
     known, argv = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    tp = known.tp or world
+    tp = world if known.tp is None else known.tp  # --tp 0 is an error, not "all processes"
     if tp < 1:
         cli.die(f"--tp must be >= 1, got {tp}", prog)
     if "WORLD_SIZE" not in os.environ and tp > 1:
