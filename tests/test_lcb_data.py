@@ -12,9 +12,9 @@ import pytest
 
 from litesys.eval.lcb import build_prompt, decode_test_cases, func_name, load_problems, problem_tests, release_files
 from litesys.eval.lcb_grade import extract_code
-from litesys.eval.lcb_summary import summarize
 from litesys.eval.lcb_harness import clean_if_name, make_function
 from litesys.eval.lcb_judge import stdio_match
+from litesys.eval.lcb_summary import summarize
 
 
 def encode_private(cases: list[dict]) -> str:
@@ -80,9 +80,15 @@ def test_test_case_decoding_and_fn_name():
     cases = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
     assert decode_test_cases(json.dumps(cases)) == cases
     assert decode_test_cases(encode_private(cases)) == cases
-    p = problem("f", starter="class Solution: ...", func="add", public=cases, private=encode_private(cases * 2))
+    func_cases = [{"input": "1\n2", "output": "3", "testtype": "functional"}]
+    p = problem("f", starter="class Solution: ...", func="add", public=func_cases,
+                private=encode_private(func_cases * 2))
     t = problem_tests(p)
-    assert (t.inputs, t.fn_name) == (["1 2\n"] * 3, "add")
+    assert (t.inputs, t.outputs, t.fn_name) == (["1\n2"] * 3, ["3"] * 3, "add")
+    # a functional problem whose inputs are not one JSON value per line could only fail at grading
+    with pytest.raises(ValueError, match="test 0: the input line 0 of a functional problem is not JSON"):
+        problem_tests(problem("f", func="add", public=cases))
+    assert problem_tests(problem("s", public=cases)).inputs == ["1 2\n"]  # stdin: any text
     assert func_name(problem("s")) is None
     with pytest.raises(ValueError, match="neither JSON nor base64"):
         decode_test_cases("not json, not base64 either!")

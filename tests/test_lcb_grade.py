@@ -57,44 +57,65 @@ def write_generations(path: Path, cases: list, trial0: int = 0) -> None:
                                 "output_text": text}) + "\n")
 
 
-def grade(gen_dir: Path, out: Path, *extra: str) -> tuple[dict, list[dict]]:
-    summary = lcb_grade_cli.main(["--output_dir", str(gen_dir), "--output_file", str(out), *extra])
-    return summary, [json.loads(line) for line in out.read_text().splitlines()]
+def rows(out: Path) -> tuple[dict, list[dict]]:
+    """The verdict file's header and rows."""
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    return lines[0], lines[1:]
+
+
+def grade(gen_dir: Path, out: Path | None, *extra: str) -> tuple[dict, list[dict]]:
+    argv = ["--output_dir", str(gen_dir), *(["--output_file", str(out)] if out else []), *extra]
+    summary = lcb_grade_cli.main(argv)
+    return summary, rows(out or gen_dir / "verdicts.jsonl")[1]
 
 
 def test_verdicts_both_formats_and_resume(tmp_path, capsys):
     gen = tmp_path / "gen"
     write_generations(gen / "run1" / "samples.0.jsonl", CASES[:7])
     write_generations(gen / "run2" / "samples.0.jsonl", CASES[7:], trial0=7)  # two runs grade together
-    out = tmp_path / "verdicts.jsonl"
+    out = gen / "verdicts.jsonl"  # the default: inside the generation folder, and never taken for samples
     start = time.monotonic()
-    summary, recs = grade(gen, out, "--workers", "2", "--timeout", "1")
+    flags = ("--workers", "2", "--timeout", "1", "--io", "lcb_runner")
+    summary, recs = grade(gen, None, *flags)
     assert time.monotonic() - start < 60
+    header = rows(out)[0]
+    assert header["format"] == "litesys-lcb-verdicts" and header["config"]["timeout"] == 1.0
+    assert header["config"]["memory_mb"] == 4096 and oct(out.stat().st_mode & 0o777) == "0o600"
     got = {(r["source"], r["line"]): (r["verdict"], r["tests_passed"]) for r in recs}
     want = {(f"run{1 if i < 7 else 2}/samples.0.jsonl", i + 1 if i < 7 else i - 6): (v, n)
             for i, (_, _, v, n) in enumerate(CASES)}
     assert got == want
-    assert all(r["tests_total"] == 3 for r in recs if r["verdict"] != "no code")
+    assert all(r["tests_total"] == 3 and r["io"] == "lcb_runner" for r in recs if r["verdict"] != "no code")
     assert {r["question_id"] for r in recs if r["passed"]} == {"add", "addTo"}
     # pass@1 per problem = share of passing samples: add 3/8, addTo 3/5.
     assert summary["all"]["pass@1"] == pytest.approx((3 / 8 + 3 / 5) / 2)
     assert summary["by_difficulty"]["easy"]["pass@1"] == pytest.approx(3 / 8)
     assert summary["by_difficulty"]["medium"]["pass@1"] == pytest.approx(3 / 5)
-    assert "pass@4" in summary["all"]
+    assert "pass@4" in summary["all"] and summary["headline_io"] == "lcb_runner"
     printed = capsys.readouterr().out
     assert "easy" in printed and "medium" in printed and "37.50%" in printed
-    assert json.loads((tmp_path / "verdicts.summary.json").read_text()) == summary
+    assert json.loads((gen / "verdicts.summary.json").read_text()) == summary
 
-    # Rerun: nothing new to grade, the same summary.
-    summary2, recs2 = grade(gen, out, "--workers", "2", "--timeout", "1")
+    # Rerun: the verdict file in the folder is skipped, nothing new to grade, the same summary.
+    summary2, recs2 = grade(gen, None, *flags)
     assert recs2 == recs and summary2 == summary
     # A new sample (and a torn verdict line from a killed run): only the new one is graded.
     with open(out, "a") as f:
         f.write('{"key": "torn')
     write_generations(gen / "run2" / "samples.0.jsonl", [CASES[0]], trial0=20)
-    _, recs3 = grade(gen, out, "--workers", "1")
+    _, recs3 = grade(gen, None, *flags)
     assert recs3[:len(recs)] == recs and len(recs3) == len(recs) + 1
     assert recs3[-1]["verdict"] == "passed" and recs3[-1]["trial"] == 20
+    # Other limits regrade everything (the old verdicts move aside) instead of reusing verdicts of other limits.
+    capsys.readouterr()
+    _, recs4 = grade(gen, None, *flags[:3], "2", *flags[4:])
+    assert "graded with other settings (timeout 1.0 -> 2.0)" in capsys.readouterr().err
+    assert rows(out)[0]["config"]["timeout"] == 2.0 and len(recs4) == len(recs3)
+    assert rows(gen / "verdicts.jsonl.old")[1] == recs3
+    # --io script adds the other mode's rows to the same file, the lcb_runner rows are kept.
+    summary5, recs5 = grade(gen, None, *flags[:3], "2", "--io", "both")
+    assert recs5[:len(recs4)] == recs4 and {r["io"] for r in recs5[len(recs4):]} == {"script"}
+    assert set(summary5["io"]) == {"lcb_runner", "script"} and summary5["io_differences"] == []
 
 
 def _exit_code_and_error(capsys, argv) -> tuple[int, str]:
@@ -109,24 +130,21 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys):
     code, err = _exit_code_and_error(capsys, ["--output_dir", str(tmp_path / "nope"), "--output_file", str(out)])
     assert code == 2 and "is not a folder" in err and "\n" not in err
     gen = tmp_path / "gen"
-    write_generations(gen / "a.jsonl", CASES[:1])
-    with open(gen / "a.jsonl", "a") as f:
-        f.write(json.dumps({k: ADD[k] for k in lcb_grade_cli.LINE_FIELDS}) + "\n")
+    gen.mkdir()
+    (gen / "a.jsonl").write_text(json.dumps({k: ADD[k] for k in lcb_grade_cli.LINE_FIELDS}) + "\n")
     code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out)])
-    assert code == 2 and "a.jsonl:2 has no output_text" in err and "\n" not in err
+    assert code == 2 and "a.jsonl:1 has no output_text" in err and "\n" not in err
     (gen / "a.jsonl").unlink()
     code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out)])
-    assert code == 2 and "no *.jsonl under" in err
-    bad = dict(ADD, private_test_cases="!!! not base64 !!!")
-    write_generations(gen / "b.jsonl", [(bad, "print(3)")])
-    code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out)])
-    assert code == 2 and "b.jsonl:1: problem add: test cases are neither JSON nor base64" in err
-    code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out), "--timeout", "0"])
-    assert code == 2 and "--timeout must be > 0" in err
+    assert code == 2 and "no *.jsonl generations under" in err
+    write_generations(gen / "b.jsonl", CASES[:1])
+    for flags, msg in ((["--timeout", "0"], "--timeout must be > 0"), (["--io", "tty"], "argument --io"),
+                       (["--k", "0"], "--k must be comma-separated integers >= 1"),
+                       (["--memory_mb", "10"], "--memory_mb must be >= 256")):
+        code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out), *flags])
+        assert code == 2 and msg in err and "\n" not in err, (flags, err)
     assert not out.exists() and not (tmp_path / "v.summary.json").exists()
     if os.geteuid() == 0:  # the uid range is only used as root
-        (gen / "b.jsonl").unlink()
-        write_generations(gen / "c.jsonl", CASES[:1])
         code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out), "--workers",
                                                   "3", "--sandbox_uid_base", "65532"])
         assert code == 2 and "sandbox uid 65534 is outside" in err
@@ -163,9 +181,9 @@ def test_200_programs_two_workers_match_one(tmp_path):
              (ADD_TO, "class Solution:\n    def addTo(self, nums, k):\n        return nums")]
     cases = [kinds[i % len(kinds)] for i in range(200)]
     write_generations(tmp_path / "gen" / "samples.0.jsonl", cases)
-    _, one = grade(tmp_path / "gen", tmp_path / "one.jsonl", "--workers", "1")
+    _, one = grade(tmp_path / "gen", tmp_path / "one.jsonl", "--workers", "1", "--io", "lcb_runner")
     start = time.monotonic()
-    _, two = grade(tmp_path / "gen", tmp_path / "two.jsonl", "--workers", "2")
+    _, two = grade(tmp_path / "gen", tmp_path / "two.jsonl", "--workers", "2", "--io", "lcb_runner")
     assert time.monotonic() - start < 120
     strip = lambda recs: {r["key"]: (r["verdict"], r["tests_passed"]) for r in recs}  # noqa: E731
     assert len(two) == 200 and strip(two) == strip(one)

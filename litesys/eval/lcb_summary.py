@@ -90,8 +90,14 @@ def summarize_all(rows: list[dict], ks: list[int] | None = None) -> dict:
                               "rows": bad_rows}}
 
 
+def _shown(cols: list[str]) -> list[str]:
+    """At most 1, 2, 4, 8, ... and the largest k on screen (the summary file has every k)."""
+    ks = [int(c[5:]) for c in cols]
+    return cols if len(cols) <= 8 else [c for c, k in zip(cols, ks) if k & (k - 1) == 0 or k == max(ks)]
+
+
 def format_summary(summary: dict) -> str:
-    cols = [k for k in summary["all"] if k.startswith("pass@")]
+    cols = _shown([k for k in summary["all"] if k.startswith("pass@")])
     head = f"{'':<10}{'problems':>9}{'samples':>9}" + "".join(f"{c:>10}" for c in cols)
     rows = [head]
     for name, b in [("all", summary["all"]), *summary["by_difficulty"].items()]:
