@@ -303,6 +303,9 @@ def load_runs(args: argparse.Namespace) -> tuple[list[Run], list[int]]:
         if gpu_key(args.gpu) is None:
             raise ReportError(f"--gpu {args.gpu!r} is not in the table ({', '.join(GPUS)}); pass --arith-intensity")
         intensity = arith_intensity(args.gpu)[0]
+    for flag, path in (("--png", args.png), ("--cost-png", args.cost_png), ("--json", args.json)):
+        if path is not None and not path.parent.is_dir():
+            raise ReportError(f"{flag} {path}: the folder {path.parent} does not exist; create it or pass another path")
     runs = [load_run(p, intensity) for p in args.runs]
     tasks = {r.task for r in runs}
     if len(tasks) > 1 and not args.allow_mixed_tasks:
