@@ -5,6 +5,7 @@ shape for the report: per sample ``problem_id``, ``trial``, ``correct``, ``num_t
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,21 +159,31 @@ def find_samples_dir(verdicts: Path, rows: list[dict]) -> Path | None:
     return next((c for c in cands if _has_shards(c)), None)
 
 
-def _sample_index(folder: Path) -> tuple[dict, dict]:
-    """Projected samples of a generation folder by (file name, line) and by (problem id, trial)."""
-    from litesys.eval.runner import SHARD_GLOB, _complete_lines
+# Top-level keys found without parsing a line (LiveCodeBench lines carry megabytes of test cases): inside a JSON
+# string every quote is escaped, so `"num_tokens": ` can only be a key.
+_INT_FIELD = {k: re.compile(rb'"' + k.encode() + rb'": (\d+)') for k in ("num_tokens", "prompt_tokens")}
+_REASON = re.compile(rb'"finish_reason": "([A-Za-z_]+)"')
 
-    keep = ("problem_id", "trial", "num_tokens", "prompt_tokens", "finish_reason")
+
+def _sample_index(folder: Path) -> tuple[dict, dict]:
+    """Lengths of a generation folder's samples by (file name, line) and by (problem id, trial)."""
+    from litesys.eval.runner import SHARD_GLOB, RunError, _complete_lines, _line_key
+
     by_line, by_key = {}, {}
     for path in sorted(folder.glob(SHARD_GLOB)):
         for n, line in _complete_lines(path):
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+                pid, trial = _line_key(path, n, line)
+            except (RunError, KeyError):
                 continue
-            small = {k: rec.get(k) for k in keep}
+            small: dict = {"problem_id": str(pid), "trial": trial}
+            for k, pat in _INT_FIELD.items():
+                m = pat.search(line)
+                small[k] = int(m.group(1)) if m else None
+            m = _REASON.search(line)
+            small["finish_reason"] = m.group(1).decode() if m else None
             by_line[(path.name, n)] = small
-            by_key.setdefault((str(rec.get("problem_id")), rec.get("trial")), small)
+            by_key.setdefault((str(pid), trial), small)
     return by_line, by_key
 
 
