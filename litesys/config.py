@@ -1,7 +1,30 @@
 """User-facing knobs, validated once with one-line errors that say what to do."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
+
+
+def check_int(name: str, value, lo: int | None = None, hint: str = "") -> None:
+    """``value`` is an integer (not a bool, not a float like 2.0) and ``>= lo``; else a one-line ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer{hint}, got {value!r} ({type(value).__name__})")
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}{hint}, got {value}")
+
+
+def check_real(name: str, value, hint: str = "") -> None:
+    """``value`` is a finite real number (not a bool, a string, NaN or inf); else a one-line ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number{hint}, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number{hint}, got {value}")
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):  # "false" or 0 would silently mean something else
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
 @dataclass
@@ -30,6 +53,19 @@ class SamplingParams:
         self.validate()
 
     def validate(self) -> None:
+        """Types first (a str, NaN, 2.5 or True where a number or an integer belongs), then ranges."""
+        check_real("temperature", self.temperature, " (0 = greedy)")
+        for name in ("top_p", "min_p"):
+            check_real(name, getattr(self, name))
+        check_int("top_k", self.top_k, hint=" (0 or -1 disables it)")
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_int("n", self.n, 1)
+        for name in ("repeat_check_window", "repeat_block_size"):
+            check_int(name, getattr(self, name))
+        if self.seed is not None:
+            check_int("seed", self.seed, 0, hint=" or None")
+        check_bool("ignore_eos", self.ignore_eos)
+        check_bool("repeat_check", self.repeat_check)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not (0.0 < self.top_p <= 1.0):
@@ -38,10 +74,6 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0 (0 or -1 disables it), got {self.top_k}")
         if not (0.0 <= self.min_p < 1.0):
             raise ValueError(f"min_p must be in [0, 1), got {self.min_p}; use 0 to disable it")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
         if self.repeat_check and (self.repeat_block_size < 1 or self.repeat_check_window < self.repeat_block_size):
             raise ValueError("repeat_check_window must be >= repeat_block_size >= 1 "
                              f"(got {self.repeat_check_window}, {self.repeat_block_size}); or set repeat_check=False")

@@ -98,3 +98,132 @@ def test_progress_bar_reports_requests_and_throughput(llm, monkeypatch, capsys):
                  progress=True)
     err = capsys.readouterr().err
     assert "generate" in err and "2/2" in err
+
+
+# ---- every bad input gets a one-line error that names the argument ------------------------------------------
+def _one_line(excinfo, name: str) -> None:
+    msg = str(excinfo.value)
+    assert "\n" not in msg and name in msg, msg
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(temperature=float("nan")), "temperature"), (dict(temperature=float("inf")), "temperature"),
+    (dict(temperature="0.6"), "temperature"), (dict(temperature=True), "temperature"),
+    (dict(top_p=float("nan")), "top_p"), (dict(min_p="0"), "min_p"),
+    (dict(top_k=2.5), "top_k"), (dict(top_k=True), "top_k"), (dict(top_k=-2), "top_k"),
+    (dict(n=2.0), "n"), (dict(n=True), "n"),
+    (dict(seed=-1), "seed"), (dict(seed=1.0), "seed"), (dict(seed="1"), "seed"),
+    (dict(max_new_tokens=None), "max_new_tokens"), (dict(max_new_tokens=2.5), "max_new_tokens"),
+    (dict(max_new_tokens=False), "max_new_tokens"),
+    (dict(ignore_eos="false"), "ignore_eos"), (dict(repeat_check=1), "repeat_check"),
+    (dict(repeat_block_size=4.0), "repeat_block_size"),
+])
+def test_bad_sampling_param_types(kw, name):
+    with pytest.raises(ValueError) as e:
+        SamplingParams(**kw)
+    assert str(e.value).startswith(name + " must")
+    _one_line(e, name)
+
+
+def test_numpy_scalars_are_accepted():
+    import numpy as np
+
+    p = SamplingParams(temperature=np.float32(0.5), top_k=np.int64(3), n=np.int64(2), seed=np.int64(7))
+    assert p.top_k == 3 and p.n == 2
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(dtype="int8"), "dtype"), (dict(dtype=torch.int8), "dtype"), (dict(device="gpu"), "device"),
+    (dict(device="mps"), "device"), (dict(max_seq_len=2.5), "max_seq_len"), (dict(max_seq_len=1), "max_seq_len"),
+    (dict(gpu_memory_utilization="0.9"), "gpu_memory_utilization"),
+    (dict(gpu_memory_utilization=float("nan")), "gpu_memory_utilization"),
+    (dict(gpu_memory_utilization=1.5), "gpu_memory_utilization"), (dict(max_num_seqs=0), "max_num_seqs"),
+    (dict(page_size=True), "page_size"), (dict(num_kv_pages=1), "num_kv_pages"),
+    (dict(max_num_batched_tokens=8.0), "max_num_batched_tokens"), (dict(check_every=0), "check_every"),
+    (dict(tensor_parallel_size=0), "tensor_parallel_size"), (dict(attention_backend="flash"), "attention_backend"),
+    (dict(load_format="pt"), "load_format"), (dict(enable_thinking="yes"), "enable_thinking"),
+    (dict(seed="0"), "seed"), (dict(max_seq_len=5000), "max_seq_len"),
+])
+def test_bad_llm_arguments(real_vocab_ckpt, kw, name):
+    kw = {"device": "cpu", **kw}
+    with pytest.raises(ValueError) as e:
+        LLM(str(real_vocab_ckpt), **kw)
+    _one_line(e, name)
+
+
+def test_dtype_names_and_long_context_opt_in(real_vocab_ckpt):
+    llm = LLM(str(real_vocab_ckpt), device="cpu", dtype="float32", max_seq_len=64)
+    assert llm.dtype == torch.float32
+    assert LLM(str(real_vocab_ckpt), device="cpu", max_seq_len=64).dtype == torch.float32  # auto on the CPU
+    assert LLM(str(real_vocab_ckpt), device="cpu", dtype="bf16", max_seq_len=64).dtype == torch.bfloat16
+    assert LLM(str(real_vocab_ckpt), device="cpu").max_seq_len == 4096  # default: the model's context length
+    with pytest.raises(ValueError, match="above the model's context length 4096.*allow_long_max_seq_len"):
+        LLM(str(real_vocab_ckpt), device="cpu", max_seq_len=5000)
+    long = LLM(str(real_vocab_ckpt), device="cpu", max_seq_len=5000, allow_long_max_seq_len=True,
+               max_num_seqs=2, num_kv_pages=400)
+    assert long.max_seq_len == 5000
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda llm: llm.generate("hello"), "prompts must be a list"),
+    (lambda llm: llm.generate([{"role": "user", "content": "hi"}]), "pass [conversation]"),
+    (lambda llm: llm.generate([1, 2, 3]), "pass [[id, id, ...]]"),
+    (lambda llm: llm.generate([[1, 2], 5]), "prompt 1 is not a list of token ids"),
+    (lambda llm: llm.generate([[1, 2], [3, None]]), "prompt 1 is not a list of token ids"),
+    (lambda llm: llm.generate({"a": 1}), "prompts must be a list"),
+    (lambda llm: llm.generate([[1]], "greedy"), "sampling_params must be a SamplingParams"),
+    (lambda llm: llm.generate([[1], [2]], [SamplingParams(), {}]), "sampling_params[1]"),
+    (lambda llm: llm.generate([[1]], on_finish=5), "on_finish must be a callable"),
+    (lambda llm: llm.generate([[{"content": "hi"}]]), "prompt 0, message 0 has role None"),
+    (lambda llm: llm.generate([[{"role": "robot", "content": "hi"}]]), "message 0 has role 'robot'"),
+    (lambda llm: llm.generate([[{"role": "user"}]]), "message 0 (user) has no 'content'"),
+    (lambda llm: llm.generate([[{"role": "user", "content": 5}]]), "has no 'content' string"),
+    (lambda llm: llm.generate([[{"role": "user", "content": "a"}, "b"]]), "prompt 0, message 1 is a str"),
+])
+def test_bad_prompts(llm, call, name):
+    with pytest.raises(ValueError) as e:
+        call(llm)
+    _one_line(e, name)
+
+
+def test_missing_tokenizer_and_chat_template(tmp_path, real_vocab_ckpt):
+    bare = tmp_path / "bare"
+    shutil.copytree(real_vocab_ckpt, bare)
+    (bare / "tokenizer.json").unlink()
+    (bare / "tokenizer_config.json").unlink()
+    llm = LLM(str(bare), device="cpu", dtype=torch.float32, max_seq_len=64)
+    for prompt in ("hello", [{"role": "user", "content": "hi"}]):
+        with pytest.raises(FileNotFoundError, match=f"{bare} has no tokenizer.*token-id prompts") as e:
+            llm.generate([prompt])
+        _one_line(e, "tokenizer=")
+    out = llm.generate([[1, 2, 3]], SamplingParams(temperature=0, max_new_tokens=2, ignore_eos=True))[0]
+    assert len(out.token_ids) == 2 and out.text == ""  # token ids work without a tokenizer
+    shutil.copy(real_vocab_ckpt / "tokenizer.json", bare / "tokenizer.json")  # a tokenizer, no chat template
+    llm = LLM(str(bare), device="cpu", dtype=torch.float32, max_seq_len=64)
+    with pytest.raises(ValueError, match="has no chat template") as e:
+        llm.generate([[{"role": "user", "content": "hi"}]])
+    _one_line(e, "prompt 0")
+
+
+def test_broken_weights_name_the_file(tmp_path, real_vocab_ckpt):
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "trunc"
+    shutil.copytree(real_vocab_ckpt, bad)
+    f = bad / "model.safetensors"
+    data = f.read_bytes()
+    for cut in (5, len(data) // 2):
+        f.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="truncated or corrupt") as e:
+            LLM(str(bad), device="cpu", dtype=torch.float32, max_seq_len=64)
+        _one_line(e, str(f))
+    tensors = load_file(real_vocab_ckpt / "model.safetensors")
+    del tensors["model.norm.weight"]
+    save_file(tensors, f)
+    with pytest.raises(ValueError, match="has no tensor 'model.norm.weight'") as e:
+        LLM(str(bad), device="cpu", dtype=torch.float32, max_seq_len=64)
+    _one_line(e, str(bad))
+    (bad / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model-00002.safetensors"}}))
+    with pytest.raises(FileNotFoundError, match="model-00002.safetensors is missing") as e:
+        LLM(str(bad), device="cpu", dtype=torch.float32, max_seq_len=64)
+    _one_line(e, "model-00002")

@@ -25,7 +25,7 @@ class FakeLLM:
         self.crash_after = crash_after
         self.calls: list[int] = []
 
-    def generate(self, prompts, params, progress=False, on_finish=None):
+    def generate(self, prompts, params, progress=False, on_finish=None, on_progress=None):
         outs = [None] * len(prompts)
         for done, i in enumerate(reversed(range(len(prompts)))):
             if self.crash_after is not None and done == self.crash_after:

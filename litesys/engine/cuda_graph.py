@@ -7,6 +7,8 @@ With logits processors the raw-logits tensor is ``[B, Hq, max_len]``, so those g
 power-of-two bucket of ``max_len`` and captured lazily, the first time a (batch, length) bucket is needed.
 Re-running a decode forward is harmless (it rewrites the same K/V), so a capture can happen mid-generation.
 A processor that cannot be captured (host syncs, data-dependent shapes) sends the run back to eager mode.
+The engine is passed to each call, never stored: the engine holds this object, so a back-reference would be a
+cycle that keeps the model and the KV pool alive after ``del llm`` until the garbage collector runs.
 """
 from __future__ import annotations
 
@@ -31,21 +33,18 @@ class DecodeGraphs:
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.outputs: dict[tuple[int, int], torch.Tensor] = {}
         self.pool = None
-        self.engine = None
         self.eager_only = False  # set when a processor turned out not to be capturable
 
     @torch.inference_mode()
     def capture(self, engine) -> None:
         """Capture the dense (no-processor) graphs for every batch bucket up front, largest first."""
-        self.engine = engine
         if self._needs_len(engine.attn):
             return  # captured lazily per (batch, length) bucket
         for bs in reversed(self.sizes):
-            self._capture((bs, 0), engine.max_seq_len)
+            self._capture(engine, (bs, 0), engine.max_seq_len)
         torch.cuda.synchronize()
 
-    def _capture(self, key: tuple[int, int], max_len: int) -> None:
-        eng = self.engine
+    def _capture(self, eng, key: tuple[int, int], max_len: int) -> None:
         eng.decode_forward(key[0], max_len)  # warm-up: kernel compilation, workspace allocation
         torch.cuda.synchronize()
         g = torch.cuda.CUDAGraph()
@@ -64,14 +63,13 @@ class DecodeGraphs:
         procs = [p for ps in attn.processors.values() for p in ps]
         return all(getattr(p, "graph_safe", True) for p in procs) and getattr(attn.selector, "graph_safe", True)
 
-    def run(self, batch: int, max_len: int) -> torch.Tensor | None:
+    def run(self, engine, batch: int, max_len: int) -> torch.Tensor | None:
         bs = next(s for s in self.sizes if s >= batch)
-        key = (bs, len_bucket(max_len, self.engine.max_pages * self.engine.page_size)
-               if self._needs_len(self.engine.attn) else 0)
+        key = (bs, len_bucket(max_len, engine.max_pages * engine.page_size) if self._needs_len(engine.attn) else 0)
         if key not in self.graphs:
             try:
                 with torch.inference_mode():
-                    self._capture(key, key[1])
+                    self._capture(engine, key, key[1])
             except Exception as e:  # a processor that syncs with the host or has data-dependent shapes
                 warnings.warn(f"decode step could not be captured as a CUDA graph ({type(e).__name__}: {e}); "
                               "running eagerly (mark processors graph_safe = False to skip the attempt)",
@@ -81,3 +79,9 @@ class DecodeGraphs:
                 return None
         self.graphs[key].replay()
         return self.outputs[key]
+
+    def clear(self) -> None:
+        """Drop every graph and its memory pool (``LLM.close``)."""
+        self.graphs.clear()
+        self.outputs.clear()
+        self.pool = None

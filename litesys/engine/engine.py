@@ -2,7 +2,9 @@
 
 Per decode step the host does O(1) Python work plus O(sequences crossing a page boundary); all per-sequence
 state (lengths, page tables, sampled tokens, stop flags) lives on the device in ``SlotState``. The host reads
-the device once every ``check_every`` steps to learn which sequences finished.
+the device once every ``check_every`` steps to learn which sequences finished (and, in the same read, how many
+tokens the others have: the progress report). Any exception inside ``run`` resets the engine to a fresh one's
+state (no sequences, every page free), so the next ``run`` works and gives the same tokens.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.config import CompletionOutput
 from litesys.engine import stops
+from litesys.engine.progress import ProgressStats, RunCounters
 from litesys.engine.sampler import SamplingTensors, sample
 from litesys.engine.scheduler import PrefillItem, Scheduler, pages_for
 from litesys.engine.sequence import Request, Seq
@@ -43,16 +46,43 @@ class Engine:
         self.running: list[Seq] = []  # running[i] occupies slot i
         self.rep_settings: list[tuple[int, int, int]] = []  # (window, block, threshold) per repetition group
         self._order = 0
+        self._on_seq_done: Callable[[Seq, CompletionOutput], None] | None = None  # set only during run()
+        self.counts = RunCounters(0, 0)
         self.stats = dict(prefill_steps=0, decode_steps=0, preemptions=0, generated=0)
+        self._refresh_sampling_flags()
 
     # ---- public ---------------------------------------------------------------------------------------
     def run(self, requests: list[Request], on_seq_done: Callable[[Seq, CompletionOutput], None],
-            on_step: Callable[[int], None] | None = None) -> None:
+            on_progress: Callable[[ProgressStats], None] | None = None) -> None:
+        """Generate every request; ``on_progress`` gets the counters at each check (no extra device reads)."""
         for r in requests:
             self._validate(r)
-        for r in requests:
-            self.scheduler.add(r)
+        self.reset()  # whatever an earlier call left behind, start from a fresh engine's state
+        self.counts = RunCounters(samples=sum(r.params.n for r in requests),
+                                  budget=sum(self._budget(r) * r.params.n for r in requests))
         self._on_seq_done = on_seq_done
+        try:
+            for r in requests:
+                self.scheduler.add(r)
+            self._loop(on_seq_done, on_progress)
+        except BaseException:  # a callback, the tokenizer, Ctrl-C, ...: give back every slot and page
+            self.reset()
+            raise
+        finally:
+            self._on_seq_done = None  # the callback closes over the caller: holding it would make a cycle
+
+    def reset(self) -> None:
+        """Drop every running and waiting sequence and free all pages, in place (captured graphs stay valid)."""
+        self.running = []
+        self.scheduler.clear()
+        self.alloc.reset()
+        self.state.reset()
+        self.rep_settings = []
+        self._order = 0
+        self._refresh_sampling_flags()
+
+    def _loop(self, on_seq_done: Callable[[Seq, CompletionOutput], None],
+              on_progress: Callable[[ProgressStats], None] | None) -> None:
         pending_steps = 0
         while self.scheduler.waiting or self.running:
             admitted = self.scheduler.admit(self.alloc.num_free, len(self.running))
@@ -70,8 +100,12 @@ class Engine:
             if pending_steps >= self.check_every or not self.scheduler.waiting and len(self.running) == 0:
                 self._collect_finished(on_seq_done)
                 pending_steps = 0
-            if on_step is not None:
-                on_step(len(self.running))
+                if on_progress is not None:
+                    on_progress(self.counts.stats(len(self.running)))
+
+    def _budget(self, r: Request) -> int:
+        """Tokens one sample of ``r`` may generate at most."""
+        return min(r.params.max_new_tokens, self.max_seq_len - len(r.prompt))
 
     def _validate(self, r: Request) -> None:
         if len(r.prompt) == 0:
@@ -158,6 +192,7 @@ class Engine:
         put(st.min_p, [s.req.params.min_p for s, _ in new])
         put(st.seed, [s.seed for s, _ in new])
         for r, (s, _) in zip(rows, new):
+            self.counts.preempted_tokens -= len(s.done_tokens)  # counted as live from the next check on
             if s.done_tokens:
                 st.gen[r, :len(s.done_tokens)] = torch.tensor(s.done_tokens, dtype=torch.int32).to(dev)
             s.done_tokens = []
@@ -175,7 +210,7 @@ class Engine:
         max_len = int(st.seq_len_host[:B].max()) + 1
         logits = None
         if self.graphs is not None and self.graphs.can_run(B, self.attn):
-            logits = self.graphs.run(B, max_len)
+            logits = self.graphs.run(self, B, max_len)
         if logits is None:
             logits = self.decode_forward(B, max_len)
         st.seq_len[:B] += 1  # every row's input token is now in the KV cache (finished rows too, harmlessly)
@@ -228,6 +263,7 @@ class Engine:
         seq = self.running[b]
         n = int(self.state.gen_len[b])
         generated = self.state.gen[b, :n].tolist()
+        self.counts.preempted_tokens += n
         self.alloc.release(seq.pages)
         seq.pages = []
         self._remove_slots([b])
@@ -278,18 +314,23 @@ class Engine:
 
     # ---- finishing ------------------------------------------------------------------------------------
     def _collect_finished(self, on_seq_done: Callable[[Seq, CompletionOutput], None]) -> None:
-        B = len(self.running)
+        B, counts = len(self.running), self.counts
         if B == 0:
+            counts.live_tokens = 0
             return
         st = self.state
-        finish = st.finish[:B].cpu()  # the one host sync of a check
+        # the one host sync of a check: finish flags and lengths in one copy
+        finish, lens = torch.stack((st.finish[:B].long(), st.gen_len[:B])).cpu()
+        counts.live_tokens = int(lens[finish == 0].sum())
         done = torch.nonzero(finish).flatten().tolist()
         if not done:
             return
-        lens = st.gen_len[:B].cpu()
         for b in done:
             seq = self.running[b]
             n = int(lens[b])
+            counts.finished += 1
+            counts.finished_tokens += n
+            counts.finished_budget += self._budget(seq.req)
             toks = st.gen[b, :n].tolist()
             code = int(finish[b])
             if code == stops.REPETITION:

@@ -35,6 +35,9 @@ class Scheduler:
     def add(self, req: Request) -> None:
         self.waiting.append(PrefillItem(tokens=req.prompt, request=req))
 
+    def clear(self) -> None:
+        self.waiting.clear()
+
     def requeue(self, seq: Seq, generated: list[int]) -> None:
         """A preempted sequence goes to the front: it was admitted before anything still waiting."""
         seq.done_tokens = generated

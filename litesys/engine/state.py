@@ -36,6 +36,15 @@ class SlotState:
         return [self.page_table, self.seq_len, self.last_token, self.gen, self.gen_len, self.max_gen, self.finish,
                 self.ignore_eos, self.temperature, self.top_k, self.top_p, self.min_p, self.seed, self.rep_group]
 
+    def reset(self) -> None:
+        """Every slot empty, as after construction (in place: captured CUDA graphs keep reading these tensors)."""
+        for t in self.tensors():
+            t.zero_()
+        self.max_gen.fill_(1)
+        self.top_p.fill_(1.0)
+        self.rep_group.fill_(-1)
+        self.seq_len_host[:] = 0
+
     def compact(self, keep: list[int], old_count: int) -> None:
         """Move rows ``keep`` (in order) to ``0 .. len(keep)-1`` and reset the rows freed after them."""
         n = len(keep)

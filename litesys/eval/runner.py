@@ -25,7 +25,6 @@ import re
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -63,7 +62,7 @@ class RecordProcessor(Protocol):
 @dataclass
 class Job:
     items: list[WorkItem]  # every requested (problem id, trial), in problem order
-    make_llm: Callable[[str], Any]  # device -> engine with generate(prompts, params, progress, on_finish)
+    make_llm: Callable[[str], Any]  # device -> engine with generate(prompts, params, progress, on_finish, on_progress)
     make_processor: Callable[[], RecordProcessor] | None = None  # built where the shard runs
     desc: str = "samples"
     output_field: str = "output"  # the record key of the generated text (LiveCodeBench's graders read output_text)
@@ -276,7 +275,7 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
     """Generate ``items`` on ``device`` into shard ``rank``; returns the number of samples written."""
     if not items:
         return 0
-    from tqdm import tqdm
+    from litesys.engine.progress import ProgressBar
 
     processor = job.make_processor() if job.make_processor else None  # before the engine: fail fast
     try:
@@ -289,11 +288,9 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
     left: dict[str, int] = {}
     for it in items:
         left[it.problem_id] = left.get(it.problem_id, 0) + 1
-    n_problems, state = len(left), {"problems": 0, "tokens": 0, "reported": set()}
-    bar = tqdm(total=len(items), desc=f"[{rank}] {job.desc}" if position else job.desc, position=position,
-               unit="sample", dynamic_ncols=True, smoothing=0.05,
-               disable=os.environ.get("LITESYS_NO_PROGRESS") == "1")
-    start = time.monotonic()
+    n_problems, state = len(left), {"problems": 0, "reported": set()}
+    # one tick per finished sample; tok/s, running batch and a token-based ETA come from the engine's checks
+    bar = ProgressBar(len(items), f"[{rank}] {job.desc}" if position else job.desc, "sample", position=position)
 
     def on_finish(index: int, output) -> None:
         if index in state["reported"]:
@@ -306,14 +303,11 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
                     "num_tokens": len(sample.token_ids), "finish_reason": sample.finish_reason, **it.fields})
         left[it.problem_id] -= 1
         state["problems"] += left[it.problem_id] == 0
-        state["tokens"] += len(sample.token_ids)
-        bar.set_postfix(problems=f"{state['problems']}/{n_problems}",
-                        tok_s=f"{state['tokens'] / max(time.monotonic() - start, 1e-9):.0f}", refresh=False)
-        bar.update(1)
+        bar.done(1, extra=f"problems={state['problems']}/{n_problems}")
 
     try:
         outputs = llm.generate([it.prompt for it in items], [it.sampling for it in items], progress=False,
-                               on_finish=on_finish)
+                               on_finish=on_finish, on_progress=bar.update)
         for i, out in enumerate(outputs):  # an engine that reports nothing early still loses nothing
             on_finish(i, out)
     finally:

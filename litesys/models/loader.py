@@ -8,34 +8,50 @@ import torch
 from safetensors import safe_open
 
 
+def open_safetensors(path: Path):
+    """``safe_open`` with one-line errors naming the file (a truncated download fails here, at its header)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} is missing (listed in model.safetensors.index.json); "
+                                "download the checkpoint again")
+    try:
+        return safe_open(path, framework="pt")
+    except Exception as e:  # SafetensorError: header too small, incomplete metadata, ...
+        raise ValueError(f"cannot read weights file {path} ({e}); it is truncated or corrupt: download it "
+                         "again") from None
+
+
 class Checkpoint:
     def __init__(self, path: Path):
         self.path = Path(path)
         index = self.path / "model.safetensors.index.json"
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"cannot read {index} ({type(e).__name__}: {e}); it should be JSON with a "
+                                 "weight_map: download the checkpoint again") from None
+            files = sorted(set(weight_map.values()))
         else:
-            files = sorted(self.path.glob("*.safetensors"))
+            files = sorted(p.name for p in self.path.glob("*.safetensors"))
             if not files:
                 raise FileNotFoundError(f"no *.safetensors weights in {self.path}; point --model at a checkpoint "
                                         "directory saved with safetensors")
             weight_map = {}
-            for f in files:
-                with safe_open(f, framework="pt") as h:
-                    weight_map.update({k: f.name for k in h.keys()})
-        self.weight_map: dict[str, str] = weight_map
         self._handles: dict[str, object] = {}
+        for f in files:  # open (check) every file before any weight is loaded: fail fast, name the file
+            h = self._handles[f] = open_safetensors(self.path / f)
+            if not index.exists():
+                weight_map.update({k: f for k in h.keys()})
+        self.weight_map: dict[str, str] = weight_map
 
     def __contains__(self, name: str) -> bool:
         return name in self.weight_map
 
     def _handle(self, name: str):
         if name not in self.weight_map:
-            raise KeyError(f"tensor {name!r} missing from checkpoint {self.path}")
-        f = self.weight_map[name]
-        if f not in self._handles:
-            self._handles[f] = safe_open(self.path / f, framework="pt")
-        return self._handles[f]
+            raise ValueError(f"checkpoint {self.path} has no tensor {name!r}; it is incomplete, or its weights do "
+                             "not match its config.json (model_type / --model_class)")
+        return self._handles[self.weight_map[name]]
 
     def get(self, name: str, dim: int | None = None, start: int | None = None, stop: int | None = None
             ) -> torch.Tensor:

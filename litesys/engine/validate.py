@@ -1,0 +1,114 @@
+"""One-line checks of ``LLM(...)`` arguments and ``generate`` prompts, run before anything is loaded or queued."""
+from __future__ import annotations
+
+import torch
+
+from litesys.config import check_bool, check_int, check_real
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``cuda``, ``cuda:N`` (a visible GPU) or ``cpu``."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cuda", "cpu"):
+        raise ValueError(f"device must be 'cuda', 'cuda:N' or 'cpu', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' but no CUDA GPU is visible; pass device='cpu' or run on a GPU machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} but only {torch.cuda.device_count()} GPU(s) are visible "
+                             "(check CUDA_VISIBLE_DEVICES)")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """A torch dtype or its name; ``auto``: bfloat16 on a GPU, float32 on the CPU (as the eval scripts' --dtype)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    raise ValueError(f"dtype must be 'auto', 'bfloat16', 'float16', 'float32' or the torch dtype, got {dtype!r}")
+
+
+def check_llm_args(*, max_seq_len, gpu_memory_utilization, page_size, max_num_seqs, max_num_batched_tokens,
+                   num_kv_pages, seed, enable_thinking, attention_backend, cuda_graphs, check_every,
+                   tensor_parallel_size, load_format) -> None:
+    """Types and ranges of the ``LLM`` keyword arguments (the checkpoint-dependent ones come later)."""
+    check_int("max_seq_len", max_seq_len, 2)
+    check_real("gpu_memory_utilization", gpu_memory_utilization)
+    if not 0.0 < gpu_memory_utilization <= 1.0:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+    for name, value in (("page_size", page_size), ("max_num_seqs", max_num_seqs),
+                        ("max_num_batched_tokens", max_num_batched_tokens),
+                        ("tensor_parallel_size", tensor_parallel_size)):
+        check_int(name, value, 1)
+    if num_kv_pages is not None:
+        check_int("num_kv_pages", num_kv_pages, 2, hint=" (page 0 is scratch) or None to plan it")
+    if check_every is not None:
+        check_int("check_every", check_every, 1, hint=" or None")
+    check_int("seed", seed)
+    if enable_thinking is not None:
+        check_bool("enable_thinking", enable_thinking)
+    check_bool("cuda_graphs", cuda_graphs)
+    if attention_backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"attention_backend must be 'auto', 'torch' or 'triton', got {attention_backend!r}")
+    if load_format not in ("safetensors", "random"):
+        raise ValueError(f"load_format must be 'safetensors' or 'random', got {load_format!r}")
+
+
+def context_limit(cfg) -> int:
+    """The longest context the checkpoint was trained for: max_position_embeddings, or the RoPE scaling's reach."""
+    limit = cfg.max_position_embeddings
+    factor, orig = cfg.rope.get("factor"), cfg.rope.get("original_max_position_embeddings")
+    if isinstance(factor, (int, float)) and factor > 1:
+        limit = max(limit, int((orig or limit) * factor))
+    return limit
+
+
+def check_max_seq_len(cfg, max_seq_len: int, allow: bool) -> None:
+    limit = context_limit(cfg)
+    if max_seq_len > limit and not allow:
+        raise ValueError(f"max_seq_len={max_seq_len} is above the model's context length {limit} "
+                         "(max_position_embeddings / rope scaling in config.json); lower it, or pass "
+                         "allow_long_max_seq_len=True to go past what the model was trained for")
+
+
+def check_prompts(prompts) -> None:
+    """``prompts`` is a non-empty list; catches the common slips of passing one prompt bare."""
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of prompts, got a str; pass [text] for a single prompt")
+    if not isinstance(prompts, (list, tuple)):
+        raise ValueError(f"prompts must be a list of prompts (token-id lists, strings or chat conversations), "
+                         f"got {type(prompts).__name__}")
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty; pass a non-empty list of prompts")
+    first = prompts[0]
+    if isinstance(first, dict):
+        raise ValueError("prompt 0 is a dict: a chat conversation is one prompt, so pass [conversation] "
+                         "(a list of conversations, each a list of {'role': ..., 'content': ...} dicts)")
+    if isinstance(first, int) and not isinstance(first, bool):
+        raise ValueError("prompt 0 is an int: a token-id prompt is one prompt, so pass [[id, id, ...]]")
+
+
+def check_conversation(index: int, conv: list) -> None:
+    """Every message is ``{'role': str, 'content': str}`` (content may be absent only beside tool_calls)."""
+    for j, m in enumerate(conv):
+        where = f"prompt {index}, message {j}"
+        if not isinstance(m, dict):
+            raise ValueError(f"{where} is a {type(m).__name__}; each chat message is a dict "
+                             "{'role': str, 'content': str}")
+        if m.get("role") not in ROLES:  # the Qwen templates silently drop any other role
+            raise ValueError(f"{where} has role {m.get('role')!r}; each chat message is "
+                             "{'role': 'system' | 'user' | 'assistant' | 'tool', 'content': str}")
+        content = m.get("content")
+        if not isinstance(content, str) and not (content is None and m.get("tool_calls")):
+            raise ValueError(f"{where} ({m['role']}) has no 'content' string (got {content!r}); each chat "
+                             "message is {'role': str, 'content': str}")
