@@ -13,6 +13,7 @@ from litesys.attention.kv_cache import KVCache
 
 pytestmark = pytest.mark.gpu
 MiB = 1 << 20
+SLACK = 64 * MiB  # cuBLAS workspaces (kept per stream by torch) and allocator rounding; the pool is ~1 GiB
 # the pool is capped at what max_num_seqs sequences of max_seq_len need: 64 x 257 pages x 64 KiB = 1 GiB
 KW = dict(device="cuda", dtype=torch.bfloat16, max_seq_len=4096, max_num_seqs=64, gpu_memory_utilization=0.3)
 SHAPE = dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, num_key_value_heads=4, head_dim=64,
@@ -28,6 +29,8 @@ def ckpt(tmp_path_factory):
 
 
 def _settle() -> int:
+    x = torch.ones(64, 64, device="cuda", dtype=torch.bfloat16)
+    (x @ x).float() @ x.float()  # cuBLAS handles and workspaces exist before the baseline
     gc.collect()
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
@@ -45,8 +48,8 @@ def test_del_gives_the_memory_back_without_gc(ckpt):
     try:
         del llm
         left = torch.cuda.memory_allocated() - base
-        assert left < 16 * MiB, f"{left / MiB:.1f} MiB still allocated after del ({held / MiB:.0f} MiB before)"
-        assert torch.cuda.memory_reserved() - base < 64 * MiB  # handed back to the driver, not only cached
+        assert left < SLACK, f"{left / MiB:.1f} MiB still allocated after del ({held / MiB:.0f} MiB before)"
+        assert torch.cuda.memory_reserved() - base < 2 * SLACK  # handed back to the driver, not only cached
     finally:
         gc.enable()
     again = LLM(str(ckpt), **KW)  # not squeezed by the first one's leftovers
@@ -60,7 +63,7 @@ def test_close_and_with_block_free_at_once(ckpt):
     with LLM(str(ckpt), **KW) as llm:
         llm.generate(PROMPTS, GREEDY)
         assert torch.cuda.memory_allocated() - base > 512 * MiB
-    assert torch.cuda.memory_allocated() - base < 16 * MiB
+    assert torch.cuda.memory_allocated() - base < SLACK
     with pytest.raises(RuntimeError, match="closed"):
         llm.generate(PROMPTS, GREEDY)
 
@@ -94,4 +97,4 @@ def test_planner_refuses_what_is_not_there(ckpt):
     with pytest.raises(ValueError, match="num_kv_pages") as e:
         LLM(str(ckpt), **KW, num_kv_pages=int(total // per_page) + 1000)
     assert "\n" not in str(e.value)
-    assert torch.cuda.memory_allocated() - base < 16 * MiB  # the refused LLMs left nothing behind
+    assert torch.cuda.memory_allocated() - base < SLACK  # the refused LLMs left nothing behind
