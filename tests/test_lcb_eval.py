@@ -122,3 +122,37 @@ def test_sparse_flags_are_part_of_the_run_config(ckpt, data, tmp_path):
     assert config["sparse"]["attn_block_topk"] == 4 and config["sparse"]["attn_local"] == 8
     assert config["sparse"]["attn_layer_skip"] == [0] and json.loads(json.dumps(config)) == config
     assert prepare(build_parser().parse_args(argv))[2]["sparse"] is None  # dense
+
+
+def test_data_dir_and_undecodable_problems_skipped(ckpt, tmp_path, capsys):
+    """--data-dir holds the hub's test*.jsonl files (offline release tags); a problem whose tests do not decode is
+    skipped at generation with a warning and counted; the folder, which holds the answer key, is private."""
+    from litesys.eval.lcb_eval import build_parser, prepare
+
+    folder = tmp_path / "lcb"
+    folder.mkdir()
+    broken = dict(ADD, question_id="broken", private_test_cases="!!! not base64 !!!")
+    (folder / "test.jsonl").write_text(json.dumps(ADD) + "\n" + json.dumps(broken) + "\n")
+    (folder / "test2.jsonl").write_text(json.dumps(ADD_TO) + "\n")
+    base = ["--model", ckpt, *FLAGS, "--trial", "1", "--data-dir", str(folder)]
+    problems = prepare(build_parser().parse_args([*base, "--release", "v2", "--output_dir", str(tmp_path / "a")]))[0]
+    assert [p["question_id"] for p in problems] == ["addTo"]
+    capsys.readouterr()
+    out = tmp_path / "b"
+    summary = main([*base, "--release", "release_v2", "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert "warning: problem broken skipped: its test data does not decode (private_test_cases: test cases are " \
+           "neither JSON nor base64+zlib" in err
+    assert summary["problems"] == 2 and summary["skipped_bad_tests"] == 1 and summary["samples"] == 2
+    assert sorted(r["question_id"] for r in lines(out)) == ["add", "addTo"]
+    assert out.stat().st_mode & 0o007 == 0
+    # the same data flags as eval_math.py, with messages that name them
+    for argv, msg in ((["--release", "v3"], f"--data-dir {folder} lacks test3.jsonl (release v3)"),
+                      (["--release", "lcb.jsonl"], "--release takes a release tag, not a file: pass --data-file "
+                                                   "lcb.jsonl"),
+                      (["--data_file", str(folder / "test.jsonl")], "--data-file and --data-dir both given")):
+        with pytest.raises(SystemExit) as e:
+            main([*base, *argv, "--output_dir", str(tmp_path / "c")])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and msg in err and "\n" not in err, err
+    assert not (tmp_path / "c").exists()
