@@ -120,13 +120,15 @@ def load_problems(dataset: str, start_date: str | None = None, end_date: str | N
         for row in rows:
             when = row.get("contest_date")
             if not when:
-                raise ValueError(f"{where}: problem {row['question_id']} has no contest_date: drop the date window")
+                raise ValueError(f"{where}: problem {row['question_id']} has no contest_date: drop "
+                                 "--start_date/--end_date")
             when = when if isinstance(when, datetime) else _parse_date(str(when), "contest_date")
             if (lo is None or lo <= when) and (hi is None or when <= hi):
                 kept.append(row)
         rows = kept
     if not rows:
-        raise ValueError(f"{where}: no problems (left) to evaluate: check the dataset and the date window")
+        raise ValueError(f"{where}: no problems (left) to evaluate: check --release/--data-file and "
+                         "--start_date/--end_date")
     return rows
 
 
