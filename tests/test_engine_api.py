@@ -227,3 +227,15 @@ def test_broken_weights_name_the_file(tmp_path, real_vocab_ckpt):
     with pytest.raises(FileNotFoundError, match="model-00002.safetensors is missing") as e:
         LLM(str(bad), device="cpu", dtype=torch.float32, max_seq_len=64)
     _one_line(e, "model-00002")
+
+
+def test_rope_scaling_extends_the_context_limit(tmp_path, real_vocab_ckpt):
+    yarn = tmp_path / "yarn"
+    shutil.copytree(real_vocab_ckpt, yarn)
+    cfg = json.loads((yarn / "config.json").read_text())
+    cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 4096}
+    (yarn / "config.json").write_text(json.dumps(cfg))
+    small = dict(device="cpu", dtype=torch.float32, max_num_seqs=1, num_kv_pages=600)
+    assert LLM(str(yarn), max_seq_len=8192, **small).max_seq_len == 8192  # 4096 x 2
+    with pytest.raises(ValueError, match="max_seq_len=8193 is above the model's context length 8192"):
+        LLM(str(yarn), max_seq_len=8193, **small)

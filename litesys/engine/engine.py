@@ -19,16 +19,19 @@ from litesys.attention.meta import AttnMeta
 from litesys.config import CompletionOutput
 from litesys.engine import stops
 from litesys.engine.progress import ProgressStats, RunCounters
+from litesys.engine.replay import replay
 from litesys.engine.sampler import SamplingTensors, sample
 from litesys.engine.scheduler import PrefillItem, Scheduler, pages_for
 from litesys.engine.sequence import Request, Seq
 from litesys.engine.state import SlotState
+from litesys.engine.swap import SwapSpace, paged_tensors
 from litesys.models.layers import Dist
 
 
 class Engine:
     def __init__(self, model, kv: KVCache, attn: Attention, *, max_slots: int, max_seq_len: int,
-                 max_batched_tokens: int, eos_ids: list[int], check_every: int = 1, graphs=None):
+                 max_batched_tokens: int, eos_ids: list[int], check_every: int = 1, graphs=None,
+                 swap_space_bytes: int = 0):
         self.model, self.kv, self.attn = model, kv, attn
         self.dist: Dist = getattr(model, "dist", None) or Dist()
         self.device = kv.k.device
@@ -43,6 +46,9 @@ class Engine:
         self.eos = torch.tensor(eos_ids or [-1], dtype=torch.int64, device=self.device)
         self.check_every = max(1, check_every)
         self.graphs = graphs  # optional CUDA-graph runner for the decode forward
+        # preempted sequences' pages go to host memory and come back as they were (swap.py); recompute if full
+        self.swap = SwapSpace(paged_tensors(kv, attn.selector), swap_space_bytes, self.dist) \
+            if swap_space_bytes > 0 else None
         self.running: list[Seq] = []  # running[i] occupies slot i
         self.rep_settings: list[tuple[int, int, int]] = []  # (window, block, threshold) per repetition group
         self._order = 0
@@ -79,6 +85,8 @@ class Engine:
         self.state.reset()
         self.rep_settings = []
         self._order = 0
+        if self.swap is not None:
+            self.swap.clear()
         self._refresh_sampling_flags()
 
     def _loop(self, on_seq_done: Callable[[Seq, CompletionOutput], None],
@@ -120,6 +128,11 @@ class Engine:
 
     # ---- prefill --------------------------------------------------------------------------------------
     def _prefill(self, items: list[PrefillItem]) -> None:
+        if any(it.swapped is not None for it in items):  # swapped-out sequences come back without a forward
+            self._swap_in([it for it in items if it.swapped is not None])
+            items = [it for it in items if it.swapped is None]
+            if not items:
+                return
         ps, dev = self.page_size, self.device
         lens = [len(it.tokens) for it in items]
         ids = torch.tensor([t for it in items for t in it.tokens], dtype=torch.int64)
@@ -132,6 +145,7 @@ class Engine:
                         cu_seqlens=cu.to(dev), max_seqlen=max(lens))
         hidden = self.model.forward(ids.to(dev), positions.to(dev), meta, self.attn)
         logits = self.model.compute_logits(hidden[(cu[1:] - 1).long().to(dev)])
+        logits = self._replay_recomputed(items, page_lists, logits)
         self.stats["prefill_steps"] += 1
 
         # fork fresh requests into their samples; resumed sequences keep their pages
@@ -168,7 +182,7 @@ class Engine:
         seq_len, gen_len, max_gen, rep = [], [], [], []
         for i, (s, _) in enumerate(new):
             pt[i, :len(s.pages)] = torch.tensor(s.pages, dtype=torch.int32)
-            n_ctx = len(s.req.prompt) + len(s.done_tokens)
+            n_ctx = len(s.req.prompt) + len(s.done_tokens) - (logits is None)  # swapped in: last token not in KV
             seq_len.append(n_ctx)
             gen_len.append(len(s.done_tokens))
             max_gen.append(min(s.max_gen, self.max_seq_len - len(s.req.prompt)))
@@ -197,8 +211,35 @@ class Engine:
                 st.gen[r, :len(s.done_tokens)] = torch.tensor(s.done_tokens, dtype=torch.int32).to(dev)
             s.done_tokens = []
         self._refresh_sampling_flags()
-        src = torch.tensor([row for _, row in new], dtype=torch.int64, device=dev)
-        self._sample_and_check(logits[src], idx)
+        if logits is not None:
+            src = torch.tensor([row for _, row in new], dtype=torch.int64, device=dev)
+            self._sample_and_check(logits[src], idx)
+
+    def _swap_in(self, items: list[PrefillItem]) -> None:
+        """Swapped-out sequences back into slots: their pages copied back, their last token the next input."""
+        new = []
+        for it in items:
+            it.seq.pages = self.alloc.alloc(it.swapped.num_pages)
+            self.swap.swap_in(it.swapped, it.seq.pages)
+            new.append((it.seq, -1))
+        b0, st = len(self.running), self.state
+        self._place(new, None, items)
+        rows = torch.arange(b0, b0 + len(new), device=self.device)
+        st.last_token[rows] = st.gen[rows, st.gen_len[rows] - 1].long()
+
+    def _replay_recomputed(self, items: list[PrefillItem], page_lists: list[list[int]],
+                           logits: torch.Tensor) -> torch.Tensor:
+        """Sparse attention: a recomputed sequence's generated positions go through the decode path again (its
+        method's selections, replay.py) instead of keeping the dense prefill's K/V; its next token's logits."""
+        if not (self.attn.processors or self.attn.selector is not None):
+            return logits
+        for row, (it, pages) in enumerate(zip(items, page_lists)):
+            if it.seq is not None and it.seq.done_tokens:
+                page_row = torch.zeros(self.max_pages, dtype=torch.int32)
+                page_row[:len(pages)] = torch.tensor(pages, dtype=torch.int32)
+                logits[row] = replay(self.model, self.attn, page_row.to(self.device), len(it.seq.req.prompt),
+                                     it.seq.done_tokens, it.seq.seed)[0]
+        return logits
 
     # ---- decode ---------------------------------------------------------------------------------------
     def _decode(self) -> None:
@@ -263,11 +304,12 @@ class Engine:
         seq = self.running[b]
         n = int(self.state.gen_len[b])
         generated = self.state.gen[b, :n].tolist()
+        swapped = self.swap.swap_out(seq.pages) if self.swap is not None else None  # None: recompute later
         self.counts.preempted_tokens += n
         self.alloc.release(seq.pages)
         seq.pages = []
         self._remove_slots([b])
-        self.scheduler.requeue(seq, generated)
+        self.scheduler.requeue(seq, generated, swapped)
         self.stats["preemptions"] += 1
 
     # ---- sampling and stops ---------------------------------------------------------------------------

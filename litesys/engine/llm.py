@@ -75,7 +75,7 @@ class LLM:
         self.cfg = ModelConfig.from_dir(self.path)
         self.model_name, model_cls = resolve(model_class, self.cfg.model_type)
         if max_seq_len is None:  # the model's context length, at most 32K
-            max_seq_len = min(32768, validate.context_limit(self.cfg))
+            max_seq_len = min(32768, validate.context_limit(self.cfg) or 32768)
         validate.check_max_seq_len(self.cfg, max_seq_len, allow_long_max_seq_len)
         self.dtype, self.max_seq_len, self.seed = dtype, max_seq_len, seed
         self.dist = self._init_dist(tensor_parallel_size)

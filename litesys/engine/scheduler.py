@@ -20,6 +20,11 @@ class PrefillItem:
     tokens: list[int]  # what is prefilled
     request: Request | None = None  # fresh request: fork into n samples afterwards
     seq: Seq | None = None  # preempted sequence: resume it
+    swapped: object | None = None  # its pages in host memory (engine/swap.py): copied back, not recomputed
+
+    @property
+    def prefill_tokens(self) -> int:  # what it costs of a prefill step's token budget
+        return 0 if self.swapped is not None else len(self.tokens)
 
     @property
     def width(self) -> int:  # slots it will occupy
@@ -38,12 +43,14 @@ class Scheduler:
     def clear(self) -> None:
         self.waiting.clear()
 
-    def requeue(self, seq: Seq, generated: list[int]) -> None:
+    def requeue(self, seq: Seq, generated: list[int], swapped: object | None = None) -> None:
         """A preempted sequence goes to the front: it was admitted before anything still waiting."""
         seq.done_tokens = generated
-        self.waiting.appendleft(PrefillItem(tokens=seq.req.prompt + generated, seq=seq))
+        self.waiting.appendleft(PrefillItem(tokens=seq.req.prompt + generated, seq=seq, swapped=swapped))
 
     def pages_needed(self, item: PrefillItem) -> int:
+        if item.swapped is not None:
+            return item.swapped.num_pages
         n = pages_for(len(item.tokens), self.page_size)
         if item.request is not None and len(item.tokens) % self.page_size:
             n += item.width - 1  # each extra sample gets its own copy of the partly filled last page
@@ -59,10 +66,10 @@ class Scheduler:
             reserve = self.watermark if running + len(batch) else 0
             if running + item.width > self.max_slots or need + reserve > free_pages:
                 break
-            if batch and tokens + len(item.tokens) > self.max_batched_tokens:
+            if batch and tokens + item.prefill_tokens > self.max_batched_tokens:
                 break
             batch.append(self.waiting.popleft())
-            tokens += len(item.tokens)
+            tokens += item.prefill_tokens
             free_pages -= need
             running += item.width
         return batch

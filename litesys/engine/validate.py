@@ -64,18 +64,21 @@ def check_llm_args(*, max_seq_len, gpu_memory_utilization, page_size, max_num_se
         raise ValueError(f"load_format must be 'safetensors' or 'random', got {load_format!r}")
 
 
-def context_limit(cfg) -> int:
-    """The longest context the checkpoint was trained for: max_position_embeddings, or the RoPE scaling's reach."""
+def context_limit(cfg) -> int | None:
+    """The longest context the checkpoint was made for: max_position_embeddings, or its RoPE scaling's reach
+    (``original_max_position_embeddings x factor``); None for a scaling without a factor (trusted, as the CLI does)."""
     limit = cfg.max_position_embeddings
+    if (cfg.rope.get("rope_type") or "default") == "default":
+        return limit
     factor, orig = cfg.rope.get("factor"), cfg.rope.get("original_max_position_embeddings")
-    if isinstance(factor, (int, float)) and factor > 1:
-        limit = max(limit, int((orig or limit) * factor))
-    return limit
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool):
+        return None
+    return max(limit, int((orig or limit) * factor))
 
 
 def check_max_seq_len(cfg, max_seq_len: int, allow: bool) -> None:
     limit = context_limit(cfg)
-    if max_seq_len > limit and not allow:
+    if limit is not None and max_seq_len > limit and not allow:
         raise ValueError(f"max_seq_len={max_seq_len} is above the model's context length {limit} "
                          "(max_position_embeddings / rope scaling in config.json); lower it, or pass "
                          "allow_long_max_seq_len=True to go past what the model was trained for")

@@ -87,6 +87,10 @@ class QuestSelector:
     def active(self, layer: int) -> bool:
         return layer in self.layers
 
+    def paged_state(self) -> list[torch.Tensor]:
+        """Per-page tensors ([layers, pages, ...]) a preempted sequence's swap copies with its K/V pages."""
+        return [] if self.kmin is None else [self.kmin, self.kmax]
+
     def bind(self, kv) -> None:
         """Allocate the summaries for ``kv``'s pool (done on the first write when not called by the engine)."""
         if kv.page_size != self.page_size:

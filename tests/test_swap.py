@@ -1,0 +1,125 @@
+"""Preemption keeps a sequence's state: pages swapped to host memory and back byte for byte (CPU, fp32).
+
+With a KV pool small enough to force preemptions, dense attention and every sparse method give the tokens of a
+run whose pool never preempts; with no swap space the fallback (recompute, the generated positions through the
+decode path of the sequence's method) gives them too, and the plain dense recompute the engine did before does
+not (the issue's failure: the comparison can fail).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from checkpoints import make_checkpoint
+
+from litesys import LLM, SamplingParams
+from litesys.attention.kv_cache import KVCache
+from litesys.attention.sparse import SparseConfig
+from litesys.engine.engine import Engine
+from litesys.engine.swap import SwapSpace, paged_tensors
+
+VOCAB, PAGE = 1024, 4
+BASE = dict(attn_sink=2, attn_local=4, attn_layer_skip=[])
+METHODS = {
+    "dense": None,
+    "local": dict(attn_sink=2, attn_local=8, attn_layer_skip=[]),
+    "topk": dict(attn_topk=6, **BASE),
+    "block_topk": dict(attn_block_topk=2, attn_block_size=4, **BASE),
+    "stride": dict(attn_block_topk=2, attn_block_size=4, attn_stride=2, **BASE),
+    "random_select": dict(attn_random_select=6, **BASE),
+    "random_nsample": dict(attn_random_nsample=6, **BASE),
+    "oracle_sample": dict(attn_nsample=16, **BASE),
+    "oracle_topp": dict(attn_oracle_topp=0.8, **BASE),
+    "threshold": dict(attn_custom="threshold", attn_custom_args={"tau": 1.0}, **BASE),
+    "quest": dict(quest_topk_blocks=2, quest_block_size=PAGE, **BASE),
+}
+GREEDY = SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True, repeat_check=False)
+SAMPLED = SamplingParams(temperature=0.8, max_new_tokens=40, ignore_eos=True, repeat_check=False, seed=3)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return str(make_checkpoint(tmp_path_factory.mktemp("swap") / "m", "qwen3", with_tokenizer=False,
+                               vocab_size=VOCAB, num_attention_heads=4, num_key_value_heads=2, head_dim=16))
+
+
+def _prompts() -> list[list[int]]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (20, 12, 26)]
+
+
+def _run(path: str, method: str, pages: int, params: SamplingParams, swap_gb: float = 1.0) -> tuple[list, dict]:
+    kw = METHODS[method]
+    llm = LLM(path, device="cpu", dtype=torch.float32, max_seq_len=72, page_size=PAGE, num_kv_pages=pages,
+              sparse=None if kw is None else SparseConfig(**kw), swap_space_gb=swap_gb)
+    outs = llm.generate(_prompts(), params)
+    swap = llm.engine.swap.stats if llm.engine.swap is not None else {}
+    return [o.token_ids for o in outs], {**llm.engine.stats, **swap}
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt):
+    """Tokens of a pool that never preempts."""
+    out = {}
+    for method in METHODS:
+        for name, params in (("greedy", GREEDY), ("sampled", SAMPLED)):
+            out[method, name], stats = _run(ckpt, method, 200, params)
+            assert stats["preemptions"] == 0
+    return out
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_swapped_preemption_keeps_tokens(ckpt, reference, method):
+    for name, params in (("greedy", GREEDY), ("sampled", SAMPLED)):
+        tokens, stats = _run(ckpt, method, 22, params)
+        assert stats["preemptions"] > 0 and stats["swapped_in"] == stats["swapped_out"] == stats["preemptions"]
+        assert tokens == reference[method, name], f"{method} ({name}) changed after a swapped preemption"
+
+
+def test_recompute_fallback_uses_the_sparse_decode_path(ckpt, reference, monkeypatch):
+    for method in METHODS:
+        tokens, stats = _run(ckpt, method, 22, GREEDY, swap_gb=0)
+        assert stats["preemptions"] > 0 and "swapped_out" not in stats
+        assert tokens == reference[method, "greedy"], f"{method}: recompute changed the tokens"
+    # the old recompute (dense prefill of the generated tokens) changes sparse methods' tokens
+    monkeypatch.setattr(Engine, "_replay_recomputed", lambda self, items, pages, logits: logits)
+    changed = [m for m in METHODS if _run(ckpt, m, 22, GREEDY, swap_gb=0)[0] != reference[m, "greedy"]]
+    assert "dense" not in changed and len(changed) >= 3, changed
+
+
+def test_tiny_budget_falls_back_to_recompute(ckpt, reference):
+    # room for no sequence's pages: every preemption recomputes (and the tokens stay right)
+    tokens, stats = _run(ckpt, "topk", 22, GREEDY, swap_gb=1e-9)
+    assert stats["preemptions"] == stats["fallbacks"] > 0 and stats["swapped_out"] == 0
+    assert tokens == reference["topk", "greedy"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float8_e4m3fn])
+def test_swap_round_trip_is_byte_exact(dtype):
+    kv = KVCache(3, 16, PAGE, 2, 8, torch.float32, "cpu")
+    kv.k = torch.randint(0, 256, (3, 16, PAGE, 2, 8), dtype=torch.uint8).view(dtype)  # every bit pattern
+    kv.v = torch.randint(0, 256, (3, 16, PAGE, 2, 8), dtype=torch.uint8).view(dtype)
+
+    class Summaries:  # a selector's per-page state, e.g. Quest's key min/max
+        summary = torch.randn(3, 16, 2, 8)
+
+        def paged_state(self):
+            return [self.summary]
+
+    sel = Summaries()
+    tensors = paged_tensors(kv, sel)
+    before = [t[:, [3, 5, 7]].view(torch.uint8).clone() for t in tensors()]
+    space = SwapSpace(tensors, budget_bytes=1 << 20)
+    item = space.swap_out([3, 5, 7])
+    assert item is not None and space.used == 3 * space.page_bytes() == item.nbytes
+    for t in tensors():
+        t.view(torch.uint8).random_(0, 256)  # the pages are reused by others meanwhile
+    space.swap_in(item, [10, 2, 9])
+    assert space.used == 0
+    for t, b in zip(tensors(), before):
+        assert torch.equal(t[:, [10, 2, 9]].view(torch.uint8), b)
+    assert SwapSpace(tensors, budget_bytes=space.page_bytes() * 2).swap_out([1, 2, 3]) is None  # over budget
+
+
+def test_negative_swap_space_is_a_one_line_error(ckpt):
+    with pytest.raises(ValueError, match="swap_space_gb must be >= 0"):
+        LLM(ckpt, device="cpu", dtype=torch.float32, max_seq_len=64, num_kv_pages=32, swap_space_gb=-1)
