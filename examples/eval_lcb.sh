@@ -3,6 +3,7 @@
 # sandbox (as root for the full sandbox: programs then run as dedicated unprivileged uids).
 #   bash examples/eval_lcb.sh Qwen/Qwen3-8B 8
 set -euo pipefail
+source "$(dirname "$0")/common.sh" && help_if_asked "$@"  # --help: this header
 MODEL=${1:-Qwen/Qwen3-8B}
 NPROC=${2:-1}
 OUT=outputs/lcb_v5/$(basename "$MODEL")

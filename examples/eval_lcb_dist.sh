@@ -4,6 +4,7 @@
 # (as root for the full sandbox). Resumable: rerun after a crash, with any GPUS/TP.
 #   bash examples/eval_lcb_dist.sh [MODEL] [GPUS] [TP] [more eval_lcb.py flags]
 set -euo pipefail
+source "$(dirname "$0")/common.sh" && help_if_asked "$@"  # --help: this header
 MODEL=${1:-Qwen/Qwen3-32B}
 GPUS=${2:-8}
 TP=${3:-4}

@@ -25,11 +25,15 @@ import re
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from litesys.eval import run_info
+from litesys.eval.run_info import ShardMeter
 
 RUN_CONFIG = "run_config.json"
 SHARD_GLOB = "samples.*.jsonl"
@@ -278,12 +282,14 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
     from litesys.engine.progress import ProgressBar
 
     processor = job.make_processor() if job.make_processor else None  # before the engine: fail fast
+    t0 = time.time()
     try:
         llm = job.make_llm(device)
     except BaseException:
         if processor is not None:
             processor.close()
         raise
+    meter = ShardMeter(output_dir, rank, llm, device, t0)  # cost model + timing (docs/cost.md)
     writer = SampleWriter(shard_path(output_dir, rank), processor)
     left: dict[str, int] = {}
     for it in items:
@@ -300,7 +306,8 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
         sample = output.samples[0]
         writer.put({"problem_id": it.problem_id, "trial": it.trial, "seed": it.sampling.seed,
                     "prompt": _prompt_record(it.prompt), job.output_field: sample.text,
-                    "num_tokens": len(sample.token_ids), "finish_reason": sample.finish_reason, **it.fields})
+                    "num_tokens": len(sample.token_ids), "finish_reason": sample.finish_reason,
+                    **meter.sample_fields(output, sample), **it.fields})
         left[it.problem_id] -= 1
         state["problems"] += left[it.problem_id] == 0
         bar.done(1, extra=f"problems={state['problems']}/{n_problems}")
@@ -313,6 +320,7 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
     finally:
         bar.close()
         writer.close()
+        meter.close()
     return len(items)
 
 
@@ -377,8 +385,10 @@ def run(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, dev
     output_dir = Path(output_dir)
     check_run_config(output_dir, run_config)
     job = job or job_factory(args)
+    created, had_lock = not output_dir.exists(), (output_dir / LOCK_FILE).exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     lock = _hold_lock(output_dir)
+    fresh, ok = not (output_dir / RUN_CONFIG).is_file(), False
     try:
         write_run_config(output_dir, run_config)
         done = done_keys(output_dir)
@@ -390,9 +400,28 @@ def run(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, dev
             run_shard(job, todo, output_dir, 0, devices[0])
         elif todo:
             _run_parallel(job_factory, args, output_dir, devices, split_work(todo, len(devices)))
+        ok = True
     finally:
         lock.close()
+        if not ok and fresh:
+            _forget_empty_run(output_dir, created, had_lock)
     return finished(output_dir, job.items)
+
+
+def _forget_empty_run(output_dir: Path, created: bool, had_lock: bool) -> None:
+    """A new run that failed before its first sample (engine build, out of memory, Ctrl-C) leaves nothing behind,
+    so that the corrected command is not refused as "a run with other settings"."""
+    shards = sorted(output_dir.glob(SHARD_GLOB))
+    if any(next(_complete_lines(f), None) for f in shards):
+        return  # samples to keep: the run config must stay with them
+    meta = [*output_dir.glob(run_info.TIMING_GLOB), output_dir / run_info.COST_MODEL]  # the run's bookkeeping
+    for f in [*shards, *meta, output_dir / RUN_CONFIG, *([] if had_lock else [output_dir / LOCK_FILE])]:
+        f.unlink(missing_ok=True)
+    if created:
+        try:
+            output_dir.rmdir()
+        except OSError:  # something else was written there: leave it
+            pass
 
 
 def _run_parallel(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, devices: list[str],
