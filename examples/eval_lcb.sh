@@ -10,4 +10,4 @@ OUT=outputs/lcb_v5/$(basename "$MODEL")
 
 python eval_lcb.py --model "$MODEL" --release v5 --trial 4 --gen_len 32768 --max_len 34816 \
     --temperature 0.6 --top_p 0.95 --top_k 20 --nproc "$NPROC" --output_dir "$OUT"
-python grade_lcb.py --output_dir "$OUT" --output_file "$OUT.verdicts.jsonl" --timeout 6
+python grade_lcb.py --output_dir "$OUT" --timeout 6   # verdicts: $OUT/verdicts.jsonl, both I/O modes

@@ -11,4 +11,4 @@ TP=${3:-4}
 OUT=outputs/lcb_v5/$(basename "$MODEL")
 torchrun --standalone --nproc_per_node "$GPUS" eval_lcb_dist.py --tp "$TP" --model "$MODEL" --release v5 \
     --trial 4 --gen_len 32768 --max_len 34816 --temperature 0.6 --top_p 0.95 --top_k 20 --output_dir "$OUT" "${@:4}"
-python grade_lcb.py --output_dir "$OUT" --output_file "$OUT.verdicts.jsonl" --timeout 6
+python grade_lcb.py --output_dir "$OUT" --timeout 6   # verdicts: $OUT/verdicts.jsonl, both I/O modes
