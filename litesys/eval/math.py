@@ -63,19 +63,18 @@ def gold_format(task: str) -> str:
     return GOLD_FORMATS.get(task, "auto")
 
 
-def gold_parts(gold: str) -> list[str]:
-    """The gold's top-level comma-separated values (``3, 5, 7`` -> 3 parts; a tuple or interval is one)."""
-    parts, depth, cur = [], 0, ""
-    for ch in gold:
+def gold_values(gold: str) -> int:
+    """How many values the gold lists: top-level comma parts (inside ``\\{...\\}`` for a set), plus one per
+    ``\\pm`` (``3, 5, 7`` -> 3, ``1 \\pm \\sqrt{19}`` -> 2, a tuple or interval -> 1)."""
+    body = gold.strip()
+    if body.startswith("\\{") and body.endswith("\\}"):
+        body = body[2:-2]
+    depth, parts = 0, 1
+    for ch in body:
         depth += ch in "([{"
         depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
+        parts += ch == "," and depth == 0
+    return parts + body.count("\\pm")
 
 
 def _timeouts() -> dict:
@@ -133,9 +132,9 @@ def _grade_litesys(task: str, response: str, gold: str, finish_reason: str | Non
 
     t = _timeouts()
     gold_text = normalize(str(gold).strip())
-    parts = gold_parts(gold_text)
-    scalar = len(parts) == 1 and not gold_text.startswith(("(", "[", "\\left", "\\{"))
-    found = final_answer(response, finish_reason, len(parts))
+    n_values = gold_values(gold_text)
+    scalar = n_values == 1 and not gold_text.startswith(("(", "[", "\\left", "\\{"))
+    found = final_answer(response, finish_reason, n_values)
     if found.reason == "hedged" and _all_equal([normalize(x, scalar) for x in found.parts], t):
         found = replace(found, text=found.parts[-1], reason=None)  # "15\frac{39}{40}, or \frac{639}{40}": one value
     letter = choice_letter(gold_text)

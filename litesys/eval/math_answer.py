@@ -29,12 +29,13 @@ _STATEMENT_RE = re.compile(
 _REOPEN_RE = re.compile(r"\b(?:wait|but|however|hmm|actually|check|verify|recheck|re-examine|let\s+me|let's|"
                         r"alternatively|no,|mistake|suppose|assume|if)\b|[\d=+^\\$]", re.I)
 _OR_SPLIT = re.compile(r"\s*(?:\\(?:text|mbox|textrm|mathrm)\{\s*or\s*\}|\\lor\b|(?<![\w\\])or(?![\w]))\s*")
-_AND_SPLIT = re.compile(r"\s*(?:\\(?:text|mbox|textrm|mathrm)\{\s*and\s*\}|(?<![\w\\])and(?![\w])|;)\s*")
+_AND_SPLIT = re.compile(r"\s*(?:\\(?:text|mbox|textrm|mathrm)\{\s*and\s*\}|(?<![\w\\])and(?![\w])|(?<!\\);)\s*")
+_TRAILING_WORDS = re.compile(r",?(?:\s+[A-Za-z]+\b[.,]?)+\s*$")
 _EITHER = re.compile(r"^\s*(?:\\text\{\s*either\s*\}|either)\s*", re.I)
 # Text between two boxes of one answer: list punctuation, "and", spacing, "x =" labels.
-_LIST_GAP = re.compile(r"(?:[\s,;.&$]|\\quad|\\qquad|\\\\|\\text\{\s*(?:and|,)\s*\}|\band\b|"
+_LIST_GAP = re.compile(r"(?:[\s,;.&$]|\\[,;:! ]|\\quad|\\qquad|\\\\|\\text\{\s*(?:and|,)\s*\}|\band\b|"
                        r"\\?[a-zA-Z](?:_\{?\d+\}?)?\s*=)*", re.I)
-_OR_GAP = re.compile(r"[\s,;.$]*(?:\\text\{\s*)?(?:either|or|maybe|possibly|perhaps)\b"
+_OR_GAP = re.compile(r"[\s,;.$(]*(?:\\text\{\s*)?(?:either|or|maybe|possibly|perhaps)\b"
                      r"(?!.*\b(?:wait|actually|no|sorry|correct\w*)\b).{0,40}", re.I | re.S)
 
 
@@ -144,6 +145,8 @@ def _statement_commits(text: str) -> list[_Commit]:
         if found is None or "\\boxed" in found[0]:
             continue  # a boxed value is already a box commitment
         val = found[0].replace("$", " ").strip()
+        bare = _TRAILING_WORDS.sub("", val)  # "13/15, in lowest terms" -> "13/15"; a text answer stays
+        val = bare if re.search(r"[\d\\]", bare) else val
         parts, joiner = _split(val)
         out.append(_Commit(m.start(), found[1], val, "statement", parts, joiner))
     return out

@@ -26,7 +26,7 @@ _ROOT_RE = re.compile(r"([√∛∜])\s*(\([^()]*\)|\{[^{}]*\}|\\?[A-Za-z]+|\d+(
 _ROOT_INDEX = {"√": "", "∛": "[3]", "∜": "[4]"}
 _SPACES = "\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f"
 # A space-like separator between digit groups: Unicode thin/narrow spaces, \, \! \; \: "\ " ~ and \thinspace.
-_GROUP_SEP = rf"(?:[{_SPACES}]|\\[,!;: ]|~|\\thinspace\b|\\hspace\{{[^{{}}]*\}})"
+_GROUP_SEP = rf"(?:[{_SPACES}]|\\[,!;: ]|~|\\thinspace\b\s*|\\hspace\{{[^{{}}]*\}})"
 _SPACED_DIGITS = re.compile(rf"(?<=\d){_GROUP_SEP}+(?=\d{{3}}(?!\d))")
 _COMMA_SPACING = re.compile(rf"(?<=\d),\s*{_GROUP_SEP}+\s*(?=\d)")  # MATH's 10,\!080
 _THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:(?:,|\{,\})\d{3})+(?![\d,])")
@@ -38,8 +38,10 @@ _REPEAT = re.compile(r"(?<![\d.])(-?)(\d*)\.(\d*)(?:\\overline\s*\{(\d+)\}|\\ove
 _DOT_DIGIT = re.compile(r"\\dot\s*\{?(\d)\}?")
 _PLAIN_FRAC = re.compile(r"(?<![\w./\\^{}])(-?\d+)\s*/\s*(\d+)(?![\w./])")
 _CHOICE_GOLD = re.compile(r"\s*(?:\\text(?:bf)?\{\s*)?\(?([A-J])\)?\s*\}?\s*")
-_CHOICE_PRED = re.compile(r"\s*(?:\*\*|\\textbf\{|\\text\{|\\mathrm\{|option\s+|choice\s+)*\s*\(?([A-J])\)?"
-                          r"(?=$|[\s}.:,*)\\]|\\)", re.I)
+_CHOICE_PRED = re.compile(r"\s*(?:\*\*|\\textbf\{|\\text\{|\\mathrm\{|(?i:option|choice)\s+)*\s*\(?([A-J])\)?"
+                          r"(?=$|[\s}.:,*)\\])")
+# "-2 \le x \le 7" (a chained inequality that is the whole answer) -> the interval "[-2, 7]"
+_CHAIN = re.compile(r"\s*([^<>\\=,]+?|-?\\infty)\s*(\\leq|\\le|<)\s*[a-z]\s*(\\leq|\\le|<)\s*([^<>=,]+?)\s*")
 
 
 def unicode_math(text: str) -> str:
@@ -119,4 +121,7 @@ def normalize(text: str, scalar_gold: bool = True) -> str:
     text = percent_degree(text)
     text = repeating_decimals(text)
     text = plain_fractions(text)
+    m = _CHAIN.fullmatch(text)
+    if m:
+        text = f"{'(' if m.group(2) == '<' else '['}{m.group(1)}, {m.group(4)}{')' if m.group(3) == '<' else ']'}"
     return re.sub(r"[ \t]{2,}", " ", text).strip()
