@@ -94,3 +94,30 @@ def test_prompt_templates():
     assert qwen == "What is 1+1?\nPlease reason step by step, and put your final answer within \\boxed{}."
     with pytest.raises(DataError, match="unknown --prompt-template"):
         build_prompt("nope", "q")
+
+
+def test_hub_tasks_load_through_datasets(monkeypatch):
+    """The hub path without the network: datasets.load_dataset is asked for the registry's id/config/split, and
+    its rows go through the same field mapping and gold normalisation as local files."""
+    datasets = pytest.importorskip("datasets")
+    asked = []
+
+    def load_dataset(hub_id, config, split):
+        asked.append((hub_id, config, split))
+        return datasets.Dataset.from_list([{"question": "Two plus three?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"},
+                                           {"question": "Ten times 100?", "answer": "...\n#### 1,000"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    ds = load_task("gsm8k", limit=1)
+    assert asked == [("openai/gsm8k", "main", "test")] and ds.source == "hf:openai/gsm8k/main"
+    assert [(p.id, p.question, p.answer) for p in ds.problems] == [("gsm8k-0", "Two plus three?", "5")]
+    assert load_task("gsm8k").problems[1].answer == "1000"
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)\nmore")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as e:
+        load_task("gsm8k")
+    assert "\n" not in str(e.value) and "could not load openai/gsm8k from the hub (ConnectionError" in str(e.value)
+    assert "--data-dir" in str(e.value)

@@ -123,7 +123,12 @@ def read_hub(spec: TaskSpec) -> list[dict]:
     except ImportError as e:
         raise DataError(f"loading {spec.hub_id} needs the datasets library: pip install datasets "
                         "(or pass --data-dir/--data-file with a local copy)") from e
-    ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.split)
+    try:  # datasets caches the download; HF_DATASETS_OFFLINE=1 reads only that cache
+        ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.split)
+    except Exception as e:  # noqa: BLE001 - offline, unknown revision, auth...: one line, not a traceback
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"could not load {spec.hub_id} from the hub ({type(e).__name__}: {first}); pass "
+                        f"--data-dir/--data-file with a local copy of --task {spec.name}") from None
     return [dict(r) for r in ds]
 
 
