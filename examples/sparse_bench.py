@@ -219,6 +219,10 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="also print/record each method's per-kernel GPU time")
     ap.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
     args = ap.parse_args()
+    if not torch.cuda.is_available():  # CUDA graphs and events time every method
+        ap.error("needs a CUDA GPU (it times CUDA-graph replays); run it on a GPU machine")
+    if min(args.contexts) < 1 or args.batch < 1 or args.page < 1 or args.new_tokens < 1:
+        ap.error("--contexts, --batch, --page and --new_tokens must be >= 1")
     if args.targets:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(targets(args.batch, args.page, args.new_tokens, args.profile), indent=1))

@@ -158,7 +158,10 @@ def test_rope_scaling_allows_a_longer_max_len(ckpt, data, tmp_path):
     yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096, "rope_theta": 1e6}
     scaled = variant(ckpt, tmp_path / "yarn", **{"config.json": config_with(ckpt, rope_parameters=yarn)})
     args = build_parser().parse_args(argv(scaled, data, tmp_path / "out", "--max_len", "8192"))
-    prepare(args)  # no UsageError: config.json extends the positions
+    prepare(args)  # no UsageError: config.json extends the positions to 4 x 4096
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(cli.UsageError, match="--max_len 20000 is above the 16384 positions the RoPE scaling"):
+        prepare(build_parser().parse_args(argv(scaled, data, tmp_path / "out", "--max_len", "20000")))
     assert not (tmp_path / "out").exists()
 
 

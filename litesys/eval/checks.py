@@ -159,12 +159,19 @@ def load_tokenizer(path: Path, chat: bool = True):
 
 
 def check_max_len(max_len: int, cfg, path: Path) -> None:
-    """``--max_len`` within the positions the model was trained on, unless config.json scales RoPE for more."""
-    rope_type = cfg.rope.get("rope_type") or "default"
-    if max_len > cfg.max_position_embeddings and rope_type == "default":
-        raise UsageError(f"--max_len {max_len} is above the model's max_position_embeddings "
-                         f"{cfg.max_position_embeddings} ({path}/config.json); lower --max_len (it counts prompt + "
-                         "generation), or add a rope_scaling entry (e.g. YaRN) to config.json to extend it")
+    """``--max_len`` within the positions the model was made for: max_position_embeddings, or the reach of the RoPE
+    scaling in config.json (the engine's own limit, ``validate.context_limit``)."""
+    from litesys.engine.validate import context_limit
+
+    limit = context_limit(cfg)
+    if limit is None or max_len <= limit:
+        return
+    if limit == cfg.max_position_embeddings:
+        raise UsageError(f"--max_len {max_len} is above the model's max_position_embeddings {limit} "
+                         f"({path}/config.json); lower --max_len (it counts prompt + generation), or add a "
+                         "rope_scaling entry (e.g. YaRN) to config.json to extend it")
+    raise UsageError(f"--max_len {max_len} is above the {limit} positions the RoPE scaling in {path}/config.json "
+                     "reaches (original_max_position_embeddings x factor); lower --max_len or raise the factor")
 
 
 def prompt_lengths(tok, prompts: list, enable_thinking: bool | None) -> list[int]:
