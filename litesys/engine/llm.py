@@ -56,8 +56,10 @@ class LLM:
                  sparse=None, attention_backend: str = "auto", cuda_graphs: bool = True,
                  check_every: int | None = None, tensor_parallel_size: int = 1, tokenizer: str | None = None,
                  load_format: str = "safetensors", allow_long_max_seq_len: bool = False,
-                 kv_cache_dtype: str = "auto", kv_scales=None):
+                 kv_cache_dtype: str = "auto", kv_scales=None, swap_space_gb: float = 4.0):
         self._closed = False
+        if not swap_space_gb >= 0:
+            raise ValueError(f"swap_space_gb must be >= 0 (host memory for preempted sequences), got {swap_space_gb}")
         validate.check_llm_args(
             max_seq_len=32768 if max_seq_len is None else max_seq_len, gpu_memory_utilization=gpu_memory_utilization,
             page_size=page_size, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
@@ -129,7 +131,8 @@ class LLM:
             graphs = DecodeGraphs(max_num_seqs)
         self.engine = Engine(self.model, self.kv, self.attn, max_slots=max_num_seqs, max_seq_len=max_seq_len,
                              max_batched_tokens=max_num_batched_tokens, eos_ids=self.cfg.eos_token_ids,
-                             check_every=check_every, graphs=graphs)
+                             check_every=check_every, graphs=graphs,
+                             swap_space_bytes=int(swap_space_gb * 2**30))
         if graphs is not None:
             graphs.capture(self.engine)
         self._tokenizer = None
