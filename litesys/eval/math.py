@@ -17,7 +17,7 @@ import re
 import threading
 from dataclasses import dataclass, replace
 
-from litesys.eval.math_answer import boxes, final_answer
+from litesys.eval.math_answer import MAX_CANDIDATES, boxes, final_answer
 from litesys.eval.math_normalize import choice_letter, normalize, pred_choice
 
 GRADERS = ("litesys", "math-verify")
@@ -135,7 +135,8 @@ def _grade_litesys(task: str, response: str, gold: str, finish_reason: str | Non
     n_values = gold_values(gold_text)
     scalar = n_values == 1 and not gold_text.startswith(("(", "[", "\\left", "\\{"))
     found = final_answer(response, finish_reason, n_values)
-    if found.reason == "hedged" and _all_equal([normalize(x, scalar) for x in found.parts], t):
+    candidates = [normalize(x, scalar) for x in found.parts]
+    if found.reason == "hedged" and len(candidates) <= MAX_CANDIDATES and _all_equal(candidates, t):
         found = replace(found, text=found.parts[-1], reason=None)  # "15\frac{39}{40}, or \frac{639}{40}": one value
     letter = choice_letter(gold_text)
     if found.source == "tail":  # a finished response without a commitment: math-verify searches its tail

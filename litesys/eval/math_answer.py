@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 CUT_REASONS = ("length", "repetition")  # the engine stopped the sample; the model did not finish
 AFTER_COMMIT_CHARS = 200
+VALUE_CHARS = 200  # the longest value an answer phrase can introduce
+MAX_CANDIDATES = 8  # more alternatives than this are a hedge without comparing their values
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 _STATEMENT_RE = re.compile(
     r"(?:final\s+answer|the\s+answer|(?<![\w])answer)(?:\s+to\s+the\s+(?:problem|question))?\**"
@@ -121,11 +123,11 @@ def _marker_commits(text: str) -> list[_Commit]:
 
 def _statement_value(text: str, i: int) -> tuple[str, int] | None:
     """The value right after an answer phrase: a ``$...$``/``\\(...\\)`` span, else the rest of the sentence."""
-    rest = text[i:]
+    rest = text[i:i + 2 * VALUE_CHARS]  # a value is short: never scan the rest of a long response
     for open_, close in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if rest.startswith(open_):
             j = rest.find(close, len(open_))
-            if j > len(open_):
+            if len(open_) < j <= VALUE_CHARS:
                 val, end = rest[len(open_):j], j + len(close)
                 tail = re.match(r"[^\n]*?(?=[.!?](?:\s|$)|\n|$)", rest[end:])
                 after = tail.group(0) if tail else ""
@@ -135,7 +137,9 @@ def _statement_value(text: str, i: int) -> tuple[str, int] | None:
             return None
     m = re.match(r"[^\n]*?(?=[.!?](?:\s|$)|\n|$)", rest)
     val = m.group(0).strip().strip("*").strip() if m else ""
-    return (val, i + m.end()) if val and re.search(r"[\dA-Za-z\\]", val) else None
+    if not val or len(val) > VALUE_CHARS or not re.search(r"[\dA-Za-z\\]", val):
+        return None  # a whole paragraph after "the answer is" is prose, not a value
+    return val, i + m.end()
 
 
 def _statement_commits(text: str) -> list[_Commit]:
