@@ -187,6 +187,19 @@ def _sample_index(folder: Path) -> tuple[dict, dict]:
     return by_line, by_key
 
 
+def _rows_of(rows: list[dict], folder: Path, verdicts: Path) -> list[dict]:
+    """A verdict file that grades several runs at once (grade_lcb.py over a parent folder): this run's rows only,
+    told apart by the folder part of their ``source``."""
+    parents = {Path(str(r.get("source", ""))).parent.as_posix() for r in rows}
+    if len(parents) <= 1:
+        return rows
+    mine = [r for r in rows if folder.resolve().as_posix().endswith("/" + Path(str(r.get("source"))).parent.as_posix())]
+    if not mine:
+        raise ReportError(f"{verdicts} grades several runs ({', '.join(sorted(parents))}) and none is {folder}; "
+                          "pass the run folder that was graded")
+    return mine
+
+
 def load_lcb(path: Path, intensity: float | None) -> Run:
     from litesys.eval.runner import RUN_CONFIG
 
@@ -207,6 +220,7 @@ def load_lcb(path: Path, intensity: float | None) -> Run:
                               "to it and the folder of its rows' source); pass that folder instead")
     if not rows:
         raise ReportError(f"{verdicts} has no verdict lines; grade {folder} with grade_lcb.py first")
+    rows = _rows_of(rows, folder, verdicts)
     by_line, by_key = _sample_index(folder)
     latest: dict[tuple[str, int], dict] = {}
     for r in rows:
