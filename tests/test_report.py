@@ -187,7 +187,8 @@ def make_lcb_run(folder: Path, passed: list[list[bool]], lengths: list[list[int]
     lines, verdicts = [], []
     for p, row in enumerate(passed):
         for t, ok in enumerate(row):
-            lines.append(json.dumps({"problem_id": f"abc{p}", "trial": t, "seed": 1, "prompt": [], "output_text": 'x = {"num_tokens": 999}',  # a hostile answer
+            lines.append(json.dumps({"problem_id": f"abc{p}", "trial": t, "seed": 1, "prompt": [],
+                                     "output_text": 'x = {"num_tokens": 999}',  # a hostile answer
                                      "num_tokens": lengths[p][t], "finish_reason": "stop", "prompt_tokens": 30,
                                      "question_id": f"abc{p}", "difficulty": "easy", "public_test_cases": "[]",
                                      "private_test_cases": "", "metadata": "{}", "starter_code": ""}))
