@@ -2,10 +2,12 @@
 
     python benchmarks/throughput.py --config qwen3_0.6b -n 256 -p 128 -g 1024 --compare-hf
     python benchmarks/throughput.py --config qwen3_8b -n 128 -p 512 -g 2048
+    python benchmarks/throughput.py --config qwen3_8b -n 32 -p 128 -g 8192 --kv-cache-dtype fp8_e4m3
 
 Reports output tok/s, decode ms/step, the memory floor (weights + KV read once per decode step, over the HBM
-copy bandwidth measured in this run) and the ratio to it; ``--compare-hf`` runs transformers ``generate`` on the
-same workload in the same process. Results print as a table and go to ``--json`` (and $OUT if set).
+copy bandwidth measured in this run; fp8 KV pages count 1 byte per element) and the ratio to it; ``--compare-hf``
+runs transformers ``generate`` on the same workload in the same process. Results print as a table and go to
+``--json`` (and $OUT if set).
 """
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ def weight_bytes_per_step(llm: LLM) -> int:
 
 def memory_floor(llm: LLM, n: int, p: int, g: int, bw: float) -> dict:
     cfg = llm.cfg
-    kv_per_token = 2 * cfg.num_layers * llm.model.num_kv_heads * cfg.head_dim * 2
+    # K and V of every layer as stored (2 bytes in bf16, 1 in fp8; the fp8 scales are per layer, negligible)
+    kv_per_token = 2 * cfg.num_layers * llm.model.num_kv_heads * cfg.head_dim * llm.kv.k.element_size()
     w = weight_bytes_per_step(llm)
     steps = g - 1  # the first token of each request comes from its prefill
     kv_tokens = n * (steps * p + steps * (steps + 1) // 2)
@@ -110,6 +113,8 @@ def main() -> None:
     ap.add_argument("--check-every", type=int, default=None)
     ap.add_argument("--logits-path", action="store_true", help="force the raw-logits path (identity processor)")
     ap.add_argument("--no-cuda-graphs", action="store_true")
+    ap.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8_e4m3"),
+                    help="KV pages: auto = bf16, fp8_e4m3 = FP8 (docs/kv_fp8.md)")
     ap.add_argument("--compare-hf", action="store_true")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of a profiled run")
     ap.add_argument("--json", default=None)
@@ -123,7 +128,7 @@ def main() -> None:
     bw = copy_bandwidth()
     llm = LLM(str(tmp), device="cuda", dtype=torch.bfloat16, max_seq_len=a.prompt_len + a.gen_len + 8,
               load_format="random", max_num_seqs=a.max_num_seqs or a.num_requests, page_size=a.page_size,
-              cuda_graphs=not a.no_cuda_graphs, check_every=a.check_every)
+              cuda_graphs=not a.no_cuda_graphs, check_every=a.check_every, kv_cache_dtype=a.kv_cache_dtype)
     if a.logits_path:  # an identity processor on every layer: logits kernel -> processor -> softmax·V kernel
         llm.attn.processors = {i: [identity] for i in range(llm.cfg.num_layers)}
         if llm.engine.graphs is not None:  # dense graphs were captured before the processors were set
@@ -156,6 +161,7 @@ def main() -> None:
     floor = memory_floor(llm, a.num_requests, a.prompt_len, a.gen_len, bw)
     res = dict(config=a.config, n=a.num_requests, p=a.prompt_len, g=a.gen_len, device=torch.cuda.get_device_name(),
                torch=torch.__version__, logits_path=a.logits_path, cuda_graphs=not a.no_cuda_graphs,
+               kv_cache_dtype=a.kv_cache_dtype, kv_dtype=str(llm.kv.k.dtype),
                hbm_copy_TBps=bw / 1e12, kv_pages=llm.kv.num_pages, page_size=a.page_size,
                tok_s=tok_s, total_s=t_total, prefill_s=t_prefill, decode_steps=steps,
                decode_ms_per_step=(t_total - t_prefill) / max(steps, 1) * 1e3,
@@ -172,7 +178,8 @@ def main() -> None:
         res["hf_tok_s"] = run_hf(cfg_path, prompts, a.gen_len, sp)
         res["speedup_vs_hf"] = tok_s / res["hf_tok_s"]
     print(json.dumps(res, indent=1))
-    line = (f"{a.config} {a.num_requests}x{a.prompt_len}->{a.gen_len}{' logits-path' if a.logits_path else ''}: "
+    tags = (" logits-path" if a.logits_path else "") + ("" if a.kv_cache_dtype == "auto" else f" kv {a.kv_cache_dtype}")
+    line = (f"{a.config} {a.num_requests}x{a.prompt_len}->{a.gen_len}{tags}: "
             f"{tok_s:,.0f} tok/s, graphs {res['graphs_captured']} (fallback {res['graph_eager_fallback']}), "
             f"{res['decode_ms_per_step']:.2f} ms/step, floor {floor['floor_tok_s']:,.0f} tok/s "
             f"({res['ratio_to_floor']:.0%} of floor)")
@@ -180,7 +187,8 @@ def main() -> None:
         line += f", HF {res['hf_tok_s']:,.0f} tok/s ({res['speedup_vs_hf']:.1f}x)"
     print(line)
     for path in filter(None, [a.json, os.environ.get("OUT") and
-                              f"{os.environ['OUT']}/throughput_{a.config}{'_logits' if a.logits_path else ''}.json"]):
+                              f"{os.environ['OUT']}/throughput_{a.config}{'_logits' if a.logits_path else ''}"
+                              f"{'' if a.kv_cache_dtype == 'auto' else '_' + a.kv_cache_dtype}.json"]):
         Path(path).write_text(json.dumps(res, indent=1))
 
 

@@ -372,3 +372,23 @@ def test_resume_refuses_a_changed_kv_dtype(ckpt, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main([*base, "--kv_scales", str(tmp_path / "s.json")])  # scales without fp8: refused before anything runs
     assert e.value.code == 2 and "--kv_scales needs --kv_cache_dtype fp8_e4m3" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_gpu_engine_fp8_pages_with_cuda_graphs(ckpt) -> None:
+    """On the GPU: the Triton write kernel inside the decode graphs (captured before any calibration: the scales
+    are updated in place), dense and Quest, greedy tokens vs bf16 pages."""
+    from litesys import LLM, SamplingParams
+    from litesys.attention.sparse.config import SparseConfig
+
+    prompts = [list(range(300, 345)), [7, 8, 9] * 11]
+    params = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True, repeat_check=False)
+    for sparse in (None, SparseConfig(quest_topk_blocks=2, quest_block_size=4, attn_sink=4, attn_local=4)):
+        kw = dict(device="cuda", dtype=torch.bfloat16, max_seq_len=128, max_num_seqs=4, sparse=sparse,
+                  gpu_memory_utilization=0.2)
+        bf16 = [o.token_ids for o in LLM(str(ckpt), **kw).generate(prompts, params)]
+        engine = LLM(str(ckpt), kv_cache_dtype="fp8_e4m3", **kw)
+        assert engine.engine.graphs is not None and engine.kv.k.dtype == F8
+        fp8 = [o.token_ids for o in engine.generate(prompts, params)]
+        assert all(engine.kv.calibrated) and float(engine.kv.k_scale.min()) < 1
+        assert [t[:4] for t in fp8] == [t[:4] for t in bf16], (sparse, fp8, bf16)

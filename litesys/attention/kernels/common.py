@@ -16,6 +16,12 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
+def fp8_compute_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """What fp8 K/V tiles are converted to for the dots: fp16 for a 16-bit model (e4m3 -> fp16 is one cvt per two
+    values on Hopper and exact; -> bf16 goes through fp32 and measured 2x slower), fp32 for an fp32 model."""
+    return torch.float32 if model_dtype == torch.float32 else torch.float16
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """The ``DOT_PREC`` constexpr of the kernels (see ``mma``)."""
     if dtype == torch.float32:

@@ -1,7 +1,7 @@
 """Launch parameters of the attention kernels (tuned on an H100 with ``benchmarks/bench_attention.py``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -17,6 +17,12 @@ class DecodeConfig:
     logits_block_n: int = 64
     logits_num_warps: int = 4
     merge_num_warps: int = 4
+    # fp8 pages: KV rows per iteration (None: block_n). Half the bytes per row, so twice the rows keep as many bytes
+    # in flight (H200, batch 32 x 8K, Qwen3-8B heads: 128 rows 17% faster than 64)
+    fp8_block_n: int | None = None
+
+    def for_fp8(self) -> DecodeConfig:
+        return self if self.fp8_block_n is None else replace(self, block_n=self.fp8_block_n)
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class PrefillConfig:
     num_stages: int = 3
 
 
-DECODE = DecodeConfig()
+DECODE = DecodeConfig(fp8_block_n=128)
 
 
 def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:

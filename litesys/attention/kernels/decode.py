@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from litesys.attention.kernels.common import LOG2E, choose_num_splits, dot_precision, group_pad
+from litesys.attention.kernels.common import LOG2E, choose_num_splits, dot_precision, fp8_compute_dtype, group_pad
 from litesys.attention.kernels.config import DECODE, DecodeConfig
 from litesys.attention.kernels.decode_logits import decode_logits
 from litesys.attention.kernels.decode_merge import decode_merge
@@ -16,8 +16,8 @@ def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
 
 
 def _compute_dtype(q: torch.Tensor, cache: torch.Tensor, scale: torch.Tensor | None) -> torch.dtype:
-    """The dtype q and the K/V tiles meet in: the cache's, or q's own for an fp8 cache (dequantised in registers)."""
-    return cache.dtype if scale is None else q.dtype
+    """The dtype q and the K/V tiles meet in: the cache's, or fp16/fp32 for an fp8 cache (converted in registers)."""
+    return cache.dtype if scale is None else fp8_compute_dtype(q.dtype)
 
 
 def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Tensor, page_size: int,
@@ -41,7 +41,8 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     b, hq, d = q.shape
     page_size, hkv = k_cache.shape[1], k_cache.shape[2]
     dtype = _compute_dtype(q, k_cache, k_scale)
-    out = torch.empty(b, hq, d, dtype=dtype if k_scale is not None else v_cache.dtype, device=q.device)
+    cfg = cfg if k_scale is None else cfg.for_fp8()
+    out = torch.empty(b, hq, d, dtype=q.dtype if k_scale is not None else v_cache.dtype, device=q.device)
     if b == 0:
         return out
     q = _last_dim_contiguous(q.to(dtype))
@@ -72,13 +73,16 @@ def softmax_v(logits_: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Te
               out_dtype: torch.dtype | None = None) -> torch.Tensor:
     b, hq, _ = logits_.shape
     page_size, hkv, d = v_cache.shape[1], v_cache.shape[2], v_cache.shape[3]
-    dtype = out_dtype or v_cache.dtype  # an fp8 cache needs out_dtype (the model's): V is dequantised to it
+    dtype = out_dtype or v_cache.dtype  # an fp8 cache needs out_dtype (the model's)
     out = torch.empty(b, hq, d, dtype=dtype, device=logits_.device)
+    compute = dtype if v_scale is None else fp8_compute_dtype(dtype)
+    cfg = cfg if v_scale is None else cfg.for_fp8()
     if b == 0:
         return out
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, logits_.device, cfg)
     softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, out, cfg.block_n,
-                    group_pad(hq // hkv), dot_precision(dtype), cfg.num_warps, cfg.num_stages, v_scale)
+                    group_pad(hq // hkv), dot_precision(compute), cfg.num_warps, cfg.num_stages, v_scale,
+                    compute == torch.float16)
     if partial is not None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
     return out

@@ -31,7 +31,7 @@ def _softmax_v_split_kernel(
     out_ptr, stride_ob, stride_oh,
     max_len, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr, F16: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -57,8 +57,11 @@ def _softmax_v_split_kernel(
         page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
         v = tl.load(v_ptr + (page * stride_vp + (pos % PAGE) * stride_vs + kvh * stride_vh)[:, None]
                     + offs_d[None, :], mask=valid[:, None], other=0.0)
-        if FP8:  # exact fp8 -> output dtype in registers; V's scale multiplies the output below
-            v = v.to(out_ptr.dtype.element_ty)
+        if FP8:  # exact fp8 -> fp16 (16-bit models) or fp32 in registers; V's scale multiplies the output below
+            if F16:
+                v = v.to(tl.float16)
+            else:
+                v = v.to(tl.float32)
         acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
     if FP8:
         acc = acc * v_scale
@@ -72,9 +75,9 @@ def _softmax_v_split_kernel(
 def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
                     partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor, block_n: int,
                     group_pad: int, dot_prec: str, num_warps: int, num_stages: int,
-                    v_scale: torch.Tensor | None = None) -> None:
+                    v_scale: torch.Tensor | None = None, f16: bool = False) -> None:
     """Same outputs as ``decode_split`` (partials, or ``out`` directly when ``partial`` is None), with the scores
-    read from fp32 ``logits`` [B, Hq, L]. fp8 caches: ``v_scale`` [Hkv] fp32."""
+    read from fp32 ``logits`` [B, Hq, L]. fp8 caches: ``v_scale`` [Hkv] fp32, ``f16``: V tiles to fp16 (else fp32)."""
     b, hq, max_len = logits.shape
     hkv, d = v_cache.shape[2], v_cache.shape[3]
     direct = partial is None
@@ -90,5 +93,6 @@ def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: tor
         out, out.stride(0), out.stride(1),
         max_len, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], BLOCK_N=block_n,
-        DOT_PREC=dot_prec, DIRECT=direct, FP8=v_scale is not None, num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_prec, DIRECT=direct, FP8=v_scale is not None, F16=f16, num_warps=num_warps,
+        num_stages=num_stages,
     )

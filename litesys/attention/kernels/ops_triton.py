@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.kernels import decode
-from litesys.attention.kernels.common import LOG2E, dot_precision
+from litesys.attention.kernels.common import LOG2E, dot_precision, fp8_compute_dtype
 from litesys.attention.kernels.config import prefill_config
 from litesys.attention.kernels.prefill import prefill
 
@@ -55,6 +55,8 @@ def prefill_attention(
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     if k_scale is None:
         k, v = k.to(q.dtype), v.to(q.dtype)
+    else:  # fp8 k/v meet q in fp16 (16-bit models) or fp32; out stays in the model dtype
+        q = q.to(fp8_compute_dtype(q.dtype))
     cfg = prefill_config(q.shape[2], q.dtype)
     prefill(q, k, v, cu_seqlens, max_seqlen, out, scale * LOG2E, cfg.block_m, cfg.block_n, dot_precision(q.dtype),
             cfg.num_warps, cfg.num_stages, k_scale, v_scale)

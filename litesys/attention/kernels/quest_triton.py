@@ -37,6 +37,7 @@ from litesys.attention.kernels.common import (
     LOG2E,
     attend_paged_block,
     dot_precision,
+    fp8_compute_dtype,
     fp8_scales,
     group_pad,
     load_q_group,
@@ -371,6 +372,9 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     if phys is not None and phys.stride() != sel.stride():
         phys = phys.contiguous()
     pdl = use_pdl(q.device)
+    out_dtype = v_cache.dtype if k_scale is None else q.dtype
+    if k_scale is not None:  # fp8 pages meet q in fp16 (16-bit models) or fp32
+        q = q.to(fp8_compute_dtype(q.dtype))
     _quest_decode_kernel[(b, hkv, nsplit)](
         q, k_cache, v_cache, page_table, lengths, sel, sel if phys is None else phys, partial, lse,
         q.stride(0), q.stride(1),
@@ -384,7 +388,7 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         DOT_PREC=dot_precision(k_cache.dtype if k_scale is None else q.dtype), HAS_PHYS=phys is not None, PDL=pdl,
         FP8=k_scale is not None, num_warps=num_warps, num_stages=num_stages, launch_pdl=pdl,
     )
-    out = torch.empty(b, hq, d, dtype=v_cache.dtype if k_scale is None else q.dtype, device=q.device)
+    out = torch.empty(b, hq, d, dtype=out_dtype, device=q.device)
     _quest_merge_kernel[(b, hq)](
         partial, lse, out, partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
         out.stride(0), out.stride(1), NSPLIT=nsplit, S_PAD=next_pow2(nsplit), D=d, PDL=pdl, num_warps=2,

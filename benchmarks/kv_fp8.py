@@ -1,0 +1,178 @@
+"""FP8 KV cache on a GPU: how many long sequences fit, and what fp8 pages cost in accuracy (random weights).
+
+    python benchmarks/kv_fp8.py capacity --config qwen3_8b --seq-len 32768
+    python benchmarks/kv_fp8.py accuracy --config qwen3_8b --prompts 8 --tokens 4096
+    python benchmarks/kv_fp8.py kernel      # fused decode alone, bf16 vs fp8 pages, a few launch configurations
+
+``capacity``: the KV pool the memory planner gives at ``--gpu-memory-utilization`` (default 0.9) for bf16 and for
+fp8 pages, and how many sequences of ``--seq-len`` tokens it holds. ``accuracy``: teacher-forced next-token
+distributions with fp8 vs bf16 pages on the same random prompts: one prefill per prompt, which (as the engine's
+prefill does) attends to the K/V as the cache stores them; the fp8 scales are calibrated on the first prompt and
+then fixed. Reports KL(bf16 || fp8), top-1 agreement and the logit error. Random weights (N(0, 0.02), unit norms),
+so the numbers describe the quantisation of such activations, not of a trained model. ``kernel``: the fused
+decode kernel at batch 32 x 8K context with Qwen3-8B heads, bf16 vs fp8 pages, K+V bytes over the copy bandwidth.
+JSON to $OUT if set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import copy_bandwidth, graph_ms, log  # noqa: E402
+
+from litesys import LLM  # noqa: E402
+from litesys.attention import ops_torch  # noqa: E402
+from litesys.attention.backend import Attention  # noqa: E402
+from litesys.attention.kv_cache import KVCache  # noqa: E402
+from litesys.attention.kv_fp8 import FP8_DTYPE  # noqa: E402
+from litesys.attention.meta import AttnMeta  # noqa: E402
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def checkpoint_dir(config: str) -> Path:
+    cfg = Path(config) if config.endswith(".json") else CONFIGS / f"{config}.json"
+    tmp = Path(tempfile.mkdtemp())
+    shutil.copy(cfg, tmp / "config.json")
+    return tmp
+
+
+def capacity(a: argparse.Namespace) -> dict:
+    res = dict(config=a.config, seq_len=a.seq_len, gpu_memory_utilization=a.gpu_memory_utilization)
+    for kv in ("auto", "fp8_e4m3"):
+        llm = LLM(str(checkpoint_dir(a.config)), device="cuda", dtype=torch.bfloat16, max_seq_len=a.seq_len,
+                  load_format="random", cuda_graphs=False, kv_cache_dtype=kv,
+                  gpu_memory_utilization=a.gpu_memory_utilization)
+        pages, per_seq = llm.kv.num_pages, -(-a.seq_len // llm.kv.page_size)
+        name = "bf16" if kv == "auto" else "fp8"
+        res[f"{name}_pages"] = pages
+        res[f"{name}_kv_GiB"] = (llm.kv.k.nbytes + llm.kv.v.nbytes) / 2**30
+        res[f"{name}_sequences"] = (pages - 1) // per_seq  # page 0 is the scratch page
+        log(f"{name}: {pages} pages of {llm.kv.page_size} ({res[f'{name}_kv_GiB']:.1f} GiB): "
+            f"{res[f'{name}_sequences']} sequences of {a.seq_len} tokens")
+        getattr(llm, "close", lambda: None)()  # free the pool before the next plan
+        del llm
+        torch.cuda.empty_cache()
+    res["ratio"] = res["fp8_sequences"] / max(res["bf16_sequences"], 1)
+    return res
+
+
+@torch.inference_mode()
+def prompt_logits(model, attn: Attention, ids: torch.Tensor, chunk: int = 512):
+    """Hidden states of one prompt's prefill, and a generator of fp32 logits over row chunks (saves memory)."""
+    n = ids.shape[0]
+    meta = AttnMeta(True, torch.arange(attn.kv.page_size, attn.kv.page_size + n, device=ids.device),
+                    attn.kv.page_size, model.num_q_heads, model.num_kv_heads,
+                    cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=ids.device), max_seqlen=n)
+    hidden = model.forward(ids, torch.arange(n, device=ids.device), meta, attn)
+    return [model.compute_logits(hidden[i:i + chunk]).float() for i in range(0, n, chunk)]
+
+
+@torch.inference_mode()
+def accuracy(a: argparse.Namespace) -> dict:
+    llm = LLM(str(checkpoint_dir(a.config)), device="cuda", dtype=torch.bfloat16, max_seq_len=a.tokens + 16,
+              load_format="random", cuda_graphs=False, num_kv_pages=4)
+    model, cfg = llm.model, llm.cfg
+    pages = a.tokens // 16 + 2
+
+    def attention(kv_dtype):
+        kv = KVCache(cfg.num_layers, pages, 16, model.num_kv_heads, cfg.head_dim, torch.bfloat16, "cuda", kv_dtype)
+        return Attention(kv, model.num_q_heads, model.num_kv_heads, cfg.head_dim, cfg.head_dim ** -0.5,
+                         ops=llm.attn.ops)
+
+    ref, fp8 = attention(None), attention(FP8_DTYPE)
+    # the same bf16 pages through torch SDPA instead of the Triton prefill kernel: other summation order only.
+    # Its distance from ``ref`` shows how much this random network amplifies rounding-level noise.
+    base = attention(None)
+    base.ops = ops_torch
+    g = torch.Generator().manual_seed(0)
+    stats = {name: dict(kl=[], agree=0, rel=[]) for name in ("fp8", "sdpa_bf16")}
+    n_pos = 0
+    for i in range(a.prompts):
+        ids = torch.randint(100, 100000, (a.tokens,), generator=g).cuda()
+        chunks = zip(prompt_logits(model, ref, ids), prompt_logits(model, fp8, ids), prompt_logits(model, base, ids))
+        for lr, lq, lb in chunks:
+            lpr = lr.log_softmax(-1)
+            for name, other in (("fp8", lq), ("sdpa_bf16", lb)):
+                st = stats[name]
+                st["kl"].append((lpr.exp() * (lpr - other.log_softmax(-1))).sum(-1))
+                st["agree"] += (lr.argmax(-1) == other.argmax(-1)).sum().item()
+                st["rel"].append((other - lr).norm(dim=-1) / lr.norm(dim=-1))
+            n_pos += lr.shape[0]
+        log(f"prompt {i}: " + ", ".join(f"{k} KL {torch.cat(v['kl']).mean():.3g} top-1 {v['agree'] / n_pos:.4f}"
+                                        for k, v in stats.items()))
+    res = dict(config=a.config, prompts=a.prompts, tokens=a.tokens, weights="random N(0, 0.02), unit norms",
+               k_scale_mean=fp8.kv.k_scale.mean().item(), v_scale_mean=fp8.kv.v_scale.mean().item())
+    for name, st in stats.items():
+        kls, pre = torch.cat(st["kl"]), "" if name == "fp8" else name + "_"
+        res.update({f"{pre}kl_mean": kls.mean().item(), f"{pre}kl_p99": kls.quantile(0.99).item(),
+                    f"{pre}kl_max": kls.max().item(), f"{pre}top1_agreement": st["agree"] / n_pos,
+                    f"{pre}logit_rel_err_mean": torch.cat(st["rel"]).mean().item()})
+    return res
+
+
+def kernel(a: argparse.Namespace) -> dict:
+    from litesys.attention.kernels import decode
+    from litesys.attention.kernels.config import DecodeConfig
+    from litesys.attention.kv_fp8 import calibrate, quantize
+
+    b, ctx, hq, hkv, d, page = 32, 8192, 32, 8, 128, 16
+    n_pages = b * ctx // page + 1
+    g = torch.Generator(device="cuda").manual_seed(0)
+    k = torch.randn(n_pages * page, hkv, d, device="cuda", generator=g, dtype=torch.bfloat16)
+    v = torch.randn(n_pages * page, hkv, d, device="cuda", generator=g, dtype=torch.bfloat16)
+    ks, vs = calibrate(k[:4096]), calibrate(v[:4096])
+    caches = {"bf16": (k.view(n_pages, page, hkv, d), v.view(n_pages, page, hkv, d), None, None),
+              "fp8": (quantize(k, ks).view(n_pages, page, hkv, d), quantize(v, vs).view(n_pages, page, hkv, d),
+                      ks, vs)}
+    pt = (torch.randperm(n_pages - 1, device="cuda", generator=g)[: b * ctx // page] + 1).int().view(b, -1)
+    lengths = torch.full((b,), ctx, dtype=torch.int32, device="cuda")
+    q = torch.randn(b, hq, d, device="cuda", generator=g, dtype=torch.bfloat16)
+    bw = copy_bandwidth()
+    rows = []
+    for name, (kc, vc, s_k, s_v) in caches.items():
+        for block_n, pps in ((64, 8), (128, 8), (64, 16), (128, 4)):
+            cfg = DecodeConfig(block_n=block_n, programs_per_sm=pps)
+            ms = graph_ms(lambda kc=kc, vc=vc, cfg=cfg, s_k=s_k, s_v=s_v: decode.fused(
+                q, kc, vc, pt, lengths, d ** -0.5, cfg, k_scale=s_k, v_scale=s_v))
+            nbytes = 2 * b * ctx * hkv * d * kc.element_size()
+            rows.append(dict(kv=name, block_n=block_n, programs_per_sm=pps, us=ms * 1e3,
+                             bw_frac=nbytes / (ms / 1e3) / bw))
+            log(f"{name} block_n {block_n} programs/SM {pps}: {ms * 1e3:.1f} us, {rows[-1]['bw_frac']:.0%} of copy bw")
+    out_bf16 = decode.fused(q, *caches["bf16"][:2], pt, lengths, d ** -0.5)
+    out_fp8 = decode.fused(q, *caches["fp8"][:2], pt, lengths, d ** -0.5, k_scale=ks, v_scale=vs)
+    err = ((out_fp8.float() - out_bf16.float()).norm() / out_bf16.float().norm()).item()
+    best = {n: min(r["us"] for r in rows if r["kv"] == n) for n in caches}
+    return dict(shape=dict(batch=b, context=ctx, hq=hq, hkv=hkv, head_dim=d, page=page), hbm_copy_TBps=bw / 1e12,
+                rows=rows, speedup_fp8=best["bf16"] / best["fp8"], fp8_vs_bf16_rel_err=err)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("capacity", "accuracy", "kernel"))
+    ap.add_argument("--config", default="qwen3_8b")
+    ap.add_argument("--seq-len", type=int, default=32768)
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=4096)
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("kv_fp8.py needs a CUDA GPU")
+    res = dict(capacity=capacity, accuracy=accuracy, kernel=kernel)[a.what](a)
+    res["device"] = torch.cuda.get_device_name()
+    print(json.dumps(res, indent=1))
+    if os.environ.get("OUT"):
+        name = f"kv_fp8_{a.what}{'' if a.what == 'kernel' else '_' + a.config}.json"
+        Path(os.environ["OUT"], name).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
