@@ -98,7 +98,7 @@ def test_torchrun_tp2_matches_single(ckpt, data, single, tmp_path):
     assert outputs(out) == single
     # global rank 0 alone reports, and the TP setting is not part of the run config (any layout resumes)
     assert [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")] == [
-        {"problems": 3, "samples": 6, "output_dir": str(out)}]
+        {"problems": 3, "samples": 6, "output_dir": str(out), "skipped_bad_tests": 0}]
 
 
 def test_bad_input_exits_2_before_writing(ckpt, data, tmp_path, capsys):

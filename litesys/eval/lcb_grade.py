@@ -75,7 +75,8 @@ class ProgramRunner:
         job = {"code": program.code, "inputs_path": program.inputs_path, "timeout": self.timeout,
                "output_cap": self.output_cap, "io": program.io}
         wall = self.deadline(program)
-        judge = Judge(program.expected, payload_cap=4 * self.output_cap + (1 << 20))
+        # a report holds one test's output (capped in characters by the harness) or one JSON result
+        judge = Judge(program.expected, payload_cap=self.output_cap + (1 << 20))
         script = program.io == "script" and not program.expected.fn_name
         res = self.sandbox.run(slot, {"harness.py": HARNESS, "job.json": json.dumps(job).encode()}, "harness.py",
                                ["job.json"], wall_s=wall, sink=judge.feed, extra_tasks=int(script))
