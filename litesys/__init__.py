@@ -1,5 +1,6 @@
 """LiteSys: a small, hackable LLM inference and evaluation engine."""
-from litesys.config import CompletionOutput, RequestOutput, SamplingParams
+from litesys.outputs import CompletionOutput, RequestOutput
+from litesys.sampling_params import SamplingParams
 
 __all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput"]
 __version__ = "0.1.0"

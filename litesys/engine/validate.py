@@ -1,23 +1,30 @@
-"""One-line checks of ``LLM(...)`` arguments and ``generate`` prompts, run before anything is loaded or queued."""
+"""One-line checks of ``EngineConfig`` fields and ``generate`` prompts, run before anything is loaded or queued."""
 from __future__ import annotations
 
 import torch
 
-from litesys.config import check_bool, check_int, check_real
+from litesys.attention import kv_fp8
+from litesys.sampling_params import check_bool, check_int, check_real
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 ROLES = ("system", "user", "assistant", "tool")
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``cuda``, ``cuda:N`` (a visible GPU) or ``cpu``."""
+def check_device_name(device: str | torch.device) -> torch.device:
+    """``cuda``, ``cuda:N`` or ``cpu`` as written (whether this machine has it: ``resolve_device``)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         dev = None
     if dev is None or dev.type not in ("cuda", "cpu"):
         raise ValueError(f"device must be 'cuda', 'cuda:N' or 'cpu', got {device!r}")
+    return dev
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``cuda``, ``cuda:N`` (a visible GPU) or ``cpu``."""
+    dev = check_device_name(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("device='cuda' but no CUDA GPU is visible; pass device='cpu' or run on a GPU machine")
@@ -38,30 +45,34 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     raise ValueError(f"dtype must be 'auto', 'bfloat16', 'float16', 'float32' or the torch dtype, got {dtype!r}")
 
 
-def check_llm_args(*, max_seq_len, gpu_memory_utilization, page_size, max_num_seqs, max_num_batched_tokens,
-                   num_kv_pages, seed, enable_thinking, attention_backend, cuda_graphs, check_every,
-                   tensor_parallel_size, load_format) -> None:
-    """Types and ranges of the ``LLM`` keyword arguments (the checkpoint-dependent ones come later)."""
-    check_int("max_seq_len", max_seq_len, 2)
-    check_real("gpu_memory_utilization", gpu_memory_utilization)
-    if not 0.0 < gpu_memory_utilization <= 1.0:
-        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
-    for name, value in (("page_size", page_size), ("max_num_seqs", max_num_seqs),
-                        ("max_num_batched_tokens", max_num_batched_tokens),
-                        ("tensor_parallel_size", tensor_parallel_size)):
-        check_int(name, value, 1)
-    if num_kv_pages is not None:
-        check_int("num_kv_pages", num_kv_pages, 2, hint=" (page 0 is scratch) or None to plan it")
-    if check_every is not None:
-        check_int("check_every", check_every, 1, hint=" or None")
-    check_int("seed", seed)
-    if enable_thinking is not None:
-        check_bool("enable_thinking", enable_thinking)
-    check_bool("cuda_graphs", cuda_graphs)
-    if attention_backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"attention_backend must be 'auto', 'torch' or 'triton', got {attention_backend!r}")
-    if load_format not in ("safetensors", "random"):
-        raise ValueError(f"load_format must be 'safetensors' or 'random', got {load_format!r}")
+def check_engine_config(c) -> None:
+    """Types and ranges of an ``EngineConfig`` (the checkpoint- and machine-dependent ones come at build time)."""
+    if not c.swap_space_gb >= 0:
+        raise ValueError(f"swap_space_gb must be >= 0 (host memory for preempted sequences), got {c.swap_space_gb}")
+    check_int("max_seq_len", 32768 if c.max_seq_len is None else c.max_seq_len, 2)
+    check_real("gpu_memory_utilization", c.gpu_memory_utilization)
+    if not 0.0 < c.gpu_memory_utilization <= 1.0:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {c.gpu_memory_utilization}")
+    for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"):
+        check_int(name, getattr(c, name), 1)
+    if c.num_kv_pages is not None:
+        check_int("num_kv_pages", c.num_kv_pages, 2, hint=" (page 0 is scratch) or None to plan it")
+    if c.check_every is not None:
+        check_int("check_every", c.check_every, 1, hint=" or None")
+    check_int("seed", c.seed)
+    if c.enable_thinking is not None:
+        check_bool("enable_thinking", c.enable_thinking)
+    for name in ("cuda_graphs", "allow_long_max_seq_len", "deterministic"):
+        check_bool(name, getattr(c, name))
+    if c.attention_backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"attention_backend must be 'auto', 'torch' or 'triton', got {c.attention_backend!r}")
+    if c.load_format not in ("safetensors", "random"):
+        raise ValueError(f"load_format must be 'safetensors' or 'random', got {c.load_format!r}")
+    check_device_name(c.device)
+    resolve_dtype(c.dtype, torch.device("cpu"))  # the name only: "auto" depends on the device
+    kv_dtype = kv_fp8.storage_dtype(c.kv_cache_dtype, torch.float32)  # ValueError on an unknown kv_cache_dtype
+    if c.kv_scales is not None and not kv_fp8.is_fp8(kv_dtype):
+        raise ValueError("kv_scales needs kv_cache_dtype='fp8_e4m3'; drop kv_scales or set the KV dtype")
 
 
 def context_limit(cfg) -> int | None:

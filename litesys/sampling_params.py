@@ -1,4 +1,5 @@
-"""User-facing knobs, validated once with one-line errors that say what to do."""
+"""``SamplingParams``: how to sample one request, validated with one-line errors that say what to do; and the
+``check_*`` helpers the other settings (``EngineConfig``) use."""
 from __future__ import annotations
 
 import math
@@ -81,30 +82,3 @@ class SamplingParams:
     @property
     def repeat_threshold(self) -> int:
         return max(self.repeat_check_window // self.repeat_block_size - 1, 2)
-
-
-@dataclass
-class CompletionOutput:
-    token_ids: list[int]
-    text: str
-    finish_reason: str  # "stop" | "length" | "repetition"
-
-
-@dataclass
-class RequestOutput:
-    """Output ``i`` of ``generate`` belongs to prompt ``i``; the top-level fields are sample 0's."""
-
-    prompt_token_ids: list[int]
-    samples: list[CompletionOutput]
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self.samples[0].token_ids
-
-    @property
-    def text(self) -> str:
-        return self.samples[0].text
-
-    @property
-    def finish_reason(self) -> str:
-        return self.samples[0].finish_reason
