@@ -5,7 +5,7 @@
 Tensor parallel (models too large for one GPU): torchrun ... eval_lcb_dist.py --tp N with the same flags.
 See docs/eval_lcb.md for the flags and the output layout.
 """
-from litesys.eval.lcb_eval import main
+from litesys.eval.tasks.lcb.main import main
 
 if __name__ == "__main__":  # guarded: data-parallel workers import this file
     main()

@@ -11,7 +11,7 @@ eval_lcb.py's; grade the output with grade_lcb.py. See docs/eval_lcb.md and docs
 
 def main() -> None:
     from litesys.eval.dist_runner import torchrun_main
-    from litesys.eval.lcb_eval import main as eval_main
+    from litesys.eval.tasks.lcb.main import main as eval_main
 
     torchrun_main(eval_main, "eval_lcb_dist.py")
 

@@ -4,7 +4,7 @@
 
 See docs/eval_math.md for the flags and the output layout.
 """
-from litesys.eval.math_eval import main
+from litesys.eval.tasks.math.main import main
 
 if __name__ == "__main__":  # guarded: data-parallel and grading workers import this file
     main()

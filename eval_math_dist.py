@@ -11,7 +11,7 @@ eval_math.py's. See docs/tp.md, also for multi-node launches.
 
 def main() -> None:
     from litesys.eval.dist_runner import torchrun_main
-    from litesys.eval.math_eval import main as eval_main
+    from litesys.eval.tasks.math.main import main as eval_main
 
     torchrun_main(eval_main, "eval_math_dist.py")
 

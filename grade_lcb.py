@@ -4,7 +4,7 @@
 
 Run as root (e.g. in a container) for the full sandbox. See docs/eval_lcb.md.
 """
-from litesys.eval.lcb_grade_cli import main
+from litesys.eval.tasks.lcb.grade_main import main
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from litesys.eval import checks, cli
-from litesys.eval.math_eval import build_parser, main, prepare
+from litesys.eval.tasks.math.main import build_parser, main, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,8 +93,8 @@ def test_bad_checkpoints_are_refused_before_loading(ckpt, data, tmp_path, capsys
         "no config": (variant(ckpt, tmp_path / "a", drop=("config.json",)), "has no config.json"),
         "bad json": (variant(ckpt, tmp_path / "b", **{"config.json": "{oops"}), "config.json is not valid JSON"),
         "no vocab": (variant(ckpt, tmp_path / "c", **{"config.json": no_vocab}), "lacks 'vocab_size'"),
-        "llama": (variant(ckpt, tmp_path / "d", **{"config.json": config_with(ckpt, model_type="llama")}),
-                  "model_type 'llama'"),
+        "mistral": (variant(ckpt, tmp_path / "d", **{"config.json": config_with(ckpt, model_type="mistral")}),
+                    "model_type 'mistral'"),
         "no weights": (variant(ckpt, tmp_path / "e", drop=("model.safetensors",)), "no *.safetensors weights"),
         "truncated": (variant(ckpt, tmp_path / "f", **{"model.safetensors": truncated}), "is truncated"),
         "junk": (variant(ckpt, tmp_path / "g", **{"model.safetensors": b"not a checkpoint"}), "header"),
@@ -118,7 +118,7 @@ def test_bad_checkpoints_are_refused_before_loading(ckpt, data, tmp_path, capsys
 def test_bad_settings_are_refused(ckpt, data, tmp_path, capsys, no_engine):
     out = tmp_path / "out"
     cases = [
-        (["--model_class", "llama"], "--model_class llama is not supported"),
+        (["--model_class", "mistral"], "--model_class mistral is not supported"),
         (["--gpu_memory_utilization", "1.5"], "--gpu_memory_utilization must be in (0, 1]"),
         (["--gpu_memory_utilization", "0"], "--gpu_memory_utilization must be in (0, 1]"),
         (["--gpu_memory_utilization", "nan"], "--gpu_memory_utilization"),
@@ -215,7 +215,7 @@ def test_prompt_lengths_match_the_engine(ckpt):
     import torch
 
     from litesys import LLM
-    from litesys.eval.data import build_prompt
+    from litesys.eval.tasks.math.data import build_prompt
 
     llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=256, num_kv_pages=8)
     prompts = [build_prompt("litesys", "What is 1 + 1?"), build_prompt("qwen", "x" * 50), "plain text", [1, 2, 3]]
@@ -226,7 +226,7 @@ def test_prompt_lengths_match_the_engine(ckpt):
 
 
 def test_api_messages_in_flag_names():
-    from litesys.config import SamplingParams
+    from litesys.sampling_params import SamplingParams
 
     with pytest.raises(ValueError) as e:
         SamplingParams(repeat_check_window=8, repeat_block_size=16)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from litesys.eval.data import TASKS, DataError, build_prompt, load_task, normalize_gold
+from litesys.eval.tasks.math.data import TASKS, DataError, build_prompt, load_task, normalize_gold
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIZES = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "gsm8k": 1319}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from litesys.eval.math_eval import main
+from litesys.eval.tasks.math.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -214,7 +214,7 @@ def test_bad_input_from_the_command_line(ckpt, data_dir, tmp_path):
 
 
 def test_report_table_and_plot(greedy_ref, tmp_path, capsys, monkeypatch):
-    from litesys import report
+    from litesys.eval import report
 
     assert report.main([str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err

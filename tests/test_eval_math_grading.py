@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from litesys.eval.grader_pool import GradePool
-from litesys.eval.math import grade, grade_detail, last_boxed
+from litesys.eval.pool import GradePool
+from litesys.eval.tasks.math.grade import grade, grade_detail, last_boxed
 
 EQUIVALENT = [  # (task, response, gold)
     ("math500", "so the answer is $\\boxed{0.5}$", "\\frac{1}{2}"),  # decimal vs fraction
@@ -111,7 +111,7 @@ def test_grader_records_timeouts_as_wrong_and_the_summary_counts_them():
     """MathGrader (the runner's record processor) marks a timed-out sample wrong, says why, and goes on."""
     from argparse import Namespace
 
-    from litesys.eval.math_eval import MathGrader, summarize_run
+    from litesys.eval.tasks.math.main import MathGrader, summarize_run
 
     g = MathGrader("aime24", timeout=2, workers=1)
     try:
@@ -129,7 +129,7 @@ def test_grader_records_timeouts_as_wrong_and_the_summary_counts_them():
 
 def test_both_graders_keep_the_per_item_time_limit():
     """--compare-graders: each (sample, grader) has its own limit; a timeout marks that grade wrong and says so."""
-    from litesys.eval.math_eval import MathGrader
+    from litesys.eval.tasks.math.main import MathGrader
 
     g = MathGrader("aime24", timeout=2, workers=1, graders=("litesys", "math-verify"))
     try:

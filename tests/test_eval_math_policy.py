@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from litesys.eval.math import grade_detail
+from litesys.eval.tasks.math.grade import grade_detail
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 M5 = "math500:test/"
@@ -359,7 +359,7 @@ def _rows(task: str) -> list[dict]:
 def test_gold_solutions_grade_right_and_shuffled_answers_wrong():
     """Every MATH500, GSM8K (and AIME24) gold solution against its own answer (all must be right) and against another
     problem's differently written answer (a shuffle: ~0% right), graded in the pool as runs grade."""
-    from litesys.eval.grader_pool import GradePool
+    from litesys.eval.pool import GradePool
 
     rnd = random.Random(0)
     jobs, groups = [], {}
@@ -405,7 +405,7 @@ class ScriptedLLM:
         self.by_question = by_question
 
     def generate(self, prompts, params, progress=False, on_finish=None, **_engine_options):
-        from litesys.config import CompletionOutput, RequestOutput
+        from litesys.outputs import CompletionOutput, RequestOutput
 
         outs = []
         for i, prompt in enumerate(prompts):
@@ -447,7 +447,7 @@ def _scripted_eval(tmp_path: Path) -> tuple[list[dict], list[str], object]:
 def test_compare_graders_run_reports_both_scores_and_the_disagreements(tmp_path):
     """eval_math.py --compare-graders end to end (real flags, checks, runner, grading pool, summary) with the
     engine replaced by scripted responses: both scores, and the samples they disagree on, with reasons."""
-    from litesys.eval.math_eval import main
+    from litesys.eval.tasks.math.main import main
 
     rows, argv, scripted_run = _scripted_eval(tmp_path)
     out = tmp_path / "run"
@@ -479,7 +479,7 @@ def test_compare_graders_run_reports_both_scores_and_the_disagreements(tmp_path)
 
 def test_math_verify_grader_alone_and_a_changed_grader_is_refused(tmp_path, capsys):
     """--grader math-verify sets the headline fields; rerunning the folder with another grader is refused."""
-    from litesys.eval.math_eval import main
+    from litesys.eval.tasks.math.main import main
 
     rows, argv, scripted_run = _scripted_eval(tmp_path)
     s = main([*argv, "--grader", "math-verify"], runner=scripted_run)

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from litesys.config import CompletionOutput, RequestOutput, SamplingParams
 from litesys.eval import runner
 from litesys.eval.runner import Job, RunError, WorkItem, read_samples, run, sample_seed, shard_path, split_work
+from litesys.outputs import CompletionOutput, RequestOutput
+from litesys.sampling_params import SamplingParams
 
 
 class Crash(Exception):

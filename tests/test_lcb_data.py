@@ -10,11 +10,18 @@ import zlib
 
 import pytest
 
-from litesys.eval.lcb import build_prompt, decode_test_cases, func_name, load_problems, problem_tests, release_files
-from litesys.eval.lcb_grade import extract_code
-from litesys.eval.lcb_harness import clean_if_name, make_function
-from litesys.eval.lcb_judge import stdio_match
-from litesys.eval.lcb_summary import summarize
+from litesys.eval.tasks.lcb.data import (
+    build_prompt,
+    decode_test_cases,
+    func_name,
+    load_problems,
+    problem_tests,
+    release_files,
+)
+from litesys.eval.tasks.lcb.grade import extract_code
+from litesys.eval.tasks.lcb.harness import clean_if_name, make_function
+from litesys.eval.tasks.lcb.judge import stdio_match
+from litesys.eval.tasks.lcb.summary import summarize
 
 
 def encode_private(cases: list[dict]) -> str:

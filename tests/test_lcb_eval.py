@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from test_lcb_grade import ADD, ADD_TO
 
-from litesys.eval import lcb_grade_cli
-from litesys.eval.lcb_eval import main
+from litesys.eval.tasks.lcb import grade_main
+from litesys.eval.tasks.lcb.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--trial", "2", "--max_len", "1024", "--gen_len", "8", "--device", "cpu", "--temperature", "0"]
@@ -57,7 +57,7 @@ def test_generates_gradeable_lines_and_resumes(ckpt, data, tmp_path, capsys):
     assert len(recs2) == 6 and recs2[:4] == recs
     # The random model writes no code: every sample grades as "no code", and the pipeline holds together.
     capsys.readouterr()
-    summary = lcb_grade_cli.main(["--output_dir", str(out), "--output_file", str(tmp_path / "v.jsonl")])
+    summary = grade_main.main(["--output_dir", str(out), "--output_file", str(tmp_path / "v.jsonl")])
     assert summary["all"]["samples"] == 6 and summary["all"]["pass@1"] == 0.0
 
 
@@ -115,7 +115,7 @@ def test_bad_input_exits_2_before_writing(ckpt, data, tmp_path, capsys):
 
 
 def test_sparse_flags_are_part_of_the_run_config(ckpt, data, tmp_path):
-    from litesys.eval.lcb_eval import build_parser, prepare
+    from litesys.eval.tasks.lcb.main import build_parser, prepare
 
     argv = ["--model", ckpt, "--data_file", data, *FLAGS, "--output_dir", str(tmp_path / "o")]
     config = prepare(build_parser().parse_args([*argv, "--attn_block_topk", "4", "--attn_local", "8"]))[2]
@@ -127,7 +127,7 @@ def test_sparse_flags_are_part_of_the_run_config(ckpt, data, tmp_path):
 def test_data_dir_and_undecodable_problems_skipped(ckpt, tmp_path, capsys):
     """--data-dir holds the hub's test*.jsonl files (offline release tags); a problem whose tests do not decode is
     skipped at generation with a warning and counted; the folder, which holds the answer key, is private."""
-    from litesys.eval.lcb_eval import build_parser, prepare
+    from litesys.eval.tasks.lcb.main import build_parser, prepare
 
     folder = tmp_path / "lcb"
     folder.mkdir()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_lcb_data import encode_private, problem
 
-from litesys.eval import lcb_grade_cli
-from litesys.eval.lcb_grade import RUNTIME, Program, ProgramPool, Verdict
+from litesys.eval.tasks.lcb import grade_main
+from litesys.eval.tasks.lcb.grade import RUNTIME, Program, ProgramPool, Verdict
 
 
 def fenced(code: str) -> str:
@@ -52,7 +52,7 @@ def write_generations(path: Path, cases: list, trial0: int = 0) -> None:
     with open(path, "a") as f:
         for i, (prob, code, *_rest) in enumerate(cases):
             text = fenced(code) if code is not None else "I cannot solve this."
-            fields = {k: prob[k] for k in lcb_grade_cli.LINE_FIELDS}
+            fields = {k: prob[k] for k in grade_main.LINE_FIELDS}
             f.write(json.dumps({**fields, "trial": trial0 + i, "seed": 7, "finish_reason": "stop",
                                 "output_text": text}) + "\n")
 
@@ -65,7 +65,7 @@ def rows(out: Path) -> tuple[dict, list[dict]]:
 
 def grade(gen_dir: Path, out: Path | None, *extra: str) -> tuple[dict, list[dict]]:
     argv = ["--output_dir", str(gen_dir), *(["--output_file", str(out)] if out else []), *extra]
-    summary = lcb_grade_cli.main(argv)
+    summary = grade_main.main(argv)
     return summary, rows(out or gen_dir / "verdicts.jsonl")[1]
 
 
@@ -120,7 +120,7 @@ def test_verdicts_both_formats_and_resume(tmp_path, capsys):
 
 def _exit_code_and_error(capsys, argv) -> tuple[int, str]:
     with pytest.raises(SystemExit) as e:
-        lcb_grade_cli.main(argv)
+        grade_main.main(argv)
     err = capsys.readouterr().err.strip()
     return e.value.code, err
 
@@ -131,7 +131,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys):
     assert code == 2 and "is not a folder" in err and "\n" not in err
     gen = tmp_path / "gen"
     gen.mkdir()
-    (gen / "a.jsonl").write_text(json.dumps({k: ADD[k] for k in lcb_grade_cli.LINE_FIELDS}) + "\n")
+    (gen / "a.jsonl").write_text(json.dumps({k: ADD[k] for k in grade_main.LINE_FIELDS}) + "\n")
     code, err = _exit_code_and_error(capsys, ["--output_dir", str(gen), "--output_file", str(out)])
     assert code == 2 and "a.jsonl:1 has no output_text" in err and "\n" not in err
     (gen / "a.jsonl").unlink()

@@ -20,7 +20,7 @@ import pytest
 from test_lcb_data import encode_private, problem
 from test_lcb_grade import ADD, ADD_TO, grade, rows, write_generations
 
-from litesys.eval import lcb_grade_cli
+from litesys.eval.tasks.lcb import grade_main
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the full sandbox drops to unprivileged uids: run as root")
@@ -251,10 +251,10 @@ def test_corrupt_row_gets_its_own_verdict(tmp_path, capsys):
     out = gen / "verdicts.jsonl"
     argv = ["--output_dir", str(gen), "--workers", "2", "--timeout", "2", "--io", "lcb_runner"]
     with pytest.raises(SystemExit) as e:  # --strict: exit 2, one line, nothing written
-        lcb_grade_cli.main([*argv, "--strict"])
+        grade_main.main([*argv, "--strict"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and "--strict:" in err[-1] and "problem broken" in err[-1] and not out.exists()
-    summary = lcb_grade_cli.main(argv)  # returns: exit status 0
+    summary = grade_main.main(argv)  # returns: exit status 0
     printed = capsys.readouterr()
     err = printed.err
     assert "samples.0.jsonl:11: problem broken: bad test data: private_test_cases: test cases are neither JSON" \
@@ -273,6 +273,6 @@ def test_corrupt_row_gets_its_own_verdict(tmp_path, capsys):
     # a malformed line (a field missing) is such a row too; the rerun grades only it
     with open(gen / "samples.0.jsonl", "a") as f:
         f.write(json.dumps({"question_id": "add", "output_text": "```python\nprint(3)\n```"}) + "\n")
-    summary = lcb_grade_cli.main(argv)
+    summary = grade_main.main(argv)
     assert summary["bad_test_data"]["samples"] == 2 and len(rows(out)[1]) == 22
     assert "lacks difficulty" in rows(out)[1][-1]["detail"]

@@ -1,5 +1,2 @@
-"""Evaluation: task data, grading, metrics and the resumable generation runner shared by the eval scripts."""
-from litesys.eval.math import grade
-from litesys.eval.metrics import pass_at_k
-
-__all__ = ["grade", "pass_at_k"]
+"""Evaluation: the generic floor (runner, data-parallel runner, CLI, file I/O, process pool, sandbox, metrics,
+cost model, report) and one folder per task under ``tasks/`` (math, LiveCodeBench)."""

@@ -280,7 +280,7 @@ def resolve_dtype(args: argparse.Namespace, devices: list[str]) -> str:
 
 def sampling_params(args: argparse.Namespace, seed: int):
     """One request's SamplingParams from the flags (n=1: each trial is its own seeded request)."""
-    from litesys.config import SamplingParams
+    from litesys.sampling_params import SamplingParams
 
     try:
         return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from litesys.eval.lcb_judge import BAD_TEST_DATA
+from litesys.eval.tasks.lcb.judge import BAD_TEST_DATA
 
 HEADLINE_IO = "lcb_runner"
 

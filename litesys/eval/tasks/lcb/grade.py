@@ -1,6 +1,6 @@
 """Grade LiveCodeBench programs: code extraction, sandboxed runs judged in the grader, a pool that never hangs.
 
-Each program runs in its own sandbox process (litesys/eval/sandbox.py) through lcb_harness.py, which gets
+Each program runs in its own sandbox process (litesys/eval/sandbox.py) through harness.py, which gets
 the test inputs only and reports what the program produced; lcb_judge.py compares that with the expected
 outputs here, in the grader. The pool drives ``workers`` programs at once from threads; every run has a
 hard wall limit, and a worker thread still busy well past it is written off: its slot's processes are
@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from litesys.eval import lcb_judge
-from litesys.eval.lcb_judge import Expected, Judge, Verdict
 from litesys.eval.sandbox import Sandbox
+from litesys.eval.tasks.lcb import judge as lcb_judge
+from litesys.eval.tasks.lcb.judge import Expected, Judge, Verdict
 
 # the verdict names, re-exported for callers of this module
 PASSED, WRONG, TIMEOUT, RUNTIME, COMPILE, NO_CODE, BAD_TEST_DATA = (
@@ -26,7 +26,7 @@ PASSED, WRONG, TIMEOUT, RUNTIME, COMPILE, NO_CODE, BAD_TEST_DATA = (
     lcb_judge.BAD_TEST_DATA)
 VERDICTS = lcb_judge.VERDICTS
 IO_MODES = ("lcb_runner", "script")
-HARNESS = (Path(__file__).parent / "lcb_harness.py").read_bytes()
+HARNESS = (Path(__file__).parent / "harness.py").read_bytes()
 STARTUP_S = 5.0  # interpreter start-up and imports, on top of lcb_runner's whole-program limit
 STUCK_GRACE_S = 30.0  # a worker this far past its run's wall limit is written off
 

@@ -9,10 +9,16 @@ from collections import Counter
 from pathlib import Path
 
 from litesys.eval import checks, cli, run_info
-from litesys.eval.data import CUSTOM, TASKS, TEMPLATES, DataError, Dataset, build_prompt, load_task
-from litesys.eval.math import GRADERS
-from litesys.eval.math_compare import DISAGREEMENTS, grade_fields, grader_scores, grading_counts, write_disagreements
 from litesys.eval.runner import Job, RunError, WorkItem, check_run_config, run, sample_seed
+from litesys.eval.tasks.math.compare import (
+    DISAGREEMENTS,
+    grade_fields,
+    grader_scores,
+    grading_counts,
+    write_disagreements,
+)
+from litesys.eval.tasks.math.data import CUSTOM, TASKS, TEMPLATES, DataError, Dataset, build_prompt, load_task
+from litesys.eval.tasks.math.grade import GRADERS
 
 SUMMARY = "summary.json"
 # What the summary reads of each sample: read back projected onto these, so prompts and outputs stay on disk.
@@ -66,10 +72,10 @@ class MathGrader:
     correct/extracted/answer_key/answer_source/reason; with two, every grade goes under ``grades``)."""
 
     def __init__(self, task: str, timeout: float, workers: int | None, graders: tuple[str, ...] = ("litesys",)):
-        from litesys.eval.grader_pool import GradePool
+        from litesys.eval.pool import GradePool
 
         self.task, self.graders = task, graders
-        self.pool = GradePool("litesys.eval.math:grade_item", workers=workers, timeout=timeout)
+        self.pool = GradePool("litesys.eval.tasks.math.grade:grade_item", workers=workers, timeout=timeout)
         self.pool.warm()  # before generation starts, so that the first samples are written without delay
 
     def __call__(self, records: list[dict]) -> list[dict]:
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None, prog: str = "eval_math.py", tensor_paral
         write_disagreements(result.records((*SUMMARY_FIELDS, "answer", "output")), out / DISAGREEMENTS)
     summary["run_info"] = run_info.collect(out)  # wall time, GPU-seconds, tok/s, versions, GPU
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    from litesys.report import format_table
+    from litesys.eval.report import format_table
 
     print(format_table(summary))
     print(f"samples: {out}/samples.*.jsonl  summary: {out / SUMMARY}")

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from litesys.eval import cli
-from litesys.eval import lcb_grade as g
-from litesys.eval.lcb import problem_tests
-from litesys.eval.lcb_files import LINE_FIELDS, Sample, collect, load_problem, open_verdicts, read_verdicts  # noqa: F401
-from litesys.eval.lcb_judge import Expected
-from litesys.eval.lcb_summary import format_all, summarize_all
 from litesys.eval.sandbox import Limits, Sandbox, SandboxError
+from litesys.eval.tasks.lcb import grade as g
+from litesys.eval.tasks.lcb.data import problem_tests
+from litesys.eval.tasks.lcb.files import LINE_FIELDS, Sample, collect, load_problem, open_verdicts, read_verdicts  # noqa: F401
+from litesys.eval.tasks.lcb.judge import Expected
+from litesys.eval.tasks.lcb.summary import format_all, summarize_all
 
 GRADER_VERSION = 2  # bump when a change to the harness or the judge can change a verdict
 OUTPUT_CAP = 64 << 20  # characters a program may print per test

@@ -14,8 +14,15 @@ import sys
 from pathlib import Path
 
 from litesys.eval import cli, run_info
-from litesys.eval.lcb import PROBLEM_FIELDS, SYSTEM_PROMPT, build_prompt, load_problems, problem_tests, release_files
 from litesys.eval.runner import Job, RunError, WorkItem, check_run_config, run, sample_seed
+from litesys.eval.tasks.lcb.data import (
+    PROBLEM_FIELDS,
+    SYSTEM_PROMPT,
+    build_prompt,
+    load_problems,
+    problem_tests,
+    release_files,
+)
 
 
 def build_parser(prog: str = "eval_lcb.py") -> cli.Parser:

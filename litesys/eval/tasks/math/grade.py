@@ -1,15 +1,15 @@
 """Math grading: two graders over math-verify.
 
-``litesys`` (the default) applies the final-answer policy (litesys/eval/math_answer.py: a cut response needs a
+``litesys`` (the default) applies the final-answer policy (litesys/eval/tasks/math/answer.py: a cut response needs a
 committed answer, a hedged one is wrong), rewrites the answer's text into the LaTeX math-verify reads
-(litesys/eval/math_normalize.py), matches multiple-choice letters, and refuses a truncated decimal for a
+(litesys/eval/tasks/math/normalize.py), matches multiple-choice letters, and refuses a truncated decimal for a
 non-terminating exact gold. ``math-verify`` is plain math-verify configured as lighteval does (closed
 ``<think>`` blocks removed, ``ExprExtractionConfig`` + ``LatexExtractionConfig`` on prediction and gold,
 5-digit float rounding), for numbers comparable with published ones. docs/eval_math.md states the policy.
 
 ``grade``/``grade_detail`` run in the calling process. math-verify's own timeouts use SIGALRM, which only
 works in a main thread, and sympy can hang in C code that no signal interrupts: long runs grade through
-``GradePool`` (litesys/eval/grader_pool.py), which kills an item that overruns and marks it wrong.
+``GradePool`` (litesys/eval/pool.py), which kills an item that overruns and marks it wrong.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import re
 import threading
 from dataclasses import dataclass, replace
 
-from litesys.eval.math_answer import MAX_CANDIDATES, boxes, final_answer
-from litesys.eval.math_normalize import choice_letter, normalize, pred_choice
+from litesys.eval.tasks.math.answer import MAX_CANDIDATES, boxes, final_answer
+from litesys.eval.tasks.math.normalize import choice_letter, normalize, pred_choice
 
 GRADERS = ("litesys", "math-verify")
 # gold_format per task: "expr" for integer answers, "latex" for MATH-style answers, "auto" tries both.

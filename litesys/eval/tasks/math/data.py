@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from litesys.eval.fileio import DataError, read_rows
 
-class DataError(ValueError):
-    """Bad task or data input; the message says what to do."""
+__all__ = ["DataError"]  # raised by the loaders below (defined with the file readers)
 
 
 @dataclass(frozen=True)
@@ -93,28 +93,6 @@ def resolve_local(task: str, data_file: str | None, data_dir: str | None) -> Pat
         raise DataError(f"no {task}.jsonl or {task}.parquet in --data-dir {data_dir}; "
                         "pass --data-file or drop --data-dir to load from the hub")
     return None
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a .parquet file, a .json array, or JSON lines (streamed: LiveCodeBench files run to gigabytes)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8") as f:
-        if path.suffix == ".json" and f.read(4096).lstrip().startswith("["):
-            f.seek(0)
-            return json.load(f)
-        f.seek(0)
-        rows = []
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n} is not valid JSON ({e.msg}); expected one JSON object per line, "
-                                    "fix or remove that line") from e
-    return rows
 
 
 def read_hub(spec: TaskSpec) -> list[dict]:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from litesys.eval import cli
-from litesys.eval.lcb_grade import extract_code
-from litesys.eval.lcb_judge import VERDICTS, Verdict
+from litesys.eval.tasks.lcb.grade import extract_code
+from litesys.eval.tasks.lcb.judge import VERDICTS, Verdict
 
 LINE_FIELDS = ("question_id", "difficulty", "public_test_cases", "private_test_cases", "metadata", "starter_code")
 FORMAT = "litesys-lcb-verdicts"

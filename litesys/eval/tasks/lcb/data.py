@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from litesys.eval.data import read_rows
+from litesys.eval.fileio import read_rows
 
 HUB_REPO = "livecodebench/code_generation_lite"
 _FILES = ["test.jsonl"] + [f"test{i}.jsonl" for i in range(2, 7)]

@@ -66,8 +66,8 @@ class _Slot:
 class GradePool:
     """Run ``fn`` ("module:function") on argument tuples in ``workers`` processes, ``timeout`` s per item."""
 
-    def __init__(self, fn: str = "litesys.eval.math:grade_item", workers: int | None = None,
-                 timeout: float = 30.0, preload: tuple[str, ...] = ("math_verify", "litesys.eval.math")):
+    def __init__(self, fn: str = "litesys.eval.tasks.math.grade:grade_item", workers: int | None = None,
+                 timeout: float = 30.0, preload: tuple[str, ...] = ("math_verify", "litesys.eval.tasks.math.grade")):
         if timeout <= 0:
             raise ValueError(f"grading timeout must be > 0 seconds, got {timeout}")
         self.fn = fn
