@@ -32,11 +32,11 @@ from common import bench_ms as _bench_ms  # noqa: E402
 from common import copy_bandwidth as _copy_bandwidth  # noqa: E402
 from common import log, rel_err  # noqa: E402
 
-from litesys.attention import ops_torch as ref  # noqa: E402
-from litesys.attention.kernels import decode, ops_triton  # noqa: E402
-from litesys.attention.kernels.common import LOG2E, dot_precision  # noqa: E402
-from litesys.attention.kernels.config import DECODE, DecodeConfig, prefill_config  # noqa: E402
-from litesys.attention.kernels.prefill import prefill  # noqa: E402
+from litesys.kernels import decode, ops_triton  # noqa: E402
+from litesys.kernels.common import LOG2E, dot_precision  # noqa: E402
+from litesys.kernels.launch import DECODE, DecodeConfig, prefill_config  # noqa: E402
+from litesys.kernels.prefill import prefill  # noqa: E402
+from litesys.kernels.ref import ops_torch as ref  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

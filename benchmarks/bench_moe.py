@@ -32,9 +32,10 @@ from common import bench_ms as _bench_ms  # noqa: E402
 from common import copy_bandwidth as _copy_bandwidth  # noqa: E402
 from common import log, rel_err  # noqa: E402
 
-from litesys.models.moe.fused import MoeKernelConfig, fused_moe, pick_config  # noqa: E402
-from litesys.models.moe.reference import moe_reference  # noqa: E402
-from litesys.models.moe.routing import align_block_size, route  # noqa: E402
+from litesys.kernels.moe import MoeKernelConfig, fused_moe, pick_config  # noqa: E402
+from litesys.kernels.moe_align import align_block_size  # noqa: E402
+from litesys.kernels.ref.moe import moe_reference  # noqa: E402
+from litesys.models.moe.routing import route  # noqa: E402
 
 C = MoeKernelConfig
 

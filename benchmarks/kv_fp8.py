@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import copy_bandwidth, graph_ms, log  # noqa: E402
 
 from litesys import LLM  # noqa: E402
-from litesys.attention import ops_torch  # noqa: E402
 from litesys.attention.backend import Attention  # noqa: E402
 from litesys.attention.kv_cache import KVCache  # noqa: E402
 from litesys.attention.kv_fp8 import FP8_DTYPE  # noqa: E402
 from litesys.attention.meta import AttnMeta  # noqa: E402
+from litesys.kernels.ref import ops_torch  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -120,9 +120,9 @@ def accuracy(a: argparse.Namespace) -> dict:
 
 
 def kernel(a: argparse.Namespace) -> dict:
-    from litesys.attention.kernels import decode
-    from litesys.attention.kernels.config import DecodeConfig
     from litesys.attention.kv_fp8 import calibrate, quantize
+    from litesys.kernels import decode
+    from litesys.kernels.launch import DecodeConfig
 
     b, ctx, hq, hkv, d, page = 32, 8192, 32, 8, 128, 16
     n_pages = b * ctx // page + 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from common import SMOKE, graph_ms, log
 
-from litesys.attention.kernels import quest_triton
+from litesys.kernels import quest as quest_triton
 
 
 def main() -> None:

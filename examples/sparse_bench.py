@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from litesys.attention.kernels import ops_triton
 from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import SparseConfig, build
+from litesys.kernels import ops_triton
 
 SHAPES = {"0.6b": dict(hq=16, hkv=8, d=128, layers=28), "8b": dict(hq=32, hkv=8, d=128, layers=36)}
 

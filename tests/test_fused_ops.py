@@ -1,4 +1,4 @@
-"""Fused layer kernels (Triton, interpreted on CPU) against their PyTorch references."""
+"""kernels/norm_rope.py (Triton, interpreted on CPU) against its twin kernels/ref/norm_rope.py."""
 from __future__ import annotations
 
 import os
@@ -13,9 +13,15 @@ DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # the r
 
 
 def _fused():
-    from litesys.models import fused
+    from litesys.kernels import norm_rope
 
-    return fused
+    return norm_rope
+
+
+def _ref():
+    from litesys.kernels.ref import norm_rope
+
+    return norm_rope
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -26,7 +32,7 @@ def test_add_rms_norm(dtype, with_res):
     r = torch.randn(5, 48, dtype=dtype, device=DEVICE) if with_res else None
     w = (1 + 0.1 * torch.randn(48, device=DEVICE)).to(dtype)
     y, res = f.add_rms_norm_triton(x, r, w, 1e-6)
-    y_ref, res_ref = f.add_rms_norm_ref(x, r, w, 1e-6)
+    y_ref, res_ref = _ref().add_rms_norm(x, r, w, 1e-6)
     tol = 1e-5 if dtype == torch.float32 else 2e-2  # the interpreter rounds bf16 by truncation: 1 ulp
     assert torch.allclose(res.float(), res_ref.float(), atol=tol, rtol=tol)
     assert torch.allclose(y.float(), y_ref.float(), atol=tol, rtol=tol)
@@ -45,7 +51,7 @@ def test_qk_norm_rope(dtype, norm):
     rope = rope_cos_sin(D, {"rope_theta": 1e6}, 4096, 512, DEVICE)
     pos = torch.tensor([0, 1, 7, 100, 300, 511], device=DEVICE)
     out = f.qk_norm_rope_triton(qkv, qn, kn, rope, pos, nq, nkv, 1e-6)
-    ref = f.qk_norm_rope_ref(qkv, qn, kn, rope, pos, nq, nkv, 1e-6)
+    ref = _ref().qk_norm_rope(qkv, qn, kn, rope, pos, nq, nkv, 1e-6)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     for a, b in zip(out, ref):
         assert a.shape == b.shape

@@ -10,9 +10,9 @@ if not torch.cuda.is_available():  # must be set before the kernels are defined
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
-from litesys.attention import ops_torch as ref  # noqa: E402
-from litesys.attention.kernels import decode, ops_triton  # noqa: E402
-from litesys.attention.kernels.config import DecodeConfig  # noqa: E402
+from litesys.kernels import decode, ops_triton  # noqa: E402
+from litesys.kernels.launch import DecodeConfig  # noqa: E402
+from litesys.kernels.ref import ops_torch as ref  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 # small blocks and up to 4 splits per sequence (the CPU counts as one SM): several splits and blocks spanning

@@ -10,10 +10,10 @@ if not torch.cuda.is_available():  # must be set before the kernels are defined
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
-from litesys.attention import ops_torch as ref  # noqa: E402
-from litesys.attention.kernels import ops_triton  # noqa: E402
-from litesys.attention.kernels.common import LOG2E, dot_precision  # noqa: E402
-from litesys.attention.kernels.prefill import prefill  # noqa: E402
+from litesys.kernels import ops_triton  # noqa: E402
+from litesys.kernels.common import LOG2E, dot_precision  # noqa: E402
+from litesys.kernels.prefill import prefill  # noqa: E402
+from litesys.kernels.ref import ops_torch as ref  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 3e-3}

@@ -14,12 +14,13 @@ if not torch.cuda.is_available():  # must be set before the kernels are defined
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
 from litesys.attention import kv_fp8  # noqa: E402
-from litesys.attention import ops_torch as ref  # noqa: E402
-from litesys.attention.kernels import decode, ops_triton, quest_triton  # noqa: E402
-from litesys.attention.kernels.config import DecodeConfig  # noqa: E402
-from litesys.attention.kernels.kv_write import write_fp8  # noqa: E402
 from litesys.attention.kv_cache import KVCache  # noqa: E402
-from litesys.attention.sparse import quest_torch  # noqa: E402
+from litesys.kernels import decode, ops_triton  # noqa: E402
+from litesys.kernels import quest as quest_triton
+from litesys.kernels.kv_write import write_fp8  # noqa: E402
+from litesys.kernels.launch import DecodeConfig  # noqa: E402
+from litesys.kernels.ref import ops_torch as ref  # noqa: E402
+from litesys.kernels.ref import quest as quest_torch  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 SMALL = DecodeConfig(programs_per_sm=64, max_splits=4, block_n=16, logits_chunk=32, logits_block_n=16)

@@ -10,9 +10,10 @@ if not torch.cuda.is_available():  # must be set before the kernels are defined
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
-from litesys.models.moe.fused import MoeKernelConfig, fused_moe, pick_config  # noqa: E402
-from litesys.models.moe.reference import moe_reference  # noqa: E402
-from litesys.models.moe.routing import align_block_size, padded_capacity, route  # noqa: E402
+from litesys.kernels.moe import MoeKernelConfig, fused_moe, pick_config  # noqa: E402
+from litesys.kernels.moe_align import align_block_size, padded_capacity  # noqa: E402
+from litesys.kernels.ref.moe import moe_reference  # noqa: E402
+from litesys.models.moe.routing import route  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 

@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from litesys.attention import ops_torch
 from litesys.attention.backend import Attention
 from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import SparseConfig, build
 from litesys.attention.sparse.quest import QuestSelector
-from litesys.attention.sparse.quest_torch import quest_decode
+from litesys.kernels.ref import ops_torch
+from litesys.kernels.ref.quest import quest_decode
 
 HQ, HKV, D, PAGE, LAYERS = 4, 2, 16, 4, 2
 G = HQ // HKV

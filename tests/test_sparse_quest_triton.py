@@ -12,9 +12,9 @@ pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
 from test_sparse_quest import LAYERS, LENGTHS, PAGE, SCALE, as_lists, dense_over, make_scenario  # noqa: E402
 
-from litesys.attention import ops_torch  # noqa: E402
-from litesys.attention.kernels import quest_triton  # noqa: E402
-from litesys.attention.sparse import quest_torch  # noqa: E402
+from litesys.kernels import quest as quest_triton  # noqa: E402
+from litesys.kernels.ref import ops_torch  # noqa: E402
+from litesys.kernels.ref import quest as quest_torch  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 
@@ -92,7 +92,7 @@ def _tie_scenario(local: int, seed: int) -> dict:
 @pytest.mark.parametrize("topk,sink,local", [(3, 4, 0), (1, 0, 0), (2, 4, 9), (100, 4, 5)])
 def test_select_kernel_equals_torch_selection(fused: bool, topk: int, sink: int, local: int) -> None:
     """quest_select (scores -> selection in one program) == select_pages on the same scores, ties included."""
-    from litesys.attention.sparse.quest import select_pages
+    from litesys.kernels.ref.quest import select_pages
 
     s = _tie_scenario(local, seed=topk + sink)
     qs, meta = s["sel"], s["meta"]

@@ -16,7 +16,7 @@ if not torch.cuda.is_available():  # must be set before the kernels are defined
 triton = pytest.importorskip("triton", reason="Triton kernels need the triton package")
 import triton.language as tl  # noqa: E402
 
-from litesys.attention.sparse.triton_select import float_key, topk_mask  # noqa: E402
+from litesys.kernels.select import float_key, topk_mask  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 N = 64

@@ -21,9 +21,10 @@ from test_sparse_processors import (
     run,
 )
 
-from litesys.attention.sparse import SparseConfig, triton_oracle
+from litesys.attention.sparse import SparseConfig
 from litesys.attention.sparse.oracle_sample import OracleSampleProcessor
 from litesys.attention.sparse.oracle_topp import OracleTopPProcessor
+from litesys.kernels import oracle as triton_oracle
 
 # the sampled logit of a position never drawn is log(0) = -inf (numpy warns about it on the interpreter)
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log:RuntimeWarning")

@@ -11,9 +11,9 @@ from types import ModuleType
 
 import torch
 
-from litesys.attention import ops_torch
 from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
+from litesys.kernels.ref import ops_torch
 
 # processor(logits [B, Hq, L] fp32, lengths [B], layer, meta) -> logits (may modify its fresh input in place)
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor, int, AttnMeta], torch.Tensor]
@@ -24,7 +24,7 @@ def select_ops(device: torch.device, backend: str = "auto") -> ModuleType:
     if backend == "torch" or (backend == "auto" and device.type != "cuda"):
         return ops_torch
     try:
-        from litesys.attention.kernels import ops_triton
+        from litesys.kernels import ops_triton
     except ImportError as e:  # pragma: no cover - depends on the install
         if backend == "triton":
             raise ImportError(f"attention backend 'triton' needs triton installed ({e})") from e

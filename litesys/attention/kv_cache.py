@@ -117,7 +117,7 @@ class KVCache:
         """Store new tokens' K/V ([T, Hkv, D]) at their flat slots (negative slot = padding, skipped)."""
         if self.fp8:
             if k.is_cuda and self.head_dim & (self.head_dim - 1) == 0:  # one launch for K and V, in registers
-                from litesys.attention.kernels.kv_write import write_fp8
+                from litesys.kernels.kv_write import write_fp8
                 write_fp8(k, v, self.k[layer], self.v[layer], self.k_scale[layer], self.v_scale[layer], slot_mapping)
                 return
             return self.write_quantized(layer, *self.quantize(layer, k, v), slot_mapping)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
+from litesys.kernels.common import FP8_MAX
+
 KV_CACHE_DTYPES = ("auto", "fp8_e4m3")
 FP8_DTYPE = torch.float8_e4m3fn
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
 # Headroom for later prompts whose K/V exceed the first prefill's: values up to 2x its amax stay unclipped. It
 # costs one binade at the bottom of e4m3's 2^-9..448 range (values below ~2^-8 * amax lose precision); the relative
 # step (3 mantissa bits) is the same everywhere else.

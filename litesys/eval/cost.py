@@ -143,7 +143,7 @@ class Method:
         skip = tuple(sorted(set(cfg.attn_layer_skip)))
         sink, local = cfg.attn_sink, cfg.attn_local or 0
         if m == "quest":
-            from litesys.attention.sparse.quest import page_counts
+            from litesys.kernels.ref.quest import page_counts
 
             s = cfg.quest_page_size
             n_sink, n_local = page_counts(s, sink, local)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from litesys.attention.backend import Attention
 from litesys.attention.meta import AttnMeta
+from litesys.kernels.norm_rope import add_rms_norm, qk_norm_rope, silu_mul
 from litesys.models.config import ModelConfig
-from litesys.models.fused import add_rms_norm, qk_norm_rope, silu_mul
 from litesys.models.layers import Dist, column_parallel, embedding, row_parallel
 from litesys.models.loader import Checkpoint
 from litesys.models.rope import rope_cos_sin

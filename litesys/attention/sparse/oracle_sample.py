@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse import triton_oracle
 from litesys.attention.sparse.common import (
     NEG_INF,
     Heads,
@@ -24,6 +23,7 @@ from litesys.attention.sparse.common import (
     seq_ids,
     use_triton,
 )
+from litesys.kernels import oracle as triton_oracle
 
 
 class OracleSampleProcessor:

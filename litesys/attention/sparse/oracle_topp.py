@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse import triton_oracle
 from litesys.attention.sparse.common import NEG_INF, Heads, apply_keep, middle_mask, use_triton
+from litesys.kernels import oracle as triton_oracle
 
 
 class OracleTopPProcessor:

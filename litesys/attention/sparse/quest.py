@@ -16,45 +16,9 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse import quest_torch
 from litesys.attention.sparse.common import Heads, SplitGroups
-
-
-def page_counts(page_size: int, sink: int, local: int) -> tuple[int, int]:
-    """(sink pages, most local pages): static sizes of the selection."""
-    w = max(local, 1)
-    return -(-sink // page_size), (w - 1 + page_size - 1) // page_size + 1
-
-
-def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, topk: int, sink: int,
-                 local: int) -> torch.Tensor:
-    """scores [B, Hkv, NP] -> sel [B, Hkv, S] int32: selected logical pages ascending, then -1 padding.
-
-    S = sink pages + min(topk, NP) + local pages is static (no host sync; CUDA-graph safe). Equal scores: the
-    lower page first. The CPU path and the reference of ``kernels/quest_triton.quest_select``.
-    """
-    b, hkv, n_pages = scores.shape
-    dev = scores.device
-    n_sink, n_local = page_counts(page_size, sink, local)
-    lens = lengths.long()
-    used = (lens + page_size - 1) // page_size  # [B] pages in use
-    first_local = (lens - max(local, 1)).clamp(min=0) // page_size
-    p = torch.arange(n_pages, device=dev)
-    middle = (p[None, :] >= n_sink) & (p[None, :] < first_local[:, None]) & (p[None, :] < used[:, None])
-    k = min(topk, n_pages)
-    # stable sort, not topk: equal scores go to the lower page, exactly as the Triton selection does
-    vals, mid = scores.masked_fill(~middle[:, None, :], float("-inf")).sort(dim=-1, descending=True, stable=True)
-    vals, mid = vals[..., :k], mid[..., :k]
-    mid_ok = vals > float("-inf")
-    sinks = torch.arange(n_sink, device=dev).expand(b, hkv, n_sink)
-    sink_ok = sinks < used[:, None, None]
-    locs = first_local[:, None, None] + torch.arange(n_local, device=dev)
-    loc_ok = (locs >= n_sink) & (locs < used[:, None, None])
-    pages = torch.cat([sinks, mid, locs.expand(b, hkv, n_local)], dim=-1)
-    ok = torch.cat([sink_ok, mid_ok, loc_ok.expand(b, hkv, n_local)], dim=-1)
-    big = torch.iinfo(torch.int64).max
-    pages = torch.where(ok, pages, big).sort(dim=-1).values  # ascending: sequential reads, empty slots last
-    return torch.where(pages == big, -1, pages).to(torch.int32)
+from litesys.kernels.ref import quest as quest_torch
+from litesys.kernels.ref.quest import select_pages
 
 
 class QuestSelector:
@@ -107,7 +71,7 @@ class QuestSelector:
             self.bind(kv)
         ps = self.page_size
         if not meta.is_prefill and self._use_triton(kv.k):
-            from litesys.attention.kernels import quest_triton
+            from litesys.kernels import quest as quest_triton
             quest_triton.quest_update_summaries(kv.k[layer], meta.slot_mapping, self.kmin[layer], self.kmax[layer],
                                                 kv.scales(layer)[0])
             return
@@ -137,7 +101,7 @@ class QuestSelector:
         return n_pages
 
     def _select_triton(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> tuple[torch.Tensor, torch.Tensor]:
-        from litesys.attention.kernels import quest_triton
+        from litesys.kernels import quest as quest_triton
         if self.split is not None:  # whole-group scores: this rank's partial sums, all-reduced, then the selection
             scores = quest_triton.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
                                                self.page_size, self._n_pages(meta))
@@ -163,7 +127,7 @@ class QuestSelector:
                v_scale: torch.Tensor | None = None) -> torch.Tensor:
         """Attention over the selected pages; fp8 caches pass their [Hkv] scales."""
         if self._use_triton(q):
-            from litesys.attention.kernels import quest_triton
+            from litesys.kernels import quest as quest_triton
             sel, phys = self._select_triton(layer, q, meta)
             return quest_triton.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale,
                                              phys=phys, k_scale=k_scale, v_scale=v_scale)

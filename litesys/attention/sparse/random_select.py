@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse import triton_ops
 from litesys.attention.sparse.common import (
     Heads,
     counter_hash,
@@ -22,6 +21,7 @@ from litesys.attention.sparse.common import (
     seq_ids,
     use_triton,
 )
+from litesys.kernels import sparse_ops as triton_ops
 
 
 def random_subset(lengths: torch.Tensor, width: int, n: int, sink: int, local: int, num_kv_heads: int, seed: int,

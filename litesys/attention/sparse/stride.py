@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse import triton_ops
 from litesys.attention.sparse.common import (
     Heads,
     SplitGroups,
@@ -25,6 +24,7 @@ from litesys.attention.sparse.common import (
     positions,
     use_triton,
 )
+from litesys.kernels import sparse_ops as triton_ops
 
 
 class StrideProcessor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse import triton_ops
 from litesys.attention.sparse.common import (
     NEG_INF,
     Heads,
@@ -21,6 +20,7 @@ from litesys.attention.sparse.common import (
     scatter_keep,
     use_triton,
 )
+from litesys.kernels import sparse_ops as triton_ops
 
 
 class TopKProcessor:

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import torch
 
-from litesys.models.moe.reference import moe_reference
-from litesys.models.moe.routing import align_block_size, route
+from litesys.kernels.ref.moe import moe_reference
+from litesys.models.moe.routing import route
 
 
 def moe_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
                 topk_ids: torch.Tensor) -> torch.Tensor:
     """The experts' weighted output [T, H]: fused Triton kernels on CUDA, the PyTorch loop elsewhere."""
     if x.is_cuda:
-        from litesys.models.moe.fused import fused_moe  # Triton only where it can run
+        from litesys.kernels.moe import fused_moe  # Triton only where it can run
         return fused_moe(x, w13, w2, topk_weights, topk_ids)
     return moe_reference(x, w13, w2, topk_weights, topk_ids)
 
 
-__all__ = ["align_block_size", "moe_experts", "moe_reference", "route"]
+__all__ = ["moe_experts", "moe_reference", "route"]

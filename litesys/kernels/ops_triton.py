@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from litesys.attention.kernels import decode
-from litesys.attention.kernels.common import LOG2E, dot_precision, fp8_compute_dtype
-from litesys.attention.kernels.config import prefill_config
-from litesys.attention.kernels.prefill import prefill
+from litesys.kernels import decode
+from litesys.kernels.common import LOG2E, dot_precision, fp8_compute_dtype
+from litesys.kernels.launch import prefill_config
+from litesys.kernels.prefill import prefill
 
 
 def paged_decode_logits(

@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import dot_precision, mma
-from litesys.models.moe.routing import Alignment, align_block_size
+from litesys.kernels.common import dot_precision, mma
+from litesys.kernels.moe_align import Alignment, align_block_size
 
 
 @dataclass(frozen=True)

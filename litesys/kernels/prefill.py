@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import fp8_scales, mma, online_softmax_step
+from litesys.kernels.common import fp8_scales, mma, online_softmax_step
 
 
 @triton.jit

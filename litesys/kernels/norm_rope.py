@@ -1,13 +1,11 @@
-"""Fused elementwise steps of a decoder layer: one Triton kernel each on the GPU, plain PyTorch on the CPU.
-
-Without them a decode step of a small model is dominated by dozens of tiny elementwise launches per layer
-(RMSNorm in fp32, q/k norm, RoPE's rotate-half, SiLU·mul, residual adds). The PyTorch versions are the
-reference the kernels are tested against and round exactly where transformers rounds.
-"""
+"""Fused elementwise steps of a decoder layer (add+RMSNorm, q/k norm+RoPE, SiLU·mul): one Triton kernel each on
+the GPU, the twins of ``kernels/ref/norm_rope.py`` elsewhere (a small model's decode step would otherwise be
+dozens of tiny elementwise launches per layer)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from litesys.kernels.ref import norm_rope as ref
 
 try:
     import triton
@@ -21,19 +19,11 @@ def _use_triton(x: torch.Tensor) -> bool:
 
 
 # ---- residual add + RMSNorm ------------------------------------------------------------------------------
-def add_rms_norm_ref(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    r = x if residual is None else x + residual
-    rf = r.float()
-    y = (rf * torch.rsqrt(rf.pow(2).mean(-1, keepdim=True) + eps)).to(r.dtype)
-    return weight * y, r
-
-
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(RMSNorm(x + residual) * weight, x + residual); ``residual=None`` means no add."""
     if not _use_triton(x) or x.dim() != 2:
-        return add_rms_norm_ref(x, residual, weight, eps)
+        return ref.add_rms_norm(x, residual, weight, eps)
     return add_rms_norm_triton(x, residual, weight, eps)
 
 
@@ -48,30 +38,12 @@ def add_rms_norm_triton(x: torch.Tensor, residual: torch.Tensor | None, weight: 
 
 
 # ---- q/k RMSNorm + RoPE ----------------------------------------------------------------------------------
-def qk_norm_rope_ref(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: torch.Tensor | None,
-                     rope: torch.Tensor, positions: torch.Tensor, nq: int, nkv: int, eps: float
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    T, D = qkv.shape[0], rope.shape[-1]
-    q, k, v = qkv.split([nq * D, nkv * D, nkv * D], dim=-1)
-    q, k, v = q.view(T, nq, D), k.view(T, nkv, D), v.view(T, nkv, D)
-    if q_norm is not None:
-        q, k = add_rms_norm_ref(q, None, q_norm, eps)[0], add_rms_norm_ref(k, None, k_norm, eps)[0]
-    cs = rope[positions].to(qkv.dtype)
-    cos, sin = cs[:, 0, None, :], cs[:, 1, None, :]
-    half = D // 2
-
-    def rot(x):
-        return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
-
-    return rot(q), rot(k), v
-
-
 def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: torch.Tensor | None,
                  rope: torch.Tensor, positions: torch.Tensor, nq: int, nkv: int, eps: float
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split fused qkv [T, (nq+2nkv)·D] into q, k (per-head RMSNorm if given, then RoPE) and v."""
     if not _use_triton(qkv):
-        return qk_norm_rope_ref(qkv, q_norm, k_norm, rope, positions, nq, nkv, eps)
+        return ref.qk_norm_rope(qkv, q_norm, k_norm, rope, positions, nq, nkv, eps)
     return qk_norm_rope_triton(qkv, q_norm, k_norm, rope, positions, nq, nkv, eps)
 
 
@@ -91,9 +63,9 @@ def qk_norm_rope_triton(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: 
 
 # ---- SiLU(gate) * up -------------------------------------------------------------------------------------
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """SiLU(gate) * up of [T, 2I] (gate columns first) -> [T, I]."""
     if not _use_triton(gate_up) or gate_up.dim() != 2:
-        g, u = gate_up.chunk(2, dim=-1)
-        return F.silu(g) * u
+        return ref.silu_mul(gate_up)
     return silu_mul_triton(gate_up)
 
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from litesys.attention.kernels.common import LOG2E, choose_num_splits, dot_precision, fp8_compute_dtype, group_pad
-from litesys.attention.kernels.config import DECODE, DecodeConfig
-from litesys.attention.kernels.decode_logits import decode_logits
-from litesys.attention.kernels.decode_merge import decode_merge
-from litesys.attention.kernels.decode_softmax_v import softmax_v_split
-from litesys.attention.kernels.decode_split import decode_split
+from litesys.kernels.common import LOG2E, choose_num_splits, dot_precision, fp8_compute_dtype, group_pad
+from litesys.kernels.decode_logits import decode_logits
+from litesys.kernels.decode_merge import decode_merge
+from litesys.kernels.decode_softmax_v import softmax_v_split
+from litesys.kernels.decode_split import decode_split
+from litesys.kernels.launch import DECODE, DecodeConfig
 
 
 def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,10 @@
-"""Plain PyTorch MoE expert computation: the reference the Triton kernels are tested against, and the CPU path."""
+"""Plain PyTorch MoE experts: the CPU path and the reference of the Triton kernels (``kernels/moe.py``)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from litesys.models.fused import silu_mul
+from litesys.kernels.ref.norm_rope import silu_mul
 
 
 def moe_reference(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,

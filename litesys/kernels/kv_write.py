@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kv_fp8 import FP8_MAX
+from litesys.kernels.common import FP8_MAX
 
 
 @triton.jit

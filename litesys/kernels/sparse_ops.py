@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.sparse.triton_select import (
+from litesys.kernels.select import (
     float_key,
     hash_at,
     hash_base,

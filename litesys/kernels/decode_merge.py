@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import split_bounds
+from litesys.kernels.common import split_bounds
 
 
 @triton.jit

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.sparse.triton_select import hash_at, hash_base
+from litesys.kernels.select import hash_at, hash_base
 
 MAX_ROW = 65536  # widest row top-p holds in registers; wider rows use the torch path
 SAMPLE_WARPS = 16  # the sampler streams its row (warps, block, chunk: the fastest measured at 32K on an H100)

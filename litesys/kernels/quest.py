@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import (
+from litesys.kernels.common import (
     LOG2E,
     attend_paged_block,
     dot_precision,
@@ -50,8 +50,8 @@ from litesys.attention.kernels.common import (
     store_partial,
     use_pdl,
 )
-from litesys.attention.sparse.quest import page_counts
-from litesys.attention.sparse.triton_select import float_key, num_warps_for, topk_mask
+from litesys.kernels.ref.quest import page_counts
+from litesys.kernels.select import float_key, num_warps_for, topk_mask
 
 MAX_SELECT_PAGES = 32768  # pages per sequence the in-register selection handles (512K tokens at page 16)
 
@@ -203,7 +203,7 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
     n_slots = n_sink + min(topk, n_pages) + n_local
     np_pad = next_pow2(n_pages)
     if np_pad > MAX_SELECT_PAGES:
-        from litesys.attention.sparse.quest import select_pages
+        from litesys.kernels.ref.quest import select_pages
         scores = quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages)
         sel = select_pages(scores, lengths, page_size, topk, sink, local)
         phys = page_table.long().gather(1, sel.clamp(min=0).long().view(b, -1)).view(sel.shape)

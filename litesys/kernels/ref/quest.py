@@ -1,12 +1,49 @@
-"""Quest in plain PyTorch: page scores from the key summaries, and decode attention over the selected pages only.
+"""Quest in plain PyTorch: the selection's static sizes, page scores, the page selection, decode over the selection.
 
-The CPU path, and the reference the Triton kernels (``kernels/quest_triton.py``) are tested against.
+The CPU path, and the reference the Triton kernels (``kernels/quest.py``) are tested against.
 Shapes: q ``[B, Hq, D]``; caches ``[P, page, Hkv, D]``; summaries ``[P, Hkv, D]``; page_table ``[B, max_pages]``;
 ``sel`` ``[B, Hkv, S]`` int32 logical page indices (into the row of the page table), ``-1`` = empty slot.
 """
 from __future__ import annotations
 
 import torch
+
+
+def page_counts(page_size: int, sink: int, local: int) -> tuple[int, int]:
+    """(sink pages, most local pages): static sizes of the selection."""
+    w = max(local, 1)
+    return -(-sink // page_size), (w - 1 + page_size - 1) // page_size + 1
+
+
+def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, topk: int, sink: int,
+                 local: int) -> torch.Tensor:
+    """scores [B, Hkv, NP] -> sel [B, Hkv, S] int32: selected logical pages ascending, then -1 padding.
+
+    S = sink pages + min(topk, NP) + local pages is static (no host sync; CUDA-graph safe). Equal scores: the
+    lower page first. The CPU path and the reference of ``kernels.quest.quest_select``.
+    """
+    b, hkv, n_pages = scores.shape
+    dev = scores.device
+    n_sink, n_local = page_counts(page_size, sink, local)
+    lens = lengths.long()
+    used = (lens + page_size - 1) // page_size  # [B] pages in use
+    first_local = (lens - max(local, 1)).clamp(min=0) // page_size
+    p = torch.arange(n_pages, device=dev)
+    middle = (p[None, :] >= n_sink) & (p[None, :] < first_local[:, None]) & (p[None, :] < used[:, None])
+    k = min(topk, n_pages)
+    # stable sort, not topk: equal scores go to the lower page, exactly as the Triton selection does
+    vals, mid = scores.masked_fill(~middle[:, None, :], float("-inf")).sort(dim=-1, descending=True, stable=True)
+    vals, mid = vals[..., :k], mid[..., :k]
+    mid_ok = vals > float("-inf")
+    sinks = torch.arange(n_sink, device=dev).expand(b, hkv, n_sink)
+    sink_ok = sinks < used[:, None, None]
+    locs = first_local[:, None, None] + torch.arange(n_local, device=dev)
+    loc_ok = (locs >= n_sink) & (locs < used[:, None, None])
+    pages = torch.cat([sinks, mid, locs.expand(b, hkv, n_local)], dim=-1)
+    ok = torch.cat([sink_ok, mid_ok, loc_ok.expand(b, hkv, n_local)], dim=-1)
+    big = torch.iinfo(torch.int64).max
+    pages = torch.where(ok, pages, big).sort(dim=-1).values  # ascending: sequential reads, empty slots last
+    return torch.where(pages == big, -1, pages).to(torch.int32)
 
 
 def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,

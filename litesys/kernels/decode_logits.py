@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.attention.kernels.common import fp8_scales, mma
+from litesys.kernels.common import fp8_scales, mma
 
 
 @triton.jit

@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 LOG2E = math.log2(math.e)
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 
 def next_pow2(n: int) -> int:
