@@ -1,0 +1,93 @@
+"""benchmarks/throughput.py without a GPU: the ragged workload, the memory floor against hand-computed bytes, the
+launch/GPU-time counting of profiler events, and one whole run on CPU (every request gets exactly its budget, the
+step timer sees every decode step)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import throughput  # noqa: E402
+
+
+def test_ranges_parse_and_bad_ones_name_the_flag():
+    assert throughput.parse_range("64-512", "--prompt-range") == (64, 512)
+    assert throughput.parse_range("128", "--gen-range") == (128, 128)
+    for bad in ("512-64", "a-b", "0-4", "-3"):
+        with pytest.raises(SystemExit, match="--prompt-range"):
+            throughput.parse_range(bad, "--prompt-range")
+
+
+def test_uniform_workload_is_the_one_measured_before():
+    ids, budgets = throughput.workload(5, (7, 7), (9, 9))
+    assert ids == torch.randint(100, 100000, (5, 7), generator=torch.Generator().manual_seed(0)).tolist()
+    assert budgets == [9] * 5
+
+
+def test_ragged_workload_is_seeded_and_within_its_ranges():
+    ids, budgets = throughput.workload(200, (64, 512), (16, 1024))
+    lens = [len(x) for x in ids]
+    assert (ids, budgets) == throughput.workload(200, (64, 512), (16, 1024))  # the same every run
+    assert 64 <= min(lens) < 100 and 470 < max(lens) <= 512 and len(set(lens)) > 100
+    assert 16 <= min(budgets) < 80 and 960 < max(budgets) <= 1024
+    full, _ = throughput.workload(200, (512, 512), (16, 16))
+    assert all(x == row[:len(x)] for x, row in zip(ids, full))  # prompts are prefixes of the same draw
+
+
+def test_floor_sums_the_kv_of_the_sequences_still_running():
+    # request 0: p=3, g=2 -> 1 decode step reading 3+1 tokens; request 1: p=5, g=4 -> steps of 6, 7, 8 tokens
+    f = throughput.floor_bytes([3, 5], [2, 4], weight_bytes=1000, kv_bytes_per_token=10)
+    assert f == dict(floor_steps=3, kv_tokens_read=4 + 21, floor_bytes=3 * 1000 + 25 * 10)
+    # uniform: n * sum over the g - 1 steps of (p + s), the formula used so far
+    n, p, g = 256, 128, 1024
+    steps = g - 1
+    f = throughput.floor_bytes([p] * n, [g] * n, 7, 3)
+    assert f["kv_tokens_read"] == n * (steps * p + steps * (steps + 1) // 2) and f["floor_steps"] == steps
+    # a sequence that is done reads nothing: one long request among short ones keeps only the weights
+    f = throughput.floor_bytes([10, 10], [2, 101], 1, 1)
+    assert f["floor_steps"] == 100 and f["kv_tokens_read"] == 11 + sum(10 + s for s in range(1, 101))
+
+
+def _event(name: str, device: str = "cpu", us: float = 0.0):
+    from torch.autograd import DeviceType
+
+    kind = DeviceType.CUDA if device == "cuda" else DeviceType.CPU
+    return SimpleNamespace(name=name, device_type=kind, time_range=SimpleNamespace(elapsed_us=lambda: us))
+
+
+def test_launches_and_gpu_time_per_step_from_profiler_events():
+    events = ([_event("cudaGraphLaunch")] * 4 + [_event("cudaLaunchKernel")] * 20 + [_event("cuLaunchKernel")] * 8
+              + [_event("cudaMemcpyAsync")] * 4 + [_event("aten::add")] * 50 + [_event("cudaStreamSynchronize")]
+              + [_event("some_kernel", "cuda", 250.0)] * 16 + [_event("Memcpy DtoH", "cuda", 10.0)] * 4)
+    got = throughput.launch_counts(events, steps=4)
+    assert got["launches_per_step"] == (4 + 20 + 8) / 4 and got["copies_per_step"] == 1
+    assert got["gpu_busy_ms_per_step"] == pytest.approx((16 * 250 + 40) / 4 / 1e3)
+    assert got["calls_per_step"] == {"cuLaunchKernel": 2, "cudaGraphLaunch": 1, "cudaLaunchKernel": 5,
+                                     "cudaMemcpyAsync": 1}
+
+
+def test_a_ragged_run_on_cpu(tmp_path):
+    import transformers
+    from checkpoints import BASE
+
+    cfg, shape = tmp_path / "tiny.json", transformers.Qwen3Config(**BASE).to_dict()
+    cfg.write_text(json.dumps(shape))
+    out = tmp_path / "res.json"
+    res = throughput.main(["--device", "cpu", "--config", str(cfg), "-n", "6", "--prompt-range", "3-12",
+                           "--gen-range", "2-7", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    ids, budgets = throughput.workload(6, (3, 12), (2, 7))
+    assert res["p"] == "3-12" and res["g"] == "2-7" and res["generated_tokens"] == sum(budgets)
+    f = throughput.floor_bytes([len(x) for x in ids], budgets, res["weight_bytes"], res["kv_bytes_per_token"])
+    assert {k: res[k] for k in f} == f
+    # fp32 K and V of every layer and KV head
+    assert res["kv_bytes_per_token"] == 2 * shape["num_hidden_layers"] * shape["num_key_value_heads"] * \
+        shape["head_dim"] * 4
+    assert res["timed_steps"] == res["decode_steps"] >= max(budgets) - 1  # the timer wraps the real decode step
+    assert res["host_ms_per_step"] > 0 and res["gpu_span_ms_per_step"] is None
