@@ -25,6 +25,7 @@ def make_checkpoint(path: Path, model_type: str = "qwen3", seed: int = 0, with_t
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
         "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
         "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM),
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
     }[model_type]
     kw = dict(BASE)
     kw.update(overrides)

@@ -78,12 +78,12 @@ def test_bad_model_paths_and_types(tmp_path, real_vocab_ckpt):
         LLM(str(tmp_path / "nope"), device="cpu")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         LLM(str(tmp_path), device="cpu")
-    other = tmp_path / "llama"
+    other = tmp_path / "mistral"
     shutil.copytree(real_vocab_ckpt, other)
     cfg = json.loads((other / "config.json").read_text())
-    cfg["model_type"] = "llama"
+    cfg["model_type"] = "mistral"
     (other / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="unsupported model type 'llama'.*model_class"):
+    with pytest.raises(ValueError, match="unsupported model type 'mistral'.*model_class"):
         LLM(str(other), device="cpu", dtype=torch.float32)
     with pytest.raises(ValueError, match="unsupported model type 'gpt2'"):
         LLM(str(real_vocab_ckpt), device="cpu", model_class="gpt2")

@@ -23,7 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 PY_ENTRY = sorted([*ROOT.glob("*.py"), *ROOT.glob("examples/*.py"),
-                   *(p for p in ROOT.glob("benchmarks/*.py") if p.name != "common.py")])
+                   *(p for p in ROOT.glob("benchmarks/*.py") if p.name not in ("common.py", "moe_stats.py"))])
 SH_ENTRY = sorted(p for p in ROOT.glob("examples/*.sh") if p.name != "common.sh")
 
 

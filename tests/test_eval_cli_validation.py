@@ -1,6 +1,6 @@
 """eval_math.py refuses bad input before anything is written: one line naming the CLI flag, exit code 2, the output
 folder absent (or, when it held a run, unchanged). Bad checkpoints are built from one tiny random Qwen3 by
-linking its files and breaking one; every refusal comes before a weight is loaded (make_llm must not be reached).
+linking its files and breaking one; every refusal comes before a weight is loaded (the engine must not be built).
 Prompts too long for --max_len: skipped and counted, or (--on-long-prompt error) refused."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from litesys.eval import checks, cli
+from litesys.eval import checks, cli, configs
 from litesys.eval.tasks.math.main import build_parser, main, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def no_engine(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("the engine was built before the bad input was refused")
 
-    monkeypatch.setattr(cli, "make_llm", fail)
+    monkeypatch.setattr(configs.EngineSpec, "__call__", fail)
 
 
 def refused(args: list[str], capsys, flag: str, out: Path) -> str:
@@ -89,7 +89,7 @@ def test_bad_checkpoints_are_refused_before_loading(ckpt, data, tmp_path, capsys
     tok_cfg = json.loads((ckpt / "tokenizer_config.json").read_text())
     no_template = json.dumps({k: v for k, v in tok_cfg.items() if k != "chat_template"})
     cases = {
-        "missing": (tmp_path / "nowhere", "neither a local checkpoint directory nor a hub id"),
+        "missing": (tmp_path / "nowhere", "does not exist; give a checkpoint directory or a hub id"),
         "no config": (variant(ckpt, tmp_path / "a", drop=("config.json",)), "has no config.json"),
         "bad json": (variant(ckpt, tmp_path / "b", **{"config.json": "{oops"}), "config.json is not valid JSON"),
         "no vocab": (variant(ckpt, tmp_path / "c", **{"config.json": no_vocab}), "lacks 'vocab_size'"),
@@ -253,11 +253,11 @@ def test_a_run_that_fails_before_its_first_sample_leaves_nothing(tmp_path, data)
     job = runner.Job([runner.WorkItem("p0", 0, [1, 2], None)], broken_engine)
     out = tmp_path / "out"
     with pytest.raises(ValueError):
-        runner.run(lambda a: job, None, out, ["cpu"], {"x": 1})
+        runner.run(job, out, ["cpu"], {"x": 1})
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(ValueError):
-        runner.run(lambda a: job, None, out, ["cpu"], {"x": 1})
+        runner.run(job, out, ["cpu"], {"x": 1})
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     shutil.rmtree(out)

@@ -3,6 +3,7 @@ per-expert and stacked checkpoints, greedy generation, and tensor parallelism on
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,16 @@ def test_prefill_logits_match_transformers(ckpts, shape):
     prompts = _prompts(1)
     err = (prefill_logits(m, prompts) - _hf_logits(hf, prompts)).abs().max().item()
     assert err < 1e-4, f"{shape}: prefill logits differ by {err}"
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_checkpoint_table_is_the_checkpoint(ckpts, shape):
+    """Every per-expert tensor transformers saved, with its shape, is in the table (what RandomCheckpoint makes)."""
+    cfg = ModelConfig.from_dir(Path(ckpts[shape]))
+    shapes = Qwen3MoeForCausalLM(cfg, "cpu", torch.float32, 64).checkpoint_shapes()
+    ckpt = Checkpoint(ckpts[shape])
+    assert set(shapes) == set(ckpt.weight_map)
+    assert all(shapes[n] == ckpt.shape(n) for n in shapes)
 
 
 def test_sparse_layer_pattern(ckpts):
@@ -132,18 +143,27 @@ def test_tp2_matches_single_process(ckpts):
                     assert got == (full[0] // 2, full[1], full[2], full[3] // 2)
 
 
-def test_expert_stats_count_routed_experts(ckpts, monkeypatch):
-    """One sequence decoding: each sparse layer routes to exactly top_k distinct experts per step."""
-    monkeypatch.setattr(Qwen3MoeForCausalLM, "track_experts", True)
+def test_expert_stats_count_routed_experts(ckpts):
+    """One sequence decoding: each sparse layer routes to exactly top_k distinct experts per step (the benchmarks'
+    hook, benchmarks/moe_stats.py, outside the model)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from moe_stats import ExpertStats
+
     path = ckpts["step2_mlp_only"]
-    llm = LLM(path, device="cpu", dtype=torch.float32, max_seq_len=64, num_kv_pages=16, max_num_seqs=2)
-    m = llm.model
-    llm.generate(_prompts(5, lens=(7,)), SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True))
-    steps = int(m.decode_steps)
+    assert ExpertStats.of(_model(path)) is None  # built before install: the model alone counts nothing
+    uninstall = ExpertStats.install()
+    try:
+        llm = LLM(path, device="cpu", dtype=torch.float32, max_seq_len=64, num_kv_pages=16, max_num_seqs=2)
+        llm.generate(_prompts(5, lens=(7,)), SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True))
+    finally:
+        uninstall()
+    stats = ExpertStats.of(llm.model)
+    steps = int(stats.decode_steps)
     assert steps == 5  # the first token comes from the prefill, which is not counted
-    assert m.expert_hits.tolist() == [0, 2 * steps, 0, 0]
+    assert stats.expert_hits.tolist() == [0, 2 * steps, 0, 0]
     per_expert = 3 * 32 * 64 * 4  # gate, up, down of one expert in fp32
-    assert m.moe_weight_bytes_per_step() == 8 * 64 * 4 + 2 * per_expert
-    m.reset_expert_stats()
-    assert m.moe_weight_bytes_per_step() == 8 * 64 * 4 + 8 * per_expert  # untracked: every expert
-    assert [t.shape[0] for t in m.moe_stacked_tensors()] == [8, 8]
+    assert stats.weight_bytes_per_step() == 8 * 64 * 4 + 2 * per_expert
+    stats.reset()
+    assert stats.weight_bytes_per_step() == 8 * 64 * 4 + 8 * per_expert  # nothing counted: every expert
+    assert [t.shape[0] for t in stats.stacked_tensors()] == [8, 8]
+    assert ExpertStats.of(_model(path)) is None  # uninstalled

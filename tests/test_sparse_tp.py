@@ -97,8 +97,8 @@ def _generate(path: str, tp: int) -> dict[str, list[list[int]]]:
 
 
 def _rank(rank: int, world: int, path: str) -> dict:
-    from litesys.engine.distributed import init_tensor_parallel, sparse_heads
-    from litesys.models.qwen3_dist import kv_head_shard
+    from litesys.distributed import init_tensor_parallel, sparse_heads
+    from litesys.models.tp import kv_head_shard
 
     d = init_tensor_parallel(world, "cpu")
     q0, q1 = rank * HQ // world, (rank + 1) * HQ // world

@@ -17,9 +17,10 @@ from checkpoints import make_checkpoint, prefill_logits
 from dist_utils import RankError, run_ranks
 
 from litesys import LLM, SamplingParams
+from litesys.distributed import Dist
 from litesys.models.config import ModelConfig
-from litesys.models.layers import Dist
-from litesys.models.qwen3_dist import Qwen3DistForCausalLM, kv_head_shard
+from litesys.models.qwen3_dist import Qwen3DistForCausalLM
+from litesys.models.tp import kv_head_shard
 
 VOCAB = 1024
 # name -> (model type, overrides); comments: what TP 2 / TP 4 does with the KV heads
@@ -29,6 +30,7 @@ SHAPES = {
                                      tie_word_embeddings=True)),
     "qwen2_kv2_tied": ("qwen2", dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)),
     "qwen2_kv4": ("qwen2", dict(num_attention_heads=8, num_key_value_heads=4, head_dim=16)),  # split / split
+    "llama_kv2": ("llama", dict(num_attention_heads=4, num_key_value_heads=2)),  # split / replicated
 }
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True, repeat_check=False)
 SAMPLED = SamplingParams(temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=12, seed=7, ignore_eos=True,
@@ -174,7 +176,7 @@ def test_each_rank_holds_only_its_shards(ckpts, tmp_path):
 # ---- failures: one rank's error ends the job, with that error shown ------------------------------------
 
 def _one_rank_raises(rank: int, world: int) -> None:
-    from litesys.engine.distributed import init_tensor_parallel
+    from litesys.distributed import init_tensor_parallel
 
     dist = init_tensor_parallel(world, "cpu")
     if rank == 1:
@@ -255,8 +257,8 @@ def test_bad_launches_are_one_line_errors(ckpts, monkeypatch):
     path = ckpts["qwen3_kv2"]
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
-    _one_line_error(lambda: _llm(path, 2), r"tensor_parallel_size=2 needs one process per rank: launch with "
-                                           r"torchrun, e.g. torchrun --nproc_per_node 2")
+    _one_line_error(lambda: _llm(path, 2), r"tensor_parallel_size 2 needs one process per rank: launch with "
+                                           r"torchrun --nproc_per_node 2")
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
     _one_line_error(lambda: _llm(path, 2), "tensor_parallel_size 2 does not divide the world size 3")
@@ -282,6 +284,32 @@ def test_kv_head_shard_covers_every_query_head():
             # the rank's query heads attend exactly with its KV heads, in GQA order
             assert [q // group for q in range(q0, q1)] == [k0 + (q - q0) * (k1 - k0) // (q1 - q0)
                                                           for q in range(q0, q1)]
+
+
+# ---- shape: single-device executors, tensor parallelism in optional thin variants ----------------------------
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "litesys" / "models"
+
+
+def test_base_executors_are_single_device():
+    """No rank logic in a base executor: it never imports the distributed layer or the TP layers, never names a
+    Dist; each *_dist.py variant is one small file (this rank's slices and the collectives only)."""
+    import ast
+
+    from litesys.models.registry import DIST_MODELS
+    from litesys.models.registry import MODELS as BASES
+
+    for spec in BASES.values():
+        path = MODELS_DIR / (spec.split(":")[0].rsplit(".", 1)[1] + ".py")
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not imported & {"litesys.distributed", "litesys.models.tp", "torch.distributed"}, path.name
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
+                {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        assert not names & {"dist", "Dist", "world", "all_reduce", "all_gather_last"}, path.name
+    for spec in DIST_MODELS.values():
+        path = MODELS_DIR / (spec.split(":")[0].rsplit(".", 1)[1] + ".py")
+        assert len(path.read_text().splitlines()) <= 80, f"{path.name} is no longer a thin variant"
 
 
 # ---- eval_math_dist.py: data x tensor parallel replicas ------------------------------------------------
@@ -320,7 +348,7 @@ def eval_inputs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_eval_two_replicas_of_tp2_cover_the_single_process_run(eval_inputs, tmp_path):
-    from litesys.eval.math_eval import main
+    from litesys.eval.tasks.math.main import main
 
     data, ckpt = eval_inputs
     main(_eval_flags(data, ckpt, tmp_path / "single"))

@@ -71,56 +71,33 @@ class Checkpoint:
         self._handles.clear()
 
 
+Dims = tuple  # a tensor's dimensions by symbol, e.g. ("q", "hidden"); a tuple entry: blocks packed along one dim
+
+
+def table_shapes(table: dict[str, Dims], sizes: dict[str, int]) -> dict[str, list[int]]:
+    """Checkpoint name -> shape, from a model's table of dimension symbols and the config's sizes of them."""
+    def size(sym) -> int:
+        return sum(sizes[s] for s in sym) if isinstance(sym, tuple) else sizes[sym]
+    return {name: [size(s) for s in dims] for name, dims in table.items()}
+
+
 class RandomCheckpoint:
     """Random weights with a real architecture's names and shapes, made directly on the device.
 
     For benchmarks: a forward pass costs the same whatever the weights' values, so no 16 GB download is needed.
-    Norm weights are ones and the rest N(0, 0.02), which keeps activations finite.
+    ``shapes`` is the executor's own checkpoint table (``model.checkpoint_shapes()``): exactly the tensors its
+    ``load`` reads. Norm weights are ones and the rest N(0, 0.02), which keeps activations finite.
     """
 
-    def __init__(self, raw: dict, device: torch.device | str, seed: int = 0):
-        self.raw, self.device = raw, torch.device(device)
+    def __init__(self, shapes: dict[str, list[int]], device: torch.device | str, seed: int = 0):
+        self.shapes, self.device = shapes, torch.device(device)
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
-        H, heads = raw["hidden_size"], raw["num_attention_heads"]
-        D = raw.get("head_dim") or H // heads
-        kv = raw.get("num_key_value_heads") or heads
-        inter, moe_inter = raw.get("intermediate_size", 0), raw.get("moe_intermediate_size", 0)
-        self.shapes = {
-            "embed_tokens.weight": [raw["vocab_size"], H], "lm_head.weight": [raw["vocab_size"], H],
-            "q_proj.weight": [heads * D, H], "k_proj.weight": [kv * D, H], "v_proj.weight": [kv * D, H],
-            "q_proj.bias": [heads * D], "k_proj.bias": [kv * D], "v_proj.bias": [kv * D],
-            "o_proj.weight": [H, heads * D], "o_proj.bias": [H], "q_norm.weight": [D], "k_norm.weight": [D],
-            "mlp.gate.weight": [raw.get("num_experts", 0), H],
-            "gate_proj.weight": [inter, H], "up_proj.weight": [inter, H], "down_proj.weight": [H, inter],
-            "expert.gate_proj.weight": [moe_inter, H], "expert.up_proj.weight": [moe_inter, H],
-            "expert.down_proj.weight": [H, moe_inter], "norm.weight": [H], "layernorm.weight": [H],
-        }
-        self.bias = raw.get("model_type") == "qwen2" or bool(raw.get("attention_bias"))
-        self.tied = bool(raw.get("tie_word_embeddings"))
-
-    def _key(self, name: str) -> str:
-        if ".experts." in name:
-            return "expert." + ".".join(name.split(".")[-2:])
-        for k in sorted(self.shapes, key=len, reverse=True):
-            if name.endswith(k):
-                return k
-        raise KeyError(name)
 
     def __contains__(self, name: str) -> bool:
-        if name == "lm_head.weight":
-            return not self.tied
-        if name.endswith(".bias"):
-            return self.bias
-        if "experts.gate_up_proj" in name:
-            return False
-        try:
-            self._key(name)
-        except KeyError:
-            return False
-        return True
+        return name in self.shapes
 
     def shape(self, name: str) -> list[int]:
-        return list(self.shapes[self._key(name)])
+        return list(self.shapes[name])
 
     def get(self, name: str, dim: int | None = None, start: int | None = None, stop: int | None = None
             ) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Qwen3 executor (dense): per-head q/k RMSNorm, ``head_dim`` from the config, tied or untied lm_head.
 
-Plain tensors, readable top to bottom. Written for ``dist.world`` ranks; a single GPU is ``world == 1``, where
-every collective is a no-op (the tensor-parallel variant in ``qwen3_dist.py`` only checks the TP shape and
-replicates KV heads when there are fewer of them than ranks).
+Single device, plain tensors, readable top to bottom: the checkpoint table (which tensors, which dimensions),
+``load`` (read them, fuse q/k/v and gate/up), ``forward`` (the layer loop). The tensor-parallel variant
+(``qwen3_dist.py``) overrides ``read`` to take this rank's slices and the three steps that are plain here
+(``embed_tokens``, ``reduce``, ``compute_logits``) to add their collectives.
 """
 from __future__ import annotations
 
@@ -15,23 +16,45 @@ from litesys.attention.backend import Attention
 from litesys.attention.meta import AttnMeta
 from litesys.kernels.norm_rope import add_rms_norm, qk_norm_rope, silu_mul
 from litesys.models.config import ModelConfig
-from litesys.models.layers import Dist, column_parallel, embedding, row_parallel
-from litesys.models.loader import Checkpoint
+from litesys.models.loader import Checkpoint, Dims, table_shapes
 from litesys.models.rope import rope_cos_sin
+
+# The checkpoint table. Per model: attribute -> its checkpoint tensors. Per decoder layer: LayerWeights field ->
+# the tensors fused into it (concatenated along dim 0). Each tensor's dimensions are named by symbol (sizes:
+# ``dim_sizes``): ``load`` reads by this table, RandomCheckpoint makes exactly these tensors, and the
+# tensor-parallel variant cuts the symbols it splits ("q", "kv", "inter", "vocab").
+MODEL: dict[str, dict[str, Dims]] = {
+    "embed": {"model.embed_tokens.weight": ("vocab", "hidden")},
+    "norm": {"model.norm.weight": ("hidden",)},
+    "lm_head": {"lm_head.weight": ("vocab", "hidden")},
+}
+LAYER: dict[str, dict[str, Dims]] = {
+    "ln1": {"input_layernorm.weight": ("hidden",)},
+    "qkv": {"self_attn.q_proj.weight": ("q", "hidden"), "self_attn.k_proj.weight": ("kv", "hidden"),
+            "self_attn.v_proj.weight": ("kv", "hidden")},
+    "qkv_bias": {"self_attn.q_proj.bias": ("q",), "self_attn.k_proj.bias": ("kv",), "self_attn.v_proj.bias": ("kv",)},
+    "q_norm": {"self_attn.q_norm.weight": ("head_dim",)},
+    "k_norm": {"self_attn.k_norm.weight": ("head_dim",)},
+    "o": {"self_attn.o_proj.weight": ("hidden", "q")},
+    "o_bias": {"self_attn.o_proj.bias": ("hidden",)},
+    "ln2": {"post_attention_layernorm.weight": ("hidden",)},
+    "gate_up": {"mlp.gate_proj.weight": ("inter", "hidden"), "mlp.up_proj.weight": ("inter", "hidden")},
+    "down": {"mlp.down_proj.weight": ("hidden", "inter")},
+}
 
 
 @dataclass
 class LayerWeights:
     ln1: torch.Tensor  # [H]
     qkv: torch.Tensor  # [(hq + 2 hkv) * D, H] fused at load
-    qkv_bias: torch.Tensor | None
-    q_norm: torch.Tensor | None  # [D]
-    k_norm: torch.Tensor | None
     o: torch.Tensor  # [H, hq * D]
-    o_bias: torch.Tensor | None  # [H], added once after the all-reduce (Qwen3 with attention_bias=True)
     ln2: torch.Tensor
     gate_up: torch.Tensor  # [2 * I, H] fused at load
     down: torch.Tensor  # [H, I]
+    qkv_bias: torch.Tensor | None = None
+    q_norm: torch.Tensor | None = None  # [D]
+    k_norm: torch.Tensor | None = None
+    o_bias: torch.Tensor | None = None  # [H], added after o_proj (Qwen3 with attention_bias=True)
 
 
 class Qwen3ForCausalLM:
@@ -39,87 +62,107 @@ class Qwen3ForCausalLM:
     o_bias = True  # o_proj has a bias when the config says attention_bias (as transformers; Qwen2: never)
     qk_norm = True
 
-    def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int,
-                 dist: Dist | None = None):
+    def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int):
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
-        self.dist = dist or Dist()
         self.head_dim = cfg.head_dim
-        self.q_heads, self.kv_heads = self.head_shards()  # [start, stop) of this rank's query / KV heads
-        self.num_q_heads = self.q_heads[1] - self.q_heads[0]
-        self.num_kv_heads = self.kv_heads[1] - self.kv_heads[0]
+        self.q_heads, self.kv_heads = (0, cfg.num_heads), (0, cfg.num_kv_heads)  # [start, stop) of the heads held
         self.rope = rope_cos_sin(cfg.head_dim, cfg.rope, cfg.max_position_embeddings, max_seq_len, self.device)
         self.layers: list[LayerWeights] = []
 
-    def head_shards(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """All heads when ``world == 1``; the tensor-parallel variant overrides this (KV head replication)."""
-        return (self.dist.split(self.cfg.num_heads, "num_attention_heads"),
-                self.dist.split(self.cfg.num_kv_heads, "num_key_value_heads"))
+    @property
+    def num_q_heads(self) -> int:
+        return self.q_heads[1] - self.q_heads[0]
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.kv_heads[1] - self.kv_heads[0]
+
+    # ---- the checkpoint table ------------------------------------------------------------------------
+    def dim_sizes(self) -> dict[str, int]:
+        c = self.cfg
+        return {"hidden": c.hidden_size, "head_dim": c.head_dim, "q": c.num_heads * c.head_dim,
+                "kv": c.num_kv_heads * c.head_dim, "inter": c.intermediate_size, "vocab": c.vocab_size}
+
+    def model_table(self) -> dict[str, dict[str, Dims]]:
+        return {k: v for k, v in MODEL.items() if k != "lm_head" or not self.cfg.tie_word_embeddings}
+
+    def layer_table(self, i: int) -> dict[str, dict[str, Dims]]:
+        """Layer ``i``'s weights, names relative to ``model.layers.{i}.``: only those this model has."""
+        skip = set()
+        if not (self.qkv_bias or self.cfg.attention_bias):
+            skip.add("qkv_bias")
+        if not (self.o_bias and self.cfg.attention_bias):
+            skip.add("o_bias")
+        if not self.qk_norm:
+            skip |= {"q_norm", "k_norm"}
+        return {field: names for field, names in LAYER.items() if field not in skip}
+
+    def checkpoint_table(self) -> dict[str, Dims]:
+        """Every tensor ``load`` reads, by full checkpoint name."""
+        table = {n: d for names in self.model_table().values() for n, d in names.items()}
+        for i in range(self.cfg.num_layers):
+            p = f"model.layers.{i}."
+            table.update({p + n: d for names in self.layer_table(i).values() for n, d in names.items()})
+        return table
+
+    def checkpoint_shapes(self) -> dict[str, list[int]]:
+        """The whole checkpoint's shapes (what ``RandomCheckpoint`` makes)."""
+        return table_shapes(self.checkpoint_table(), self.dim_sizes())
 
     # ---- loading -------------------------------------------------------------------------------------
-    def load(self, ckpt: Checkpoint) -> None:
-        c, D, dt, dev = self.cfg, self.head_dim, self.dtype, self.device
-        qs, ks = self.q_heads, self.kv_heads
-        q_rows, kv_rows = (qs[0] * D, qs[1] * D), (ks[0] * D, ks[1] * D)
-        inter = self.dist.split(c.intermediate_size, "intermediate_size")
-        self.vocab = self.dist.split(c.vocab_size, "vocab_size")
-        self.embed = ckpt.get("model.embed_tokens.weight", 0, *self.vocab).to(dev, dt)
-        if c.tie_word_embeddings or "lm_head.weight" not in ckpt:
-            self.lm_head = self.embed
-        else:
-            self.lm_head = ckpt.get("lm_head.weight", 0, *self.vocab).to(dev, dt)
-        self.norm = ckpt.get("model.norm.weight").to(dev, dt)
-        for i in range(c.num_layers):
-            p = f"model.layers.{i}."
-            a = p + "self_attn."
-            qkv_names = [a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"]
-            shards = [q_rows, kv_rows, kv_rows]
-            bias = None
-            if self.qkv_bias or a + "q_proj.bias" in ckpt:
-                bias = column_parallel(ckpt, [n.replace("weight", "bias") for n in qkv_names], shards, dt, dev)
-            o_bias = None
-            if self.o_bias and c.attention_bias:  # replicated: every rank holds it, it is added after the reduce
-                o_bias = ckpt.get(a + "o_proj.bias").to(dev, dt)
-            self.layers.append(LayerWeights(
-                ln1=ckpt.get(p + "input_layernorm.weight").to(dev, dt),
-                qkv=column_parallel(ckpt, qkv_names, shards, dt, dev),
-                qkv_bias=bias,
-                q_norm=ckpt.get(a + "q_norm.weight").to(dev, dt) if self.qk_norm else None,
-                k_norm=ckpt.get(a + "k_norm.weight").to(dev, dt) if self.qk_norm else None,
-                o=row_parallel(ckpt, a + "o_proj.weight", q_rows, dt, dev),
-                o_bias=o_bias,
-                ln2=ckpt.get(p + "post_attention_layernorm.weight").to(dev, dt),
-                **self.load_mlp(ckpt, i, inter),
-            ))
+    def read(self, ckpt: Checkpoint, name: str, dims: Dims) -> torch.Tensor:
+        """One checkpoint tensor as stored (the tensor-parallel variant reads only this rank's slice)."""
+        return ckpt.get(name)
 
-    def load_mlp(self, ckpt: Checkpoint, i: int, inter: tuple[int, int]) -> dict:
-        m = f"model.layers.{i}.mlp."
-        return dict(gate_up=column_parallel(ckpt, [m + "gate_proj.weight", m + "up_proj.weight"], [inter, inter],
-                                            self.dtype, self.device),
-                    down=row_parallel(ckpt, m + "down_proj.weight", inter, self.dtype, self.device))
+    def fuse(self, ckpt: Checkpoint, tensors: dict[str, Dims]) -> torch.Tensor:
+        """The tensors of one table entry, read, concatenated along dim 0, on the device in the model dtype."""
+        parts = [self.read(ckpt, name, dims) for name, dims in tensors.items()]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)).to(self.device, self.dtype).contiguous()
+
+    def load(self, ckpt: Checkpoint) -> None:
+        top = self.model_table()
+        self.embed = self.fuse(ckpt, top["embed"])
+        tied = "lm_head" not in top or "lm_head.weight" not in ckpt
+        self.lm_head = self.embed if tied else self.fuse(ckpt, top["lm_head"])
+        self.norm = self.fuse(ckpt, top["norm"])
+        self.layers = [LayerWeights(**self.load_layer(ckpt, i)) for i in range(self.cfg.num_layers)]
+
+    def load_layer(self, ckpt: Checkpoint, i: int) -> dict[str, torch.Tensor]:
+        p = f"model.layers.{i}."
+        return {field: self.fuse(ckpt, {p + n: d for n, d in names.items()})
+                for field, names in self.layer_table(i).items()}
 
     # ---- forward -------------------------------------------------------------------------------------
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, meta: AttnMeta, attn: Attention) -> torch.Tensor:
         """ids, positions: [T] (a step's new tokens, packed) -> final hidden states [T, H]."""
         T, D, eps = ids.shape[0], self.head_dim, self.cfg.rms_norm_eps
         nq, nkv = self.num_q_heads, self.num_kv_heads
-        h = embedding(ids, self.embed, self.vocab[0], self.dist)
+        h = self.embed_tokens(ids)
         res = None  # residual stream; each add is fused into the following RMSNorm
         for i, w in enumerate(self.layers):
             x, res = add_rms_norm(h, res, w.ln1, eps)
             qkv = F.linear(x, w.qkv, w.qkv_bias)
             q, k, v = qk_norm_rope(qkv, w.q_norm, w.k_norm, self.rope, positions, nq, nkv, eps)
             o = attn(i, q, k, v, meta)
-            h = self.dist.all_reduce(F.linear(o.reshape(T, nq * D), w.o))
-            if w.o_bias is not None:  # after the all-reduce: added once, not once per rank
+            h = self.reduce(F.linear(o.reshape(T, nq * D), w.o))
+            if w.o_bias is not None:  # after the reduce: added once, not once per rank
                 h = h + w.o_bias
             x, res = add_rms_norm(h, res, w.ln2, eps)
             h = self.mlp(i, x, w)
         return add_rms_norm(h, res, self.norm, eps)[0]
 
     def mlp(self, i: int, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
-        return self.dist.all_reduce(F.linear(silu_mul(F.linear(x, w.gate_up)), w.down))
+        return self.reduce(F.linear(silu_mul(F.linear(x, w.gate_up)), w.down))
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.embed)
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """The output of a projection whose input features are split over ranks: complete on one device (the
+        tensor-parallel variant sums the ranks' partial outputs here)."""
+        return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[B, H] -> logits [B, vocab] in the model dtype, gathered over the vocab-parallel ranks (the sampler
-        upcasts only the candidates it keeps: a full fp32 copy would cost a vocabulary-sized pass per step)."""
-        return self.dist.all_gather_last(F.linear(hidden, self.lm_head))
+        """[B, H] -> logits [B, vocab] in the model dtype (the sampler upcasts only the candidates it keeps: a
+        full fp32 copy would cost a vocabulary-sized pass per step)."""
+        return F.linear(hidden, self.lm_head)

@@ -1,70 +1,58 @@
-"""Tensor-parallel Qwen3: the single-GPU executor plus a TP shape check and KV-head replication.
+"""Tensor-parallel Qwen3: the single-device executor reading this rank's slices, plus its collectives.
 
-Everything else is already written once for ``dist.world`` ranks in ``qwen3.py`` / ``layers.py``:
+* fused q/k/v and gate/up are column-parallel: this rank's heads / intermediate features, read as slices;
+* o_proj and down_proj are row-parallel: this rank's input features, each output completed by one all-reduce;
+* embed_tokens and lm_head are vocab-parallel: this rank's vocabulary rows; the embedding is all-reduced, the
+  logits all-gathered, so every rank holds the full logits;
+* KV heads are split when there are at least as many as ranks, else replicated (``kv_head_shard``).
 
-* fused qkv and gate_up are column-parallel (this rank's heads / intermediate features, read as slices);
-* o_proj and down_proj are row-parallel (this rank's input features) followed by one all-reduce each;
-* embed_tokens and lm_head are vocab-parallel (this rank's vocabulary rows); the embedding is all-reduced,
-  the logits all-gathered, so every rank sees the full logits.
-
-What only tensor parallelism needs lives here, in the ``TensorParallel`` mixin (reused by other executors,
-e.g. ``class Qwen3MoeDistForCausalLM(TensorParallel, Qwen3MoeForCausalLM)`` with its own ``tp_dims``).
+``TensorParallel`` is the whole difference, so the other executors of this layer stack reuse it
+(``class Qwen2DistForCausalLM(TensorParallel, Qwen2ForCausalLM)``).
 """
 from __future__ import annotations
 
 import torch
 
+from litesys.distributed import Dist
 from litesys.models.config import ModelConfig
-from litesys.models.layers import Dist
+from litesys.models.loader import Checkpoint, Dims
 from litesys.models.qwen3 import Qwen3ForCausalLM
-
-
-def kv_head_shard(dist: Dist, num_kv_heads: int) -> tuple[int, int]:
-    """This rank's [start, stop) KV heads: split when there are at least as many as ranks, else replicated.
-
-    With fewer KV heads than ranks (e.g. 8 KV heads on TP 16, or 2 on TP 4), each rank keeps the one KV head
-    its query heads attend with: rank r holds query heads [r*hq/w, (r+1)*hq/w), which GQA maps to KV head
-    r*hkv//w when ``w`` is a multiple of ``hkv``.
-    """
-    if num_kv_heads >= dist.world:
-        return dist.split(num_kv_heads, "num_key_value_heads")
-    h = dist.rank * num_kv_heads // dist.world
-    return h, h + 1
-
-
-def check_tp_shape(dims: dict[str, int], num_kv_heads: int, world: int) -> None:
-    """One error naming every dimension that ``world`` cannot shard, before any weight is read."""
-    bad = [f"{name} ({n})" for name, n in dims.items() if n % world]
-    if num_kv_heads % world and world % num_kv_heads:
-        bad.append(f"num_key_value_heads ({num_kv_heads}, neither a multiple nor a divisor of it)")
-    if bad:
-        ok = [t for t in range(1, 65) if all(n % t == 0 for n in dims.values())
-              and (num_kv_heads % t == 0 or t % num_kv_heads == 0)]
-        raise ValueError(f"tensor-parallel size {world} does not divide {', '.join(bad)}; "
-                         f"sizes that fit this model: {', '.join(map(str, ok))}")
+from litesys.models.tp import check_tp_shape, kv_head_shard, read_shard, vocab_parallel_embedding
 
 
 class TensorParallel:
-    """Mixin in front of a single-GPU executor: validate the TP shape, replicate KV heads when too few."""
+    """Mixin in front of a single-device executor: TP shape check, this rank's heads and slices, collectives."""
 
     cfg: ModelConfig
-    dist: Dist
 
     def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int,
-                 dist: Dist | None = None):
-        dist = dist or Dist()
-        check_tp_shape(self.tp_dims(cfg), cfg.num_kv_heads, dist.world)
-        super().__init__(cfg, device, dtype, max_seq_len, dist=dist)  # type: ignore[call-arg]
+                 dist: Dist):
+        split = self.split_sizes(cfg)
+        check_tp_shape({"num_attention_heads": cfg.num_heads, **dict(split.values())}, cfg.num_kv_heads, dist.world)
+        super().__init__(cfg, device, dtype, max_seq_len)  # type: ignore[call-arg]
+        self.dist, D = dist, cfg.head_dim
+        self.q_heads = dist.split(cfg.num_heads, "num_attention_heads")
+        self.kv_heads = kv_head_shard(dist, cfg.num_kv_heads)
+        (q0, q1), (k0, k1) = self.q_heads, self.kv_heads
+        self.shards = {"q": (q0 * D, q1 * D), "kv": (k0 * D, k1 * D),
+                       **{sym: dist.split(n, name) for sym, (name, n) in split.items()}}
 
     @classmethod
-    def tp_dims(cls, cfg: ModelConfig) -> dict[str, int]:
-        """Dimensions cut into ``world`` equal shares (KV heads are checked apart: they may be replicated)."""
-        return {"num_attention_heads": cfg.num_heads, "intermediate_size": cfg.intermediate_size,
-                "vocab_size": cfg.vocab_size}
+    def split_sizes(cls, cfg: ModelConfig) -> dict[str, tuple[str, int]]:
+        """Symbols cut into ``world`` equal shares besides the heads: symbol -> (config field, size)."""
+        return {"inter": ("intermediate_size", cfg.intermediate_size), "vocab": ("vocab_size", cfg.vocab_size)}
 
-    def head_shards(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        return (self.dist.split(self.cfg.num_heads, "num_attention_heads"),
-                kv_head_shard(self.dist, self.cfg.num_kv_heads))
+    def read(self, ckpt: Checkpoint, name: str, dims: Dims) -> torch.Tensor:
+        return read_shard(ckpt, name, dims, self.shards)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return vocab_parallel_embedding(ids, self.embed, self.shards["vocab"][0], self.dist)
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dist.all_reduce(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.dist.all_gather_last(super().compute_logits(hidden))  # type: ignore[misc]
 
 
 class Qwen3DistForCausalLM(TensorParallel, Qwen3ForCausalLM):

@@ -3,26 +3,26 @@
 A layer is sparse unless it is in ``mlp_only_layers`` or ``(i + 1) % decoder_sparse_step != 0`` (as
 transformers). Sparse layers keep their experts stacked -- ``gate_up`` [E, 2I, H] (gate rows then up rows)
 and ``down`` [E, H, I] in the layer's LayerWeights -- and the router [E, H] in ``self.routers[i]``.
-Tensor parallel: every rank holds all experts with a slice of each expert's intermediate dim and the full
-router (routing is computed redundantly, identically on every rank); one all-reduce after the block.
-
-Expert statistics for the benchmarks' memory floor (``track_experts``, or LITESYS_MOE_STATS=1 before the model
-is built): decode steps count the distinct experts each sparse layer routes to, on the device (no sync, so
-captured decode graphs keep counting); ``moe_weight_bytes_per_step`` turns that into routed bytes per step.
+Tensor parallel (``qwen3_moe_dist.py``): every rank holds all experts with a slice of each expert's
+intermediate dim and the full router (routing is computed redundantly, identically on every rank); the block's
+output is one ``reduce``. ``route`` is a method so that a benchmark can observe the routing
+(``benchmarks/moe_stats.py``).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from litesys.attention.backend import Attention
-from litesys.attention.meta import AttnMeta
 from litesys.models.config import ModelConfig
-from litesys.models.layers import Dist
-from litesys.models.loader import Checkpoint
+from litesys.models.loader import Checkpoint, Dims
 from litesys.models.moe import moe_experts, route
 from litesys.models.qwen3 import LayerWeights, Qwen3ForCausalLM
+
+ROUTER: dict[str, Dims] = {"mlp.gate.weight": ("experts", "hidden")}
+EXPERT: dict[str, Dims] = {"gate_proj.weight": ("moe_inter", "hidden"), "up_proj.weight": ("moe_inter", "hidden"),
+                           "down_proj.weight": ("hidden", "moe_inter")}  # per expert, under mlp.experts.{x}.
+# transformers 5's own layout (save_pretrained(save_original_format=False)): every expert in one tensor
+STACKED: dict[str, Dims] = {"gate_up_proj": ("experts", ("moe_inter", "moe_inter"), "hidden"),
+                            "down_proj": ("experts", "hidden", "moe_inter")}
 
 
 def num_experts(raw: dict) -> int:
@@ -38,11 +38,8 @@ def sparse_layers(cfg: ModelConfig) -> list[bool]:
 
 
 class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
-    track_experts = os.environ.get("LITESYS_MOE_STATS") == "1"
-
-    def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int,
-                 dist: Dist | None = None):
-        super().__init__(cfg, device, dtype, max_seq_len, dist)
+    def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int):
+        super().__init__(cfg, device, dtype, max_seq_len)
         raw = cfg.raw
         self.num_experts = num_experts(raw)
         self.top_k = int(raw.get("num_experts_per_tok", 1))
@@ -50,68 +47,58 @@ class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
         self.moe_inter = int(raw.get("moe_intermediate_size", 0))
         self.sparse = sparse_layers(cfg)
         self.routers: dict[int, torch.Tensor] = {}
-        self._count = False  # this forward counts routed experts (decode steps with tracking on)
-        self.expert_hits = torch.zeros(cfg.num_layers, dtype=torch.int64, device=self.device)
-        self.decode_steps = torch.zeros((), dtype=torch.int64, device=self.device)
 
-    def load_mlp(self, ckpt: Checkpoint, i: int, inter: tuple[int, int]) -> dict:
-        if not self.sparse[i]:
-            return super().load_mlp(ckpt, i, inter)
-        m = f"model.layers.{i}.mlp."
-        self.routers[i] = ckpt.get(m + "gate.weight").to(self.device, self.dtype)
-        s, e = self.dist.split(self.moe_inter, "moe_intermediate_size")
-        if m + "experts.gate_up_proj" in ckpt:  # stacked (transformers 5 save_pretrained(save_original_format=False))
-            return self._load_stacked(ckpt, m + "experts.", s, e)
-        E, H, n = self.num_experts, self.cfg.hidden_size, e - s
-        # Fill preallocated stacks expert by expert: never two copies of a layer's experts in memory.
-        gate_up = torch.empty(E, 2 * n, H, dtype=self.dtype, device=self.device)
-        down = torch.empty(E, H, n, dtype=self.dtype, device=self.device)
-        for x in range(E):
-            p = f"{m}experts.{x}."
-            gate_up[x, :n].copy_(ckpt.get(p + "gate_proj.weight", 0, s, e))
-            gate_up[x, n:].copy_(ckpt.get(p + "up_proj.weight", 0, s, e))
-            down[x].copy_(ckpt.get(p + "down_proj.weight", 1, s, e))
+    # ---- the checkpoint table ------------------------------------------------------------------------
+    def dim_sizes(self) -> dict[str, int]:
+        return {**super().dim_sizes(), "experts": self.num_experts, "moe_inter": self.moe_inter}
+
+    def layer_table(self, i: int) -> dict[str, dict[str, Dims]]:
+        table = super().layer_table(i)
+        if self.sparse[i]:  # the experts are read apart (stacked at load); the router with the rest
+            del table["gate_up"], table["down"]
+            table["router"] = ROUTER
+        return table
+
+    def checkpoint_table(self) -> dict[str, Dims]:
+        table = super().checkpoint_table()
+        for i in range(self.cfg.num_layers):
+            if self.sparse[i]:
+                table.update({f"model.layers.{i}.mlp.experts.{x}.{n}": d
+                              for x in range(self.num_experts) for n, d in EXPERT.items()})
+        return table
+
+    # ---- loading -------------------------------------------------------------------------------------
+    def load_layer(self, ckpt: Checkpoint, i: int) -> dict[str, torch.Tensor]:
+        w = super().load_layer(ckpt, i)
+        if self.sparse[i]:
+            self.routers[i] = w.pop("router")
+            w.update(self.load_experts(ckpt, f"model.layers.{i}.mlp.experts."))
+        return w
+
+    def load_experts(self, ckpt: Checkpoint, p: str) -> dict[str, torch.Tensor]:
+        dt, dev = self.dtype, self.device
+        if p + "gate_up_proj" in ckpt:
+            return {f: self.read(ckpt, p + n, d).to(dev, dt).contiguous()
+                    for f, (n, d) in zip(("gate_up", "down"), STACKED.items())}
+        gate_up = down = None
+        for x in range(self.num_experts):
+            g, u, d = (self.read(ckpt, f"{p}{x}.{n}", dims) for n, dims in EXPERT.items())
+            if gate_up is None:  # fill preallocated stacks expert by expert: never two copies of a layer's experts
+                n = g.shape[0]
+                gate_up = torch.empty(self.num_experts, 2 * n, g.shape[1], dtype=dt, device=dev)
+                down = torch.empty(self.num_experts, *d.shape, dtype=dt, device=dev)
+            gate_up[x, :n].copy_(g)
+            gate_up[x, n:].copy_(u)
+            down[x].copy_(d)
         return dict(gate_up=gate_up, down=down)
 
-    def _load_stacked(self, ckpt: Checkpoint, p: str, s: int, e: int) -> dict:
-        n, dt, dev = self.moe_inter, self.dtype, self.device
-        gate_up = torch.cat([ckpt.get(p + "gate_up_proj", 1, s, e), ckpt.get(p + "gate_up_proj", 1, n + s, n + e)],
-                            dim=1)
-        return dict(gate_up=gate_up.to(dev, dt).contiguous(), down=ckpt.get(p + "down_proj", 2, s, e).to(dev, dt))
-
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, meta: AttnMeta, attn: Attention) -> torch.Tensor:
-        self._count = self.track_experts and not meta.is_prefill
-        if self._count:
-            self.decode_steps += 1
-        return super().forward(ids, positions, meta, attn)
-
+    # ---- forward -------------------------------------------------------------------------------------
     def mlp(self, i: int, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
         if not self.sparse[i]:
             return super().mlp(i, x, w)
-        weights, ids = route(x, self.routers[i], self.top_k, self.norm_topk_prob)
-        if self._count:
-            hit = torch.zeros(self.num_experts, dtype=torch.int64, device=x.device).index_fill_(0, ids.reshape(-1), 1)
-            self.expert_hits[i] += hit.sum()
-        return self.dist.all_reduce(moe_experts(x, w.gate_up, w.down, weights, ids))
+        weights, ids = self.route(i, x)
+        return self.reduce(moe_experts(x, w.gate_up, w.down, weights, ids))
 
-    # ---- benchmark accounting ------------------------------------------------------------------------
-    def moe_stacked_tensors(self) -> list[torch.Tensor]:
-        """The stacked expert weights (a memory floor counts only the routed part of them)."""
-        return [t for i, w in enumerate(self.layers) if self.sparse[i] for t in (w.gate_up, w.down)]
-
-    def reset_expert_stats(self) -> None:
-        self.expert_hits.zero_()
-        self.decode_steps.zero_()
-
-    def moe_weight_bytes_per_step(self) -> float:
-        """Bytes a decode step reads for the MoE blocks: routers, plus the experts routed to (mean over the
-        tracked decode steps; every expert when nothing was tracked)."""
-        routers = sum(r.numel() * r.element_size() for r in self.routers.values())
-        stacks = self.moe_stacked_tensors()
-        if not stacks:
-            return float(routers)
-        per_expert = sum(t[0].numel() * t.element_size() for t in stacks[:2])  # one expert's gate_up + down
-        steps = int(self.decode_steps.item())
-        if steps == 0:
-            return float(routers + sum(t.numel() * t.element_size() for t in stacks))
-        return routers + int(self.expert_hits.sum().item()) / steps * per_expert
+    def route(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``i``'s routing: (weights [T, k], expert ids [T, k])."""
+        return route(x, self.routers[i], self.top_k, self.norm_topk_prob)

@@ -39,6 +39,18 @@ def _yarn(base: float, dim: int, p: dict, max_pos: int) -> tuple[torch.Tensor, f
     return inv_freq, float(attn_factor)
 
 
+def _llama3(inv_freq: torch.Tensor, p: dict) -> torch.Tensor:
+    """Llama 3.1's scaling: long wavelengths divided by ``factor``, short ones kept, a smooth ramp between."""
+    factor, low, high = float(p["factor"]), float(p["low_freq_factor"]), float(p["high_freq_factor"])
+    orig = p["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > orig / low, inv_freq / factor, inv_freq)
+    smooth = (orig / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < orig / high) & ~(wavelen > orig / low)
+    return torch.where(medium, smoothed, scaled)
+
+
 def inv_freq_and_scale(head_dim: int, rope: dict, max_position_embeddings: int) -> tuple[torch.Tensor, float]:
     """``rope`` holds ``rope_theta`` and, optionally, ``rope_type``/``factor``/... (config.json's rope params)."""
     base = float(rope.get("rope_theta", 10000.0))
@@ -51,7 +63,9 @@ def inv_freq_and_scale(head_dim: int, rope: dict, max_position_embeddings: int) 
         return inv / float(rope["factor"]), 1.0
     if kind == "yarn":
         return _yarn(base, dim, rope, max_position_embeddings)
-    raise ValueError(f"rope_type {kind!r} is not supported (supported: default, linear, yarn)")
+    if kind == "llama3":
+        return _llama3(1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)), rope), 1.0
+    raise ValueError(f"rope_type {kind!r} is not supported (supported: default, linear, yarn, llama3)")
 
 
 def rope_cos_sin(head_dim: int, rope: dict, max_position_embeddings: int, max_len: int,

@@ -1,4 +1,5 @@
-"""Tensor-parallel process groups under ``torchrun``: the world as data-parallel replicas of ``tp`` ranks.
+"""Tensor parallelism's process side: this rank's place, the process groups under torchrun, the launch checks,
+and the agreements the ranks of a replica must reach (pool size, heads for the sparse methods).
 
 torchrun starts one process per GPU (per CPU rank on CPU) and sets RANK / WORLD_SIZE / LOCAL_RANK /
 MASTER_ADDR / MASTER_PORT in each. With ``world = replicas * tp`` processes, global ranks
@@ -16,11 +17,46 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from litesys.attention.sparse.common import Heads
-from litesys.models.layers import Dist
+from litesys.attention.sparse.common import AttnShape
 
 _groups: dict[int, object] = {}  # tp -> this process's replica group (new_group is collective: make each once)
 _kv_groups: dict[tuple[int, int], object] = {}  # (tp, ranks per KV head) -> this process's KV-sharing group
+
+
+@dataclass
+class Dist:
+    """Tensor-parallel position of this process in its replica. ``world == 1``: no collectives at all."""
+
+    rank: int = 0
+    world: int = 1
+    group: object = None
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(x, group=self.group)
+        return x
+
+    def all_gather_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate each rank's ``x`` along the last dim (rank order)."""
+        if self.world == 1:
+            return x
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.contiguous(), group=self.group)
+        return torch.cat(parts, dim=-1)
+
+    def broadcast_first(self, x: torch.Tensor) -> torch.Tensor:
+        """tp-rank 0's ``x`` on every rank, in place (sampled tokens: one decision for the whole replica)."""
+        if self.world > 1:
+            dist.broadcast(x, group=self.group, group_src=0)
+        return x
+
+    def split(self, n: int, what: str) -> tuple[int, int]:
+        """[start, stop) of this rank's share of ``n`` items (heads, features, vocab rows)."""
+        if n % self.world:
+            raise ValueError(f"{what} ({n}) is not divisible by the tensor-parallel size {self.world}; "
+                             "pick a tensor-parallel size that divides it")
+        per = n // self.world
+        return self.rank * per, (self.rank + 1) * per
 
 
 @dataclass(frozen=True)
@@ -45,22 +81,33 @@ class Layout:
         return self.rank % self.tp
 
 
+def check_launch(tp: int, world: int | None, flag: str = "tensor_parallel_size", script: str = "<script>") -> None:
+    """The launch checks of every tensor-parallel entry point (``LLM``, the ``*_dist.py`` scripts): a ValueError
+    of one line naming ``flag``. ``world``: the processes torchrun started, None when not under torchrun."""
+    if tp < 1:
+        raise ValueError(f"{flag} must be >= 1, got {tp}")
+    if world is None:
+        if tp > 1:
+            raise ValueError(f"{flag} {tp} needs one process per rank: launch with torchrun --nproc_per_node {tp} "
+                             f"{script} ...")
+        return
+    if world % tp:
+        raise ValueError(f"{flag} {tp} does not divide the world size {world} (processes started by torchrun); "
+                         f"start a multiple of {tp} processes (--nproc_per_node x nodes) or pick a {flag} "
+                         f"dividing {world}")
+
+
 def layout(tp: int) -> Layout:
     """This process's place for tensor-parallel size ``tp``; ValueError (one line) on a launch that cannot work."""
-    if tp < 1:
-        raise ValueError(f"tensor_parallel_size must be >= 1, got {tp}")
-    if "WORLD_SIZE" not in os.environ and not dist.is_initialized():
-        if tp > 1:
-            raise ValueError(f"tensor_parallel_size={tp} needs one process per rank: launch with torchrun, e.g. "
-                             f"torchrun --nproc_per_node {tp} <script> ... (WORLD_SIZE is not set)")
+    launched = "WORLD_SIZE" in os.environ or dist.is_initialized()
+    if not launched:
+        check_launch(tp, None)
         return Layout(0, 1, 1)
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
-    if world % tp:
-        raise ValueError(f"tensor_parallel_size {tp} does not divide the world size {world} (processes started "
-                         f"by torchrun); start a multiple of {tp} processes or pick a size dividing {world}")
+    check_launch(tp, world)
     return Layout(rank, world, tp, int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -110,7 +157,7 @@ def agree_min(d: Dist, value: int, device: torch.device | str) -> int:
 
 def kv_group_comm(d: Dist, share: int) -> Dist:
     """The ``share`` consecutive tp-ranks holding the same KV heads as this one (KV heads replicated when there are
-    fewer than ranks: ``qwen3_dist.kv_head_shard``), as a ``Dist`` whose ``all_reduce`` sums over them only."""
+    fewer than ranks: ``models.tp.kv_head_shard``), as a ``Dist`` whose ``all_reduce`` sums over them only."""
     if share == d.world:
         return d  # every rank of the replica holds the same KV head: the replica's own group
     key = (d.world, share)
@@ -124,15 +171,15 @@ def kv_group_comm(d: Dist, share: int) -> Dist:
     return Dist(rank=d.rank % share, world=share, group=_kv_groups[key])
 
 
-def sparse_heads(model) -> Heads:
+def sparse_heads(model) -> AttnShape:
     """This rank's heads for the sparse methods: global offsets and, when its KV groups' query heads are spread
     over several ranks, the communicator that completes group scores over them (None at TP 1 or whole groups:
-    no collective at all)."""
-    cfg, d = model.cfg, model.dist
+    no collective at all). A single-device executor has no ``dist``: all heads, one rank."""
+    cfg, d = model.cfg, getattr(model, "dist", None) or Dist()
     n_q, n_kv = model.num_q_heads, model.num_kv_heads
     group = cfg.num_heads // cfg.num_kv_heads
     comm = kv_group_comm(d, group // (n_q // n_kv)) if d.world > 1 and n_q // n_kv < group else None
-    return Heads(n_q, n_kv, cfg.num_layers, q_head_start=model.q_heads[0], kv_head_start=model.kv_heads[0],
+    return AttnShape(n_q, n_kv, cfg.num_layers, q_head_start=model.q_heads[0], kv_head_start=model.kv_heads[0],
                  group=comm, group_size=group)
 
 
