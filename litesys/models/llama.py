@@ -1,9 +1,9 @@
 """Llama executor (Llama 2, 3.x): the Qwen3 layer stack without the per-head q/k RMSNorm.
 
 What differs from Qwen3 and where it is handled: no ``q_norm``/``k_norm`` (``qk_norm = False``); q/k/v/o biases
-only with ``attention_bias`` (as Qwen3); Llama 3.1's ``llama3`` RoPE scaling (``rope.py``); tied embeddings,
-``head_dim`` and GQA come from the config as for every model. This file plus one line in ``registry.py`` is the
-whole of adding it (README "Adding a model").
+only with ``attention_bias`` (as Qwen3); tied embeddings, ``head_dim``, GQA and the RoPE type (``rope.py``, which
+also knows Llama 3.1's ``llama3`` scaling) come from the config as for every model. This file plus one line in
+``registry.py`` is the whole of adding it (README "Adding a model").
 """
 from __future__ import annotations
 

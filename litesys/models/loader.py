@@ -1,4 +1,5 @@
-"""Read tensors (or this rank's slice of them) straight from safetensors files, single or sharded."""
+"""Read tensors (or this rank's slice of them) straight from safetensors files, single or sharded; or make random
+ones of the shapes in a model's checkpoint table (benchmarks)."""
 from __future__ import annotations
 
 import json

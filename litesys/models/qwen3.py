@@ -28,11 +28,11 @@ MODEL: dict[str, dict[str, Dims]] = {
     "norm": {"model.norm.weight": ("hidden",)},
     "lm_head": {"lm_head.weight": ("vocab", "hidden")},
 }
-LAYER: dict[str, dict[str, Dims]] = {
+LAYER: dict[str, dict[str, Dims]] = {  # in load order (also the order random weights are drawn in)
+    "qkv_bias": {"self_attn.q_proj.bias": ("q",), "self_attn.k_proj.bias": ("kv",), "self_attn.v_proj.bias": ("kv",)},
     "ln1": {"input_layernorm.weight": ("hidden",)},
     "qkv": {"self_attn.q_proj.weight": ("q", "hidden"), "self_attn.k_proj.weight": ("kv", "hidden"),
             "self_attn.v_proj.weight": ("kv", "hidden")},
-    "qkv_bias": {"self_attn.q_proj.bias": ("q",), "self_attn.k_proj.bias": ("kv",), "self_attn.v_proj.bias": ("kv",)},
     "q_norm": {"self_attn.q_norm.weight": ("head_dim",)},
     "k_norm": {"self_attn.k_norm.weight": ("head_dim",)},
     "o": {"self_attn.o_proj.weight": ("hidden", "q")},
