@@ -1,4 +1,4 @@
-"""The shared in-register top-k (``sparse/triton_select.topk_mask``) against a stable sort, one row per case.
+"""The shared in-register top-k (``kernels/select.topk_mask``) against a stable sort, one row per case.
 
 Rows are built to hit every exit of the early-stopping bit search: continuous values (stops when a threshold
 splits off exactly k), integer-valued rows and constant rows (ties at the threshold: full search, index order),

@@ -1,20 +1,38 @@
-"""Shared helpers for the attention kernels: split sizing, dot precision, the online-softmax step."""
+"""Host-side helpers of every kernel: the one ``cdiv``, the one dispatch rule ``use_triton``, dot precision, PDL,
+SM counts and split sizing. Importable without triton (the engine and the CPU paths use it)."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 
 import torch
-import triton
-import triton.language as tl
 
+HAS_TRITON = importlib.util.find_spec("triton") is not None  # without importing it (TRITON_INTERPRET is read then)
 LOG2E = math.log2(math.e)
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
+PDL_ENV = "LITESYS_PDL"  # "0": no programmatic dependent launch (e.g. to time the kernels apart under a profiler)
+
+
+def cdiv(a, b):
+    """Ceiling division of non-negative ints or int tensors (pages for ``a`` tokens, blocks for ``a`` rows...)."""
+    return (a + b - 1) // b
 
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def use_triton(x: torch.Tensor | torch.device, backend: str = "auto") -> bool:
+    """The one dispatch rule: Triton kernels for CUDA data (``auto``), always (``triton``: also CPU tensors under
+    ``TRITON_INTERPRET=1``) or never (``torch``: the twins of ``kernels/ref/``)."""
+    if backend == "triton":
+        if not HAS_TRITON:
+            raise ImportError("attention_backend='triton' needs triton installed; pip install triton or use 'auto'")
+        return True
+    device = x.device if isinstance(x, torch.Tensor) else torch.device(x)
+    return backend == "auto" and HAS_TRITON and device.type == "cuda"
 
 
 def fp8_compute_dtype(model_dtype: torch.dtype) -> torch.dtype:
@@ -24,21 +42,12 @@ def fp8_compute_dtype(model_dtype: torch.dtype) -> torch.dtype:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """The ``DOT_PREC`` constexpr of the kernels (see ``mma``)."""
+    """The ``DOT_PREC`` constexpr of the kernels (see ``blocks.mma``)."""
     if dtype == torch.float32:
         return "ieee"  # exact fp32 products: tf32 would cost ~3e-4 relative error
     if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1":
         return "upcast"  # the CPU interpreter multiplies bf16 tiles wrongly (numpy has no bf16)
     return "tf32"  # ignored for 16-bit inputs
-
-
-@triton.jit
-def mma(a, b, DOT_PREC: tl.constexpr):
-    """tl.dot with fp32 accumulation; "upcast" (interpreter only) multiplies the same values in fp32."""
-    if DOT_PREC == "upcast":
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    else:
-        return tl.dot(a, b, input_precision=DOT_PREC)
 
 
 def group_pad(group: int) -> int:
@@ -53,32 +62,23 @@ def _pdl_capable(device_index: int) -> bool:
 
 def use_pdl(device: torch.device) -> bool:
     """Programmatic dependent launch for a chain of kernels: the next kernel of the chain is launched while the
-    previous one drains, and waits (``pdl_wait``) before reading anything. Hopper and later, never under the CPU
-    interpreter; ``LITESYS_PDL=0`` turns it off (e.g. to time the kernels apart under a profiler)."""
-    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get("LITESYS_PDL") == "0":
+    previous one drains, and waits (``blocks.pdl_wait``) before reading anything. Hopper and later, never under the
+    CPU interpreter; off with ``LITESYS_PDL=0`` (``PDL_ENV``)."""
+    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get(PDL_ENV) == "0":
         return False
     return _pdl_capable(device.index if device.index is not None else torch.cuda.current_device())
 
 
-@triton.jit
-def pdl_wait(PDL: tl.constexpr):
-    """Block until the previous kernel of the stream has finished and its writes are visible (PDL launches)."""
-    if PDL:
-        tl.extra.cuda.gdc_wait()
-
-
-@triton.jit
-def pdl_launch_dependents(PDL: tl.constexpr):
-    """Let the next (PDL-launched) kernel start its programs: they will wait in ``pdl_wait`` for this one."""
-    if PDL:
-        tl.extra.cuda.gdc_launch_dependents()
-
-
 @functools.cache
-def num_sms(device_index: int) -> int:
+def _num_sms(device_index: int) -> int:
     if not torch.cuda.is_available():
         return 1
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 1 elsewhere (the CPU interpreter)."""
+    return _num_sms(device.index or 0) if device.type == "cuda" else 1
 
 
 def choose_num_splits(batch: int, num_kv_heads: int, capacity: int, device: torch.device, programs_per_sm: int,
@@ -87,102 +87,7 @@ def choose_num_splits(batch: int, num_kv_heads: int, capacity: int, device: torc
 
     Enough programs to give every SM ``programs_per_sm`` of them; no more than ``max_splits`` (merge cost) or
     than the table's capacity has blocks. The split *length* adapts to each sequence at run time
-    (``split_bounds``), so every split of a sequence has work and a wide page table costs nothing.
+    (``blocks.split_bounds``), so every split of a sequence has work and a wide page table costs nothing.
     """
-    sms = num_sms(device.index or 0) if device.type == "cuda" else 1
-    wanted = triton.cdiv(programs_per_sm * sms, max(1, batch * num_kv_heads))
-    return max(1, min(wanted, max_splits, triton.cdiv(capacity, block_n)))
-
-
-@triton.jit
-def split_bounds(length, split, num_splits, BLOCK_N: tl.constexpr):
-    """[start, end) of one of ``num_splits`` near-equal, whole-block pieces of a sequence; per-split tokens."""
-    per = tl.cdiv(tl.cdiv(length, num_splits), BLOCK_N) * BLOCK_N
-    start = split * per
-    return start, tl.minimum(start + per, length), per
-
-
-@triton.jit
-def load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
-    """q [G_PAD, D] of KV head kvh's query heads kvh*G .. kvh*G+G-1 (zero rows past G)."""
-    offs_g = tl.arange(0, G_PAD)
-    heads = kvh * G + offs_g
-    return tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + tl.arange(0, D)[None, :],
-                   mask=(offs_g < G)[:, None], other=0.0)
-
-
-@triton.jit
-def softmax_state(G_PAD: tl.constexpr, D: tl.constexpr):
-    """Empty online-softmax state (running max, denominator, weighted sum) for G_PAD query heads."""
-    return (tl.full([G_PAD], float("-inf"), tl.float32), tl.zeros([G_PAD], tl.float32),
-            tl.zeros([G_PAD, D], tl.float32))
-
-
-@triton.jit
-def online_softmax_step(acc, m, den, s, v, DOT_PREC: tl.constexpr):
-    """Fold one block into the running (acc [G, D], max m [G], sum den [G]) state.
-
-    ``s`` [G, N] are log2-domain scores (-inf = masked), ``v`` [N, D]. A row whose scores are all -inf so
-    far keeps m = -inf, den = 0, acc = 0 (the "safe" max avoids -inf - -inf = NaN).
-    """
-    m_new = tl.maximum(m, tl.max(s, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m - m_safe)
-    p = tl.exp2(s - m_safe[:, None])
-    den = den * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, DOT_PREC)
-    return acc, m_new, den
-
-
-@triton.jit
-def attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks, stride_kh,
-                       stride_vp, stride_vs, stride_vh, qk_scale, D: tl.constexpr, DOT_PREC: tl.constexpr):
-    """Fold one block of paged K/V rows (physical ``page`` int64, ``slot`` in the page, ``valid`` [N]) of KV head
-    ``kvh`` into the online-softmax state of the group's queries ``q`` [G_PAD, D]; invalid rows are never read.
-
-    fp8 K/V are converted to q's dtype (exact) in registers; the caller folds the K scale into ``qk_scale`` and
-    applies the V scale to the output (both are per KV head, one per program). Same-dtype casts are no-ops."""
-    offs_d = tl.arange(0, D)
-    k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
-                mask=valid[:, None], other=0.0).to(q.dtype)
-    s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-    s = tl.where(valid[None, :], s, float("-inf"))
-    v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
-                mask=valid[:, None], other=0.0).to(q.dtype)
-    return online_softmax_step(acc, m, den, s, v, DOT_PREC)
-
-
-@triton.jit
-def fp8_scales(ks_ptr, vs_ptr, kvh, FP8: tl.constexpr):
-    """(K scale, V scale) of KV head ``kvh`` for an fp8 cache; (1, 1) otherwise (ks_ptr/vs_ptr then unread)."""
-    if FP8:
-        return tl.load(ks_ptr + kvh), tl.load(vs_ptr + kvh)
-    else:
-        return 1.0, 1.0
-
-
-@triton.jit
-def store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
-                  G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
-    """Write one split's normalized output [G, D] and log2-sum-exp [G] for query heads kvh*G .. kvh*G+G-1."""
-    offs_g = tl.arange(0, G_PAD)
-    offs_d = tl.arange(0, D)
-    heads = kvh * G + offs_g
-    g_mask = offs_g < G
-    den_safe = tl.where(den > 0, den, 1.0)
-    out = acc / den_safe[:, None]
-    lse = tl.where(den > 0, m + tl.log2(den_safe), float("-inf"))
-    po = po_ptr + b * stride_pb + heads[:, None] * stride_ph + split * stride_ps + offs_d[None, :]
-    tl.store(po, out, mask=g_mask[:, None])
-    tl.store(lse_ptr + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
-
-
-@triton.jit
-def store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G: tl.constexpr, G_PAD: tl.constexpr,
-                D: tl.constexpr):
-    """Single-split case: write the normalized output [G, D] straight to ``out`` (zeros for an empty row)."""
-    offs_g = tl.arange(0, G_PAD)
-    offs_d = tl.arange(0, D)
-    out = acc / tl.where(den > 0, den, 1.0)[:, None]
-    ptrs = out_ptr + b * stride_ob + (kvh * G + offs_g)[:, None] * stride_oh + offs_d[None, :]
-    tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_g < G)[:, None])
+    wanted = cdiv(programs_per_sm * num_sms(device), max(1, batch * num_kv_heads))
+    return max(1, min(wanted, max_splits, cdiv(capacity, block_n)))

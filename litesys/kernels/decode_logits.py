@@ -9,7 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import fp8_scales, mma
+from litesys.kernels.blocks import fp8_scales, mma
+from litesys.kernels.common import cdiv
 
 
 @triton.jit
@@ -64,7 +65,7 @@ def decode_logits(q: torch.Tensor, k_cache: torch.Tensor, page_table: torch.Tens
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     max_len = out.shape[2]
-    grid = (b, hkv, triton.cdiv(max_len, chunk))
+    grid = (b, hkv, cdiv(max_len, chunk))
     _decode_logits_kernel[grid](
         q, k_cache, page_table, lengths, out,
         q.stride(0), q.stride(1),

@@ -9,7 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import split_bounds
+from litesys.kernels.blocks import split_bounds
+from litesys.kernels.common import next_pow2
 
 
 @triton.jit
@@ -55,7 +56,7 @@ def decode_merge(partial: torch.Tensor, lse: torch.Tensor, lengths: torch.Tensor
                  block_n: int, num_warps: int = 4) -> None:
     """out [B, Hq, D] <- merge of ``partial`` [B, Hq, S, D] weighted by exp2(``lse`` [B, Hq, S])."""
     b, hq, s, d = partial.shape
-    s_block = min(16, triton.next_power_of_2(s))
+    s_block = min(16, next_pow2(s))
     _decode_merge_kernel[(b, hq)](
         partial, lse, lengths, out,
         partial.stride(0), partial.stride(1), partial.stride(2),

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import (
+from litesys.kernels.blocks import (
     fp8_scales,
     online_softmax_step,
     softmax_state,

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import (
+from litesys.kernels.blocks import (
     attend_paged_block,
     fp8_scales,
     load_q_group,

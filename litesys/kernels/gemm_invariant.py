@@ -84,7 +84,7 @@ def gemm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, tiles:
         return y
     x = x if x.stride(-1) == 1 else x.contiguous()
     w = w if w.stride(-1) == 1 else w.contiguous()
-    t = tiles or gemm_tiles(n, k, w.dtype, num_sms(x.device.index or 0) if x.is_cuda else 1)
+    t = tiles or gemm_tiles(n, k, w.dtype, num_sms(x.device))
     grid = (triton.cdiv(m, t.block_m) * triton.cdiv(n, t.block_n),)
     _gemm_kernel[grid](x, w, w if b is None else b, y, m, n, k, x.stride(0), w.stride(0), y.stride(0),
                        HAS_BIAS=b is not None, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,

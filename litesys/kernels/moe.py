@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import dot_precision, mma
+from litesys.kernels.blocks import mma
+from litesys.kernels.common import cdiv, dot_precision
 from litesys.kernels.moe_align import Alignment, align_block_size
 
 
@@ -172,7 +173,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     prec = dot_precision(x.dtype)
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
     act = torch.empty(n_pairs, inter, dtype=x.dtype, device=x.device)
-    _gate_up_kernel[(triton.cdiv(inter, bn), m_blocks)](
+    _gate_up_kernel[(cdiv(inter, bn), m_blocks)](
         x, w13, act, sorted_ids, block_expert, num_padded, ids,
         n_pairs, H, inter, x.stride(0), w13.stride(0), w13.stride(1), act.stride(0),
         TOP_K=top_k, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, EVEN_K=H % bk == 0, PAIR_MODE=cfg.pair_mode,
@@ -180,7 +181,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     )
     per_pair = torch.empty(n_pairs, H, dtype=x.dtype, device=x.device)
     w = topk_weights.reshape(-1)
-    _down_kernel[(triton.cdiv(H, bn), m_blocks)](
+    _down_kernel[(cdiv(H, bn), m_blocks)](
         act, w2, per_pair, w if w.is_contiguous() else w.contiguous(), sorted_ids, block_expert, num_padded, ids,
         n_pairs, inter, H, act.stride(0), w2.stride(0), w2.stride(1), per_pair.stride(0),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, EVEN_K=inter % bk == 0, PAIR_MODE=cfg.pair_mode,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from litesys.kernels.common import cdiv
+
 
 @dataclass
 class Alignment:
@@ -31,7 +33,7 @@ class Alignment:
 def padded_capacity(num_pairs: int, num_experts: int, block_m: int) -> int:
     """Rows the padded order can need: at most min(pairs, experts) groups, each padded by < block_m rows."""
     cap = num_pairs + min(num_pairs, num_experts) * (block_m - 1)
-    return (cap + block_m - 1) // block_m * block_m
+    return cdiv(cap, block_m) * block_m
 
 
 def align_block_size(topk_ids: torch.Tensor, num_experts: int, block_m: int) -> Alignment:
@@ -41,7 +43,7 @@ def align_block_size(topk_ids: torch.Tensor, num_experts: int, block_m: int) -> 
     n, dev = flat.numel(), flat.device
     counts = torch.zeros(num_experts, dtype=torch.int64, device=dev)
     counts.scatter_add_(0, flat, torch.ones_like(flat))  # bincount would sync to size its output
-    padded = (counts + block_m - 1) // block_m * block_m
+    padded = cdiv(counts, block_m) * block_m
     pad_end = torch.cumsum(padded, 0)  # end row of each expert's padded run
     pad_start = pad_end - padded
     cnt_start = torch.cumsum(counts, 0) - counts  # where each expert's pairs start in the unpadded sort

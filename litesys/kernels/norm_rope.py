@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from litesys.kernels.common import cdiv, next_pow2, use_triton
 from litesys.kernels.ref import norm_rope as ref
 
 try:
@@ -14,15 +15,11 @@ except ImportError:  # pragma: no cover - CPU installs without triton
     triton = None
 
 
-def _use_triton(x: torch.Tensor) -> bool:
-    return triton is not None and x.is_cuda
-
-
 # ---- residual add + RMSNorm ------------------------------------------------------------------------------
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(RMSNorm(x + residual) * weight, x + residual); ``residual=None`` means no add."""
-    if not _use_triton(x) or x.dim() != 2:
+    if not use_triton(x) or x.dim() != 2:
         return ref.add_rms_norm(x, residual, weight, eps)
     return add_rms_norm_triton(x, residual, weight, eps)
 
@@ -33,7 +30,7 @@ def add_rms_norm_triton(x: torch.Tensor, residual: torch.Tensor | None, weight: 
     out = torch.empty_like(x)
     res_out = torch.empty_like(x) if residual is not None else x
     _add_rms_norm_kernel[(T,)](x, residual if residual is not None else x, res_out, weight, out, H, eps,
-                               HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(H), num_warps=4)
+                               HAS_RES=residual is not None, BLOCK=next_pow2(H), num_warps=4)
     return out, res_out
 
 
@@ -42,7 +39,7 @@ def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: torch.T
                  rope: torch.Tensor, positions: torch.Tensor, nq: int, nkv: int, eps: float
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split fused qkv [T, (nq+2nkv)·D] into q, k (per-head RMSNorm if given, then RoPE) and v."""
-    if not _use_triton(qkv):
+    if not use_triton(qkv):
         return ref.qk_norm_rope(qkv, q_norm, k_norm, rope, positions, nq, nkv, eps)
     return qk_norm_rope_triton(qkv, q_norm, k_norm, rope, positions, nq, nkv, eps)
 
@@ -64,7 +61,7 @@ def qk_norm_rope_triton(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: 
 # ---- SiLU(gate) * up -------------------------------------------------------------------------------------
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """SiLU(gate) * up of [T, 2I] (gate columns first) -> [T, I]."""
-    if not _use_triton(gate_up) or gate_up.dim() != 2:
+    if not use_triton(gate_up) or gate_up.dim() != 2:
         return ref.silu_mul(gate_up)
     return silu_mul_triton(gate_up)
 
@@ -73,7 +70,7 @@ def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
     T, I2 = gate_up.shape
     out = torch.empty(T, I2 // 2, dtype=gate_up.dtype, device=gate_up.device)
     BLOCK = 1024
-    _silu_mul_kernel[(T, triton.cdiv(I2 // 2, BLOCK))](gate_up, out, I2 // 2, BLOCK=BLOCK, num_warps=4)
+    _silu_mul_kernel[(T, cdiv(I2 // 2, BLOCK))](gate_up, out, I2 // 2, BLOCK=BLOCK, num_warps=4)
     return out
 
 

@@ -1,29 +1,7 @@
-"""Triton kernels of the oracle processors (oracle_topp, oracle_sample): one program per (sequence, query head).
+"""Triton kernels of the oracle processors (oracle_topp, oracle_sample): one program per (sequence, query head), in
+place on the logits, no sort, no host sync.
 
-The torch versions run a chain of full passes over ``[B, Hq, L]`` fp32 (sort + cumsum + scatter for top-p,
-cumsum + searchsorted + scatter_add for sampling); here one launch does it all and writes in place into the logits
-it is given (the attention backend passes a fresh logits buffer per layer; the processors return that same
-tensor). Only the middle positions of rows left sparse are written. No host sync, static shapes (graph-safe).
-
-``oracle_topp``: the row's ``w = exp(l - max)`` sits in registers (up to ``MAX_ROW``). Instead of a sort, a 30-step
-binary search on the bits of ``w`` (``w >= 0``, so its fp32 bits as int32 order like the float) finds the
-threshold ``T``: the largest key with ``mass(key >= T) >= p * total``. Keys above ``T`` are kept; among the ties at
-``T`` the lower positions are kept while the mass before them (above ``T`` plus the earlier ties) is
-``< p * total``: the stable sort's order. The drops are written in a streamed pass that recomputes ``w``
-bit-identically, so nothing but ``w`` stays live through the search.
-
-``oracle_sample``: streamed in blocks (any width): the max, then ``cdf = cumsum(w)`` written over the row's
-middle (the row is the program's scratch) while an int32 count row is zeroed; the ``n`` uniforms of
-``common.counter_hash`` come from the kernel (``triton_select.hash_base`` / ``hash_at``: bit-identical), each
-draw does a branchless binary search (``searchsorted(right=True)``) of gathered loads from the cache-resident cdf
-and one atomic increment; after a barrier the row gets ``log(count / n) + m + log(total)``.
-
-Exactness: the kept / drawn positions equal the torch path's except where a value lies within float rounding of
-a boundary: the fp32 sums here are taken in another order than torch's sorted cumsum (top-p: the mass before the
-position crossing ``p``) or cumsum (sampling: a cdf step against ``u * total``), and on the GPU ``tl.exp`` is the
-fast approximation. On an H100 with 32K random logits that flipped ~1 top-p position in a million, and ~1% of the
-drawn positions differed (a 32K-long fp32 cdf carries rounding of the order of a step: draws move next door). The torch
-processors stay the reference (``tests/test_sparse_triton_oracle.py``, where the rows are short: exact there).
+The torch processors are the twins (``tests/test_kernels_oracle.py``); design and exactness: docs/kernels.md.
 """
 from __future__ import annotations
 
@@ -31,7 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.select import hash_at, hash_base
+from litesys.kernels.common import next_pow2
+from litesys.kernels.hash import hash_at, hash_base
 
 MAX_ROW = 65536  # widest row top-p holds in registers; wider rows use the torch path
 SAMPLE_WARPS = 16  # the sampler streams its row (warps, block, chunk: the fastest measured at 32K on an H100)
@@ -133,14 +112,14 @@ def _oracle_sample_kernel(
 
 
 def fits(width: int) -> bool:
-    return triton.next_power_of_2(max(1, width)) <= MAX_ROW
+    return next_pow2(max(1, width)) <= MAX_ROW
 
 
 def _launch_shape(logits: torch.Tensor) -> tuple[int, int, int, int]:
     """(B, Hq, width, width rounded up to a power of two) of fp32 logits with unit stride along the row."""
     assert logits.dtype == torch.float32 and logits.stride(-1) == 1, (logits.dtype, logits.stride())
     b, hq, width = logits.shape
-    return b, hq, width, triton.next_power_of_2(max(1, width))
+    return b, hq, width, next_pow2(max(1, width))
 
 
 def oracle_topp(logits: torch.Tensor, lengths: torch.Tensor, p: float, sink: int, local: int,
@@ -170,7 +149,7 @@ def oracle_sample(logits: torch.Tensor, lengths: torch.Tensor, n: int, sink: int
     _oracle_sample_kernel[(b, hq)](
         logits, counts, lengths, seq, logits.stride(0), logits.stride(1), counts.stride(0), counts.stride(1),
         width, n, sink, local, seed, layer, head0,
-        LOG_N=n_pad.bit_length() - 1, BLOCK=min(block, n_pad), CHUNK=min(chunk, triton.next_power_of_2(max(1, n))),
+        LOG_N=n_pad.bit_length() - 1, BLOCK=min(block, n_pad), CHUNK=min(chunk, next_pow2(max(1, n))),
         num_warps=SAMPLE_WARPS,
     )
     return logits

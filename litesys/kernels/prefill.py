@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import fp8_scales, mma, online_softmax_step
+from litesys.kernels.blocks import fp8_scales, mma, online_softmax_step
+from litesys.kernels.common import cdiv
 
 
 @triton.jit
@@ -81,7 +82,7 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch
     assert block_m % block_n == 0, "the unmasked loop assumes key blocks tile the query block"
     hq, d = q.shape[1], q.shape[2]
     num_seqs = cu_seqlens.shape[0] - 1
-    grid = (hq, num_seqs, triton.cdiv(max_seqlen, block_m))
+    grid = (hq, num_seqs, cdiv(max_seqlen, block_m))
     _prefill_kernel[grid](
         q, k, v, cu_seqlens, out,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),

@@ -1,31 +1,7 @@
-"""Quest on the GPU: page scores from the key summaries, and split decode attention over the selected pages only.
+"""Quest on the GPU: page scores from the key summaries, the page selection in registers, the decode-step summary
+refresh, and split decode attention over the selected pages only (a PDL chain on Hopper).
 
-``quest_scores``: one program per (sequence, run of pages); it reads the two summary rows of each page, all KV
-heads at once (1/page_size of the K bytes), and computes each group's summed upper bound as
-``sum_g relu(q_g)·max + sum_g min(q_g, 0)·min`` (equal to ``sum_g sum_d max(q_gd min_d, q_gd max_d)`` since
-min <= max).
-
-``quest_select``: one program per (sequence, KV head) turns the page scores into the selection ``sel`` [B, Hkv, S]
-(sink pages + the top-k middle pages + local pages, ascending, -1 padding; exactly ``sparse.quest.select_pages``,
-ties to the lower page) and ``phys`` (the same slots as physical page ids), with the top-k found in registers
-(``sparse/triton_select.py``): no torch.topk / sort / cat / arange glue between the kernels. With ``fused=True``
-the same program also computes its row of scores first (one launch instead of two; fewer programs, see the docs).
-
-``quest_update_summaries``: the decode-step summary refresh (min/max of each written page's valid entries) as
-one launch, instead of the gather / masked_fill / amin / amax / index_copy chain of the torch path.
-
-``quest_decode``: flash-decoding over the selection ``sel`` [B, Hkv, S] (logical pages, -1 = empty slot). The
-S selected pages form a virtual sequence of S * page tokens; each (sequence, KV head) is cut into splits of
-that virtual sequence, and a K/V row is loaded only when its slot holds a selected page and its position is
-below the length: unselected pages are never read; with ``phys`` the physical page comes from the selection
-itself (two independent loads per block instead of sel -> page-table -> K). ``_quest_merge_kernel`` combines
-the splits.
-
-On Hopper the chain scores -> selection -> decode -> merge uses programmatic dependent launch
-(``common.use_pdl``): each kernel's programs are placed while the previous one drains, read what predates
-the chain (q, lengths, page table: the score kernel itself is launched normally, after all earlier work), and
-wait in ``pdl_wait`` before reading the previous kernel's output.
-Reference: ``litesys/attention/sparse/quest_torch.py``.
+Twin: ``ref/quest.py``; design notes: docs/kernels.md, "Quest kernels".
 """
 from __future__ import annotations
 
@@ -33,23 +9,17 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import (
-    LOG2E,
+from litesys.kernels.blocks import (
     attend_paged_block,
-    dot_precision,
-    fp8_compute_dtype,
     fp8_scales,
-    group_pad,
     load_q_group,
     mma,
-    next_pow2,
-    num_sms,
     pdl_launch_dependents,
     pdl_wait,
     softmax_state,
     store_partial,
-    use_pdl,
 )
+from litesys.kernels.common import LOG2E, cdiv, dot_precision, fp8_compute_dtype, group_pad, next_pow2, num_sms, use_pdl
 from litesys.kernels.ref.quest import page_counts
 from litesys.kernels.select import float_key, num_warps_for, topk_mask
 
@@ -120,7 +90,7 @@ def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
         raise ValueError("quest_scores needs kmin and kmax with the same layout and a contiguous head_dim")
     pages_per_prog = max(block_p, pages_per_prog // block_p * block_p)
     out = torch.empty(b, hkv, n_pages, dtype=torch.float32, device=q.device)
-    grid = (b, triton.cdiv(n_pages, pages_per_prog))
+    grid = (b, cdiv(n_pages, pages_per_prog))
     _quest_scores_kernel[grid](
         q, kmin, kmax, page_table, lengths, out,
         q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), page_table.stride(0),
@@ -184,7 +154,7 @@ def fuse_by_default(batch: int, num_kv_heads: int, n_pages: int, device: torch.d
     """Fused score+select when its (sequence, KV head) programs alone fill the GPU, or when each row of summaries
     is short (<= 256 pages: at 4K context, batch 8, fused 20 us vs 22 us on the H100). Otherwise each fused program
     reads a long row alone and the separate, fully parallel score kernel is faster (16K: 64 vs 53 us)."""
-    sms = num_sms(device.index or 0) if device.type == "cuda" else 1
+    sms = num_sms(device)
     return batch * num_kv_heads >= sms or n_pages <= 256
 
 
@@ -192,7 +162,7 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
                  lengths: torch.Tensor, page_size: int, n_pages: int, topk: int, sink: int, local: int,
                  fused: bool | None = None, block_p: int = 64, scores: torch.Tensor | None = None,
                  num_warps: int | None = None, return_scores: bool = False) -> tuple[torch.Tensor, ...]:
-    """(sel, phys) [B, Hkv, S] int32: the selection of ``sparse.quest.select_pages`` and its physical pages
+    """(sel, phys) [B, Hkv, S] int32: the selection of ``ref.quest.select_pages`` and its physical pages
     (0 in empty slots). Two launches (scores, select) or one (``fused``); no torch ops in between.
     ``scores``: precomputed (unfused) scores, for timing the selection alone. ``return_scores``: also return the
     [B, Hkv, n_pages] scores the selection was made from. The fused program computes the same bound per head
@@ -342,10 +312,10 @@ def _quest_merge_kernel(po_ptr, lse_ptr, out_ptr, stride_pb, stride_ph, stride_p
 
 def _split_size(batch: int, num_kv_heads: int, n_virtual: int, block_n: int, device: torch.device) -> int:
     """Virtual tokens per split, from shapes only (one grid per shape, CUDA-graph friendly)."""
-    sms = num_sms(device.index or 0) if device.type == "cuda" else 1
+    sms = num_sms(device)
     # about 3 programs per SM (graph-timed on the H100 at 32K, batch 8: 6 splits beat 9 by ~1 us, fewer lose)
-    want = max(1, min(3 * sms // (batch * num_kv_heads), triton.cdiv(n_virtual, block_n), 64))
-    return triton.cdiv(triton.cdiv(n_virtual, want), block_n) * block_n
+    want = max(1, min(3 * sms // (batch * num_kv_heads), cdiv(n_virtual, block_n), 64))
+    return cdiv(cdiv(n_virtual, want), block_n) * block_n
 
 
 def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
@@ -366,7 +336,7 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     sel = sel.contiguous()
     n_virtual = sel.shape[-1] * page
     split = split or _split_size(b, hkv, n_virtual, block_n, q.device)
-    nsplit = -(-n_virtual // split)
+    nsplit = cdiv(n_virtual, split)
     partial = torch.empty(b, hq, nsplit, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(b, hq, nsplit, dtype=torch.float32, device=q.device)
     if phys is not None and phys.stride() != sel.stride():

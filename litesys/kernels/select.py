@@ -1,20 +1,11 @@
-"""Exact per-row top-k selection inside one Triton program, shared by Quest and the logits processors.
-
-``torch.topk`` followed by scatter / sort costs several launches and full passes per step; here a row of up to
-``N_PAD`` keys sits in registers and the k-th largest key is found by a binary search on the key's bits (one
-masked count per bit, stopping once a threshold separates exactly k keys: no sort, no host sync). Keys are int64
-in ``[0, 2^32)``, larger = better; ties at the threshold are broken by the lower index first, which is what a
-stable sort by decreasing key does.
-
-``float_key``: order-preserving fp32 -> key. ``hash_key``: the counter-based noise of ``common.counter_hash``,
-computed in-kernel (bit-identical) so the random methods never materialise ``[B, H, L]`` int64 noise.
-"""
+"""Exact per-row top-k inside one Triton program (a bit search on int64 keys in [0, 2^32), ties to the lower
+index, as a stable sort), shared by Quest and the processors; ``float_key`` maps fp32 to keys in order."""
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-M32 = 0xFFFFFFFF
+from litesys.kernels.common import next_pow2
 
 
 @triton.jit
@@ -23,30 +14,6 @@ def float_key(x):
     b = x.to(tl.int32, bitcast=True)
     k = tl.where(b >= 0, b, b ^ 0x7FFFFFFF)  # as signed int32 this orders like the float
     return k.to(tl.int64) + 2147483648
-
-
-@triton.jit
-def mix32(x):
-    """murmur3's 32-bit finaliser on int64 values in [0, 2^32) (as ``common._mix32``)."""
-    x = x ^ (x >> 16)
-    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
-    x = x ^ (x >> 13)
-    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
-    return x ^ (x >> 16)
-
-
-@triton.jit
-def hash_base(seed, layer, seq, length, head):
-    """Per (sequence, head) base of ``common.counter_hash`` (seq, length, head: int64 scalars)."""
-    base = mix32((seq * 0x9E3779B1 + seed * 0x632BE5AB + layer) & 0xFFFFFFFF)
-    base = mix32((base + length * 0x27D4EB2F) & 0xFFFFFFFF)
-    return mix32((base + head * 0x165667B1) & 0xFFFFFFFF)
-
-
-@triton.jit
-def hash_at(hb, idx):
-    """``counter_hash`` at positions ``idx`` (int64) for base ``hb``."""
-    return mix32((hb + idx * 0x9E3779B1) & 0xFFFFFFFF)
 
 
 @triton.jit
@@ -87,4 +54,4 @@ def _keep_at(key, cand, K, t):
 
 def num_warps_for(n_pad: int) -> int:
     """Warps for a program holding ``n_pad`` int64 keys (about 32 per thread)."""
-    return max(4, min(32, triton.next_power_of_2(max(1, n_pad // 1024))))
+    return max(4, min(32, next_pow2(max(1, n_pad // 1024))))

@@ -1,19 +1,7 @@
-"""Triton kernels of the selection processors (topk, block_topk, random_select, random_nsample, stride).
+"""Triton kernels of the selection processors (topk, block_topk, random_select, random_nsample, stride): one program
+per (sequence, KV head) row keeps its K best keys (``select.topk_mask``) and drops the rest in place.
 
-``_topk_kernel``: one program per (sequence, KV head) row selects in one pass: candidates are the positions
-``lo <= i < hi_b`` (``hi_b = max(len_b - hi_sub, 0) // hi_div``) of rows with ``len_b > dense_upto``, the K best
-are kept (``triton_select.topk_mask``: exact, ties to the lower index), the other candidates dropped. Keys are
-(KEY constexpr) fp32 ``scores`` given by the caller (block_topk's block means), the group mean of the logits rows
-computed in the kernel (topk), or the counter-based noise of ``common.counter_hash`` computed in the kernel
-(random methods; smaller noise = better, as their ``(noise, position)`` order). With APPLY the program writes
-its decision straight into the G query-head rows of the logits (in place: -inf where dropped, plus an optional
-per-row correction on the kept candidates), otherwise a uint8 drop mask. Per step this replaces the int64 noise
-materialisation, the group-mean pass, ``torch.topk`` (with its sort), the scatter into a mask and the
-clone + masked_fill over ``[B, Hq, L]``.
-
-``_stride_kernel``: stride's drop, fully parallel over positions: per middle position the best rank of a chosen
-block covering it, compared with the cut computed over blocks (``stride.py``), applied in place like APPLY.
-The torch processors are the reference (``tests/test_sparse_processors.py`` runs both).
+The torch processors are the twins (``tests/test_sparse_processors.py`` runs both); design: docs/kernels.md.
 """
 from __future__ import annotations
 
@@ -21,13 +9,9 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.select import (
-    float_key,
-    hash_at,
-    hash_base,
-    num_warps_for,
-    topk_mask,
-)
+from litesys.kernels.common import cdiv, next_pow2
+from litesys.kernels.hash import hash_at, hash_base
+from litesys.kernels.select import float_key, num_warps_for, topk_mask
 
 MAX_ROW = 65536  # widest row held in registers; wider rows use the torch path
 KEY_SCORES, KEY_MEAN, KEY_HASH = 0, 1, 2
@@ -84,7 +68,7 @@ def _topk_kernel(
 
 
 def fits(width: int) -> bool:
-    return triton.next_power_of_2(max(1, width)) <= MAX_ROW
+    return next_pow2(max(1, width)) <= MAX_ROW
 
 
 def _launch(lengths: torch.Tensor, batch: int, heads: int, width: int, k: int, lo: int, hi_sub: int, hi_div: int,
@@ -97,7 +81,7 @@ def _launch(lengths: torch.Tensor, batch: int, heads: int, width: int, k: int, l
     if seq is None:
         seq = torch.zeros(batch, dtype=torch.int64, device=dev)
     g = 1 if logits is None else logits.shape[1] // heads
-    n_pad = triton.next_power_of_2(max(1, width))
+    n_pad = next_pow2(max(1, width))
     ptr_strides = lambda t: (t.stride(0), t.stride(1)) if t is not None and t.dim() == 3 else (0, 0)  # noqa: E731
     _topk_kernel[(batch, heads)](
         scores, lengths, seq, dummy if drop is None else drop, dummy if logits is None else logits,
@@ -215,16 +199,16 @@ def stride_apply(logits: torch.Tensor, lengths: torch.Tensor, vals: torch.Tensor
     rank = torch.empty(b, hkv, nb, dtype=torch.int32, device=dev)
     r_star = torch.empty(b, hkv, dtype=torch.int32, device=dev)
     cut_start = torch.empty_like(r_star)
-    bs_pad = triton.next_power_of_2(block_size)
+    bs_pad = next_pow2(block_size)
     cut_keep = torch.empty(b, hkv, bs_pad, dtype=torch.uint8, device=dev)
-    n_cover = -(-block_size // stride)
-    k2_pad = triton.next_power_of_2(k2)
+    n_cover = cdiv(block_size, stride)
+    k2_pad = next_pow2(k2)
     _stride_cut_kernel[(b, hkv)](
         vals, idx, rank, r_star, cut_start, cut_keep, idx.stride(0), idx.stride(1), rank.stride(0), rank.stride(1),
         hkv, nb, budget, k2, block_size, stride,
         N_COVER=n_cover, K2_PAD=k2_pad, BS_PAD=bs_pad, num_warps=num_warps_for(k2_pad * bs_pad),
     )
-    _stride_kernel[(b, hkv, triton.cdiv(t_max, block))](
+    _stride_kernel[(b, hkv, cdiv(t_max, block))](
         rank, lengths, logits, r_star, cut_start, cut_keep, rank.stride(0), rank.stride(1),
         logits.stride(0), logits.stride(1), hkv, t_max, nb, sink, local, budget, k2, block_size, stride,
         N_COVER=n_cover, G=hq // hkv, BLOCK=block, BS_PAD=bs_pad, num_warps=4,

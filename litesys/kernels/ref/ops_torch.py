@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import torch
 
+from litesys.kernels.common import cdiv
+
 
 def gather_kv(cache: torch.Tensor, page_table: torch.Tensor, max_len: int,
               scale: torch.Tensor | None = None) -> torch.Tensor:
     """[B, max_len, Hkv, D] view of each sequence's cache (entries past its length are garbage); with ``scale``
     (fp8 cache) the dequantised fp32 rows."""
     page_size = cache.shape[1]
-    n_pages = (max_len + page_size - 1) // page_size
+    n_pages = cdiv(max_len, page_size)
     pages = page_table[:, :n_pages].long()  # [B, n_pages]
     kv = cache[pages]  # [B, n_pages, page, Hkv, D]
     b = kv.shape[0]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from litesys.kernels.common import cdiv
+
 
 def page_counts(page_size: int, sink: int, local: int) -> tuple[int, int]:
     """(sink pages, most local pages): static sizes of the selection."""
     w = max(local, 1)
-    return -(-sink // page_size), (w - 1 + page_size - 1) // page_size + 1
+    return cdiv(sink, page_size), cdiv(w - 1, page_size) + 1
 
 
 def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, topk: int, sink: int,
@@ -26,7 +28,7 @@ def select_pages(scores: torch.Tensor, lengths: torch.Tensor, page_size: int, to
     dev = scores.device
     n_sink, n_local = page_counts(page_size, sink, local)
     lens = lengths.long()
-    used = (lens + page_size - 1) // page_size  # [B] pages in use
+    used = cdiv(lens, page_size)  # [B] pages in use
     first_local = (lens - max(local, 1)).clamp(min=0) // page_size
     p = torch.arange(n_pages, device=dev)
     middle = (p[None, :] >= n_sink) & (p[None, :] < first_local[:, None]) & (p[None, :] < used[:, None])
@@ -57,7 +59,7 @@ def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
     qg = q.float().view(b, hkv, hq // hkv, 1, d)
     lo, hi = lo.permute(0, 2, 1, 3)[:, :, None], hi.permute(0, 2, 1, 3)[:, :, None]  # [B, Hkv, 1, n_pages, D]
     bound = torch.maximum(qg * lo, qg * hi).sum(dim=-1).sum(dim=2)  # [B, Hkv, n_pages]
-    valid = torch.arange(n_pages, device=q.device)[None, :] < (lengths.long()[:, None] + page_size - 1) // page_size
+    valid = torch.arange(n_pages, device=q.device)[None, :] < cdiv(lengths.long()[:, None], page_size)
     return bound.masked_fill(~valid[:, None, :], float("-inf"))
 
 

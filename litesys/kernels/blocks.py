@@ -1,0 +1,123 @@
+"""The ``@triton.jit`` building blocks the kernels share: the dot, the online-softmax step, a paged K/V block, split
+bounds, partial/final stores, fp8 scales, programmatic-dependent-launch waits."""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def mma(a, b, DOT_PREC: tl.constexpr):
+    """tl.dot with fp32 accumulation; "upcast" (interpreter only) multiplies the same values in fp32."""
+    if DOT_PREC == "upcast":
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=DOT_PREC)
+
+
+@triton.jit
+def pdl_wait(PDL: tl.constexpr):
+    """Block until the previous kernel of the stream has finished and its writes are visible (PDL launches)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def pdl_launch_dependents(PDL: tl.constexpr):
+    """Let the next (PDL-launched) kernel start its programs: they will wait in ``pdl_wait`` for this one."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def split_bounds(length, split, num_splits, BLOCK_N: tl.constexpr):
+    """[start, end) of one of ``num_splits`` near-equal, whole-block pieces of a sequence; per-split tokens."""
+    per = tl.cdiv(tl.cdiv(length, num_splits), BLOCK_N) * BLOCK_N
+    start = split * per
+    return start, tl.minimum(start + per, length), per
+
+
+@triton.jit
+def load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
+    """q [G_PAD, D] of KV head kvh's query heads kvh*G .. kvh*G+G-1 (zero rows past G)."""
+    offs_g = tl.arange(0, G_PAD)
+    heads = kvh * G + offs_g
+    return tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + tl.arange(0, D)[None, :],
+                   mask=(offs_g < G)[:, None], other=0.0)
+
+
+@triton.jit
+def softmax_state(G_PAD: tl.constexpr, D: tl.constexpr):
+    """Empty online-softmax state (running max, denominator, weighted sum) for G_PAD query heads."""
+    return (tl.full([G_PAD], float("-inf"), tl.float32), tl.zeros([G_PAD], tl.float32),
+            tl.zeros([G_PAD, D], tl.float32))
+
+
+@triton.jit
+def online_softmax_step(acc, m, den, s, v, DOT_PREC: tl.constexpr):
+    """Fold one block into the running (acc [G, D], max m [G], sum den [G]) state.
+
+    ``s`` [G, N] are log2-domain scores (-inf = masked), ``v`` [N, D]. A row whose scores are all -inf so
+    far keeps m = -inf, den = 0, acc = 0 (the "safe" max avoids -inf - -inf = NaN).
+    """
+    m_new = tl.maximum(m, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    den = den * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, DOT_PREC)
+    return acc, m_new, den
+
+
+@triton.jit
+def attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks, stride_kh,
+                       stride_vp, stride_vs, stride_vh, qk_scale, D: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Fold one block of paged K/V rows (physical ``page`` int64, ``slot`` in the page, ``valid`` [N]) of KV head
+    ``kvh`` into the online-softmax state of the group's queries ``q`` [G_PAD, D]; invalid rows are never read.
+
+    fp8 K/V are converted to q's dtype (exact) in registers; the caller folds the K scale into ``qk_scale`` and
+    applies the V scale to the output (both are per KV head, one per program). Same-dtype casts are no-ops."""
+    offs_d = tl.arange(0, D)
+    k = tl.load(k_ptr + (page * stride_kp + slot * stride_ks + kvh * stride_kh)[:, None] + offs_d[None, :],
+                mask=valid[:, None], other=0.0).to(q.dtype)
+    s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
+    s = tl.where(valid[None, :], s, float("-inf"))
+    v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
+                mask=valid[:, None], other=0.0).to(q.dtype)
+    return online_softmax_step(acc, m, den, s, v, DOT_PREC)
+
+
+@triton.jit
+def fp8_scales(ks_ptr, vs_ptr, kvh, FP8: tl.constexpr):
+    """(K scale, V scale) of KV head ``kvh`` for an fp8 cache; (1, 1) otherwise (ks_ptr/vs_ptr then unread)."""
+    if FP8:
+        return tl.load(ks_ptr + kvh), tl.load(vs_ptr + kvh)
+    else:
+        return 1.0, 1.0
+
+
+@triton.jit
+def store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
+                  G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
+    """Write one split's normalized output [G, D] and log2-sum-exp [G] for query heads kvh*G .. kvh*G+G-1."""
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D)
+    heads = kvh * G + offs_g
+    g_mask = offs_g < G
+    den_safe = tl.where(den > 0, den, 1.0)
+    out = acc / den_safe[:, None]
+    lse = tl.where(den > 0, m + tl.log2(den_safe), float("-inf"))
+    po = po_ptr + b * stride_pb + heads[:, None] * stride_ph + split * stride_ps + offs_d[None, :]
+    tl.store(po, out, mask=g_mask[:, None])
+    tl.store(lse_ptr + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
+
+
+@triton.jit
+def store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G: tl.constexpr, G_PAD: tl.constexpr,
+                D: tl.constexpr):
+    """Single-split case: write the normalized output [G, D] straight to ``out`` (zeros for an empty row)."""
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D)
+    out = acc / tl.where(den > 0, den, 1.0)[:, None]
+    ptrs = out_ptr + b * stride_ob + (kvh * G + offs_g)[:, None] * stride_oh + offs_d[None, :]
+    tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_g < G)[:, None])
