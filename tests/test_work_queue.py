@@ -9,6 +9,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from litesys.eval import work_queue as wq
 
 CTX = mp.get_context("spawn")  # as the runner starts its workers
@@ -206,3 +208,86 @@ def test_long_tailed_work_on_n_workers_finishes_together(tmp_path):
     assert sorted(made) == list(range(len(keys)))  # each sample made once
     print(f"ideal {ideal:.3f}s, static {max(static):.3f}s, finished at {[round(e, 3) for e in ends]}")
     assert max(ends) <= 1.10 * ideal and min(ends) >= 0.90 * ideal
+
+
+# ---------------------------------------------------------------- through the runner (--nproc), with a stand-in engine
+
+
+class LazyLLM:
+    """``LLM.generate`` over a lazy iterator of (prompt, params) pairs with ``slots`` slots; a sample takes ``cost``
+    seconds, its text is prompt + seed; the engine on ``crash_device`` raises after ``crash_after`` finishes."""
+
+    def __init__(self, device: str, barrier: str, workers: int, cost: float, crash_device: str | None,
+                 crash_after: int):
+        self.device, self.cost, self.slots = device, cost, 2
+        self.crash = crash_after if device == crash_device else None
+        Path(barrier, device).touch()  # every worker built: start pulling together
+        deadline = time.time() + 60
+        while len(list(Path(barrier).iterdir())) < workers and time.time() < deadline:
+            time.sleep(0.005)
+
+    def generate(self, prompts, sampling_params=None, progress=False, on_finish=None, on_progress=None):
+        from litesys.outputs import CompletionOutput, RequestOutput
+
+        if isinstance(prompts, list):  # the single-worker runner passes lists
+            prompts = iter(zip(prompts, sampling_params))
+        outs, running, more, finished = [], [], True, 0
+        while True:
+            while more and len(running) < self.slots:
+                pair = next(prompts, None)
+                if pair is None:
+                    more = False
+                else:
+                    running.append((time.monotonic() + self.cost, len(outs)))
+                    outs.append(RequestOutput([1], [CompletionOutput([7], f"{pair[0]}|{pair[1].seed}", "stop")]))
+            if not running:
+                return outs
+            running.sort()
+            end, k = running.pop(0)
+            time.sleep(max(0.0, end - time.monotonic()))
+            if finished == self.crash:
+                raise RuntimeError(f"{self.device} lost")
+            finished += 1
+            on_finish(k, outs[k])
+
+
+def _job(tmp_path: Path, name: str, workers: int = 2, crash_device: str | None = None):
+    import functools
+
+    from litesys.eval.runner import Job, WorkItem, sample_seed
+    from litesys.sampling_params import SamplingParams
+
+    barrier = tmp_path / f"barrier-{name}"
+    barrier.mkdir()
+    items = [WorkItem(p, t, f"Q{p}", SamplingParams(seed=sample_seed(0, p, t))) for p in "abcd" for t in range(4)]
+    make = functools.partial(LazyLLM, barrier=str(barrier), workers=workers, cost=0.02, crash_device=crash_device,
+                             crash_after=2)
+    return Job(items, make)
+
+
+def _outputs(folder: Path) -> dict:
+    from litesys.eval.runner import read_samples
+
+    recs = read_samples(folder)
+    out = {(r["problem_id"], r["trial"]): r["output"] for r in recs}
+    assert len(out) == len(recs) == 16  # every sample once
+    return out
+
+
+def test_nproc_workers_pull_from_one_queue_and_a_dead_ones_samples_are_made_by_the_others(tmp_path):
+    from litesys.eval.runner import RunError, run, shard_path
+
+    ref = tmp_path / "ref"
+    run(_job(tmp_path, "ref", workers=1), ref, ["sim:0"], {})
+    two = tmp_path / "two"
+    run(_job(tmp_path, "two"), two, ["sim:0", "sim:1"], {})
+    assert _outputs(two) == _outputs(ref)  # seeded per (problem, trial): the same whichever worker made it
+    assert shard_path(two, 0).is_file() and shard_path(two, 1).is_file() and not (two / wq.QUEUE_DIR).exists()
+
+    crash = tmp_path / "crash"
+    with pytest.raises(RunError, match=r"worker 1 \(exit code 1\) failed"):
+        run(_job(tmp_path, "crash", crash_device="sim:1"), crash, ["sim:0", "sim:1"], {})
+    assert len(shard_path(crash, 1).read_text().splitlines()) == 2  # what worker 1 finished before it died
+    assert _outputs(crash) == _outputs(ref)  # worker 0 made the rest, worker 1's lost claims included
+    run(_job(tmp_path, "again"), crash, ["sim:0", "sim:1"], {})  # the rerun finds nothing to do
+    assert _outputs(crash) == _outputs(ref)

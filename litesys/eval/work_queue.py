@@ -17,6 +17,8 @@ what is missing.
 * ``Puller``: one worker's side of a queue, the lazy stream ``LLM.generate`` pulls from. It never holds more than
   its fair share, ``ceil(items / workers)``, in flight: with 256 slots per GPU the first worker up would
   otherwise claim a small run alone.
+* ``generate_share``: a worker's ``LLM.generate`` calls over its ``Share`` (the runner's ``run_shard`` and the TP
+  followers make the very same calls).
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ import itertools
 import math
 import shutil
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 QUEUE_DIR = ".queue"
 MAX_CLAIMS = 2  # a dead worker's item is handed out once more, never a third time (it may be what killed it)
@@ -211,3 +214,47 @@ class Follower(_Streams):
 
     def done(self, i: int) -> None:
         pass
+
+
+# ---------------------------------------------------------------- what the runner hands a worker
+
+
+@dataclass
+class Share:
+    """A data-parallel worker's work: ``items`` (work items with ``prompt`` and ``sampling``; the same list, in the
+    same order, on every worker), the puller that claims indices into it, and about how many it will make."""
+
+    items: list
+    puller: Puller | Follower
+    expected: int
+
+
+def generate_share(llm, share: Share, on_finish: Callable[[int, Any], None] | None = None,
+                   on_progress: Callable | None = None) -> None:
+    """Generate what ``share.puller`` hands out, one lazy ``llm.generate`` call per stream: the engine pulls the next
+    item whenever it has a free slot. ``on_finish(item index, output)``; ``on_progress`` as for ``generate``."""
+    for stream in share.puller.calls():
+        pulled: list[int] = []  # request k of this call is item pulled[k]
+
+        def pairs(stream: Iterator[int] = stream, pulled: list[int] = pulled) -> Iterator[tuple[Any, Any]]:
+            for i in stream:
+                pulled.append(i)
+                yield share.items[i].prompt, share.items[i].sampling
+
+        report = None if on_finish is None else (lambda k, out, pulled=pulled: on_finish(pulled[k], out))
+        outputs = llm.generate(pairs(), progress=False, on_finish=report, on_progress=on_progress)
+        if report is not None:
+            for k, out in enumerate(outputs):  # an engine that reports nothing early still loses nothing
+                report(k, out)
+
+
+def replica_share(items: list, store, prefix: str, replica: int, num_replicas: int, tp_rank: int,
+                  tp: int) -> Share:
+    """A ``torchrun`` replica's share of ``items`` (every rank holds the same list): its tp-rank 0 claims from the
+    store under ``prefix`` (unique to the run) and, with ``tp > 1``, publishes its pulls for the other ranks."""
+    order = [items[i] for i in queue_order([it.key for it in items])]
+    cap = fair_share(len(order), num_replicas)
+    if tp_rank > 0:
+        return Share(order, Follower(store, prefix, replica), cap)
+    queue = StoreQueue(store, prefix, len(order))
+    return Share(order, Puller(queue, cap, publish=queue.publisher(replica) if tp > 1 else None), cap)
