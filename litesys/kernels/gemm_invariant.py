@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import dot_precision, num_sms
+from litesys.kernels.common import dot_precision, num_sms, use_triton
 from litesys.kernels.ref.gemm_invariant import linear_ref
 
 
@@ -98,5 +98,5 @@ def invariant_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = 
     ``x`` [..., K], ``w`` [N, K], ``b`` [N] or None -> [..., N]."""
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    y = gemm(x2, w, b) if x.is_cuda else linear_ref(x2, w, b)
+    y = gemm(x2, w, b) if use_triton(x) else linear_ref(x2, w, b)
     return y.reshape(*lead, w.shape[0])
