@@ -1,16 +1,7 @@
-"""Fused MoE experts in Triton: a grouped GEMM over the expert-sorted (token, slot) pairs.
+"""Fused MoE experts in Triton: a grouped GEMM over the expert-sorted (token, slot) pairs (``moe_align.py``), gate_up
++ SiLU·mul then down + routing weight, or one row block per pair for decode-sized batches ("pair mode", no sort).
 
-Two kernels per MoE block:
-  1. gate_up + SiLU·mul: rows = pairs of one expert (a ``block_m`` block of the aligned order), columns = a
-     tile of the expert's intermediate dim; gate and up tiles are accumulated side by side and only the
-     activated product [pairs, I] is written.
-  2. down + routing weight: the same row blocks times the expert's down projection, scaled by each pair's
-     routing weight and written per pair [pairs, H]; the k pairs of a token are summed afterwards (a fixed
-     order, so runs are deterministic, unlike atomics).
-Decode-sized batches skip the sort ("pair mode"): one row block per pair, its expert read straight from
-``topk_ids`` -- no sort/alignment launches, and with few pairs nearly every pair has its own expert anyway.
-The weight tile is the traffic that matters there; the 15 idle rows of the 16-row dot cost no bandwidth.
-"""
+Twin: ``ref/moe.py``; design: docs/moe.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass
