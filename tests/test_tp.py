@@ -366,9 +366,8 @@ def test_eval_two_replicas_of_tp2_cover_the_single_process_run(eval_inputs, tmp_
     for r in got:
         assert (r["output"], r["num_tokens"]) == (ref[r["problem_id"], r["trial"]]["output"],
                                                   ref[r["problem_id"], r["trial"]]["num_tokens"])
-    # whole problems per replica (round-robin), so each replica's file holds both trials of its problems
-    by_shard = {p.name: {r["problem_id"] for r in _records_of(p)} for p in out.glob("samples.*")}
-    assert by_shard == {"samples.0.jsonl": {"p0", "p2", "p4"}, "samples.1.jsonl": {"p1", "p3"}}
+    # the replicas pull samples from one queue (work_queue.py): which replica made which is up to their speed
+    assert sum(len(_records_of(p)) for p in out.glob("samples.*")) == len(ref)
     assert (out / "summary.json").is_file() and run.stdout.count("samples:") == 1  # global rank 0 reports
 
 

@@ -26,11 +26,12 @@ def ks_up_to(trials: int) -> list[int]:
 
 
 def by_problem(records: list[dict]) -> dict[str, list[dict]]:
-    """Records grouped per problem, each group sorted by trial."""
+    """Records grouped per problem, each group sorted by trial, the problems sorted too (so that sums over them do
+    not depend on the order the shards hold the samples in)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         groups[r["problem_id"]].append(r)
-    return {pid: sorted(g, key=lambda r: r["trial"]) for pid, g in groups.items()}
+    return {pid: sorted(groups[pid], key=lambda r: r["trial"]) for pid in sorted(groups)}
 
 
 def majority_correct(samples: list[dict]) -> bool:
