@@ -309,7 +309,8 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
               max_num_seqs=a.max_num_seqs or a.num_requests, page_size=a.page_size,
               cuda_graphs=cuda and not a.no_cuda_graphs, check_every=a.check_every, kv_cache_dtype=a.kv_cache_dtype)
     if a.logits_path:  # an identity processor on every layer: logits kernel -> processor -> softmax·V kernel
-        llm.attn.processors = {i: [identity] for i in range(llm.cfg.num_layers)}
+        from litesys.attention.sparse.base import ProcessorMethod
+        llm.attn.method = ProcessorMethod({i: [identity] for i in range(llm.cfg.num_layers)})
         if llm.engine.graphs is not None:  # dense graphs were captured before the processors were set
             gr = llm.engine.graphs
             gr.graphs.clear()

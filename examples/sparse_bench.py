@@ -27,6 +27,8 @@ import torch
 from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import SparseConfig, build
+from litesys.attention.sparse.common import AttnShape
+from litesys.attention.sparse.quest import QuestSelector
 from litesys.kernels import ops_triton
 
 SHAPES = {"0.6b": dict(hq=16, hkv=8, d=128, layers=28), "8b": dict(hq=32, hkv=8, d=128, layers=36)}
@@ -102,7 +104,7 @@ def bench_attention(shape: str, ctx: int, batch: int, page: int, profile: bool =
     lengths = torch.full((batch,), ctx, dtype=torch.int32, device=dev)
     q = torch.randn(batch, hq, d, dtype=torch.bfloat16, device=dev)
     meta = AttnMeta(False, torch.zeros(batch, dtype=torch.int64, device=dev), page, hq, hkv, page_table=pt,
-                    lengths=lengths, max_len=ctx, extra={"seq_ids": torch.arange(batch, device=dev)})
+                    lengths=lengths, max_len=ctx, seq_ids=torch.arange(batch, device=dev))
     kc, vc = kv.k[0], kv.v[0]
 
     def dense():
@@ -114,15 +116,15 @@ def bench_attention(shape: str, ctx: int, batch: int, page: int, profile: bool =
 
     rows = [dict(method="dense_fused", ms=timed(dense)), dict(method="dense_raw_logits", ms=timed(raw))]
     for name, cfg in processor_configs(ctx, page).items():
-        procs, sel = build(cfg, 1, hq, hkv, page)
-        if sel is not None:
-            sel.fused = True if name.endswith("_fused") else None
-            sel.bind(kv)
-            sel.kmin[0].copy_(kc.amin(dim=1))  # summaries of the full pages
-            sel.kmax[0].copy_(kc.amax(dim=1))
-            fn = lambda sel=sel: sel.decode(0, q, kc, vc, meta, scale)  # noqa: E731
+        method = build(cfg, AttnShape(hq, hkv, 1), "auto")
+        if isinstance(method, QuestSelector):
+            method.fused = True if name.endswith("_fused") else None
+            method.bind(kv)
+            method.kmin[0].copy_(kc.amin(dim=1))  # summaries of the full pages
+            method.kmax[0].copy_(kc.amax(dim=1))
+            fn = lambda m=method: m.decode(0, q, kv, meta, ops_triton, scale)  # noqa: E731
         else:
-            proc = procs[0][0]
+            proc = method.processors[0][0]
 
             def fn(proc=proc):
                 logits = ops_triton.paged_decode_logits(q, kc, pt, lengths, scale, ctx)

@@ -47,7 +47,7 @@ def both(proc, logits: torch.Tensor, lengths: list[int], layer: int = 1,
     """(torch path, Triton path) of one processor on a batch (the Triton one on a copy: it writes in place)."""
     meta = meta_for(lengths)
     if seq is not None:
-        meta.extra["seq_ids"] = seq.to(DEVICE)
+        meta.seq_ids = seq.to(DEVICE)
     out = []
     for backend in ("torch", "triton"):
         proc.backend = backend

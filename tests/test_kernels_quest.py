@@ -137,6 +137,6 @@ def test_selector_triton_decode_equals_reference(fused: bool) -> None:
     q = s["outs"][layer][0]
     sel = qs.select(layer, q, meta)
     expected = dense_over(s, layer, q, as_lists(sel))
-    torch.testing.assert_close(qs.decode(layer, q, kv.k[layer], kv.v[layer], meta, SCALE), expected,
+    torch.testing.assert_close(qs.decode(layer, q, kv, meta, ops_torch, SCALE), expected,
                                rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(s["outs"][layer][1], expected, rtol=1e-5, atol=1e-5)

@@ -1,19 +1,14 @@
-"""SparseConfig: flags -> method, one-line validation errors, CLI round trip, registering a new method."""
+"""SparseConfig: flags -> method, one-line validation errors, registering a new method (the CLI round trip:
+tests/test_eval_configs.py)."""
 from __future__ import annotations
-
-import argparse
 
 import pytest
 import torch
 
-from litesys.attention.sparse import SparseConfig, add_cli_args, build, from_args, register
-from litesys.attention.sparse.registry import PROCESSORS
-
-
-def parse(*argv: str) -> SparseConfig | None:
-    parser = argparse.ArgumentParser()
-    add_cli_args(parser)
-    return from_args(parser.parse_args(list(argv)))
+from litesys.attention.kv_cache import KVCache
+from litesys.attention.sparse import SparseConfig, build, register
+from litesys.attention.sparse.common import AttnShape
+from litesys.attention.sparse.registry import METHODS
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -25,6 +20,7 @@ def parse(*argv: str) -> SparseConfig | None:
     (dict(attn_stride=4, attn_local=4), "needs --attn_block_topk"),
     (dict(attn_oracle_topp=1.5, attn_local=4), r"in \(0, 1\]"),
     (dict(attn_custom="nope", attn_local=4), "unknown sparse method 'nope'"),
+    (dict(attn_custom="quest", attn_local=4), "chosen with --quest_topk_blocks"),
     (dict(quest_block_size=16), "needs --quest_topk_blocks"),
     (dict(attn_local=4, attn_layer_skip=[-1]), "layer indices >= 0"),
 ])
@@ -36,24 +32,11 @@ def test_validation_errors_are_one_line(kwargs: dict, message: str) -> None:
 
 def test_build_checks_model_shape() -> None:
     with pytest.raises(ValueError, match="past the model's 2 layers"):
-        build(SparseConfig(attn_local=4, attn_layer_skip=[5]), 2, 4, 2, 16)
+        build(SparseConfig(attn_local=4, attn_layer_skip=[5]), AttnShape(4, 2, 2))
+    quest = build(SparseConfig(quest_topk_blocks=4, quest_block_size=32), AttnShape(4, 2, 2))
+    assert quest.kv_page_size() == 32  # the engine takes its page size from the method
     with pytest.raises(ValueError, match="must equal the KV page size 16"):
-        build(SparseConfig(quest_topk_blocks=4, quest_block_size=32), 2, 4, 2, 16)
-
-
-def test_cli_round_trip() -> None:
-    assert parse() is None  # no sparse flag: dense
-    cfg = parse("--attn_block_topk", "8", "--attn_block_size", "32", "--attn_stride", "16", "--attn_local", "64",
-                "--attn_layer_skip", "0", "1")
-    assert cfg.method == "stride" and cfg.attn_block_size == 32 and cfg.attn_layer_skip == [0, 1]
-    assert cfg == SparseConfig(**cfg.to_dict())  # metadata round trip
-    assert parse("--attn_local", "4", "--attn_layer_skip").attn_layer_skip == []  # every layer sparse
-    cfg = parse("--quest_topk_blocks", "32")
-    assert cfg.method == "quest" and cfg.quest_page_size == 16
-    cfg = parse("--attn_custom", "threshold", "--attn_custom_arg", "tau=2.5", "--attn_local", "8")
-    assert cfg.method == "threshold" and cfg.attn_custom_args == {"tau": 2.5}
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        parse("--attn_custom", "threshold", "--attn_custom_arg", "tau", "--attn_local", "8")
+        quest.bind(KVCache(2, 4, 16, 2, 8, torch.float32, "cpu"))
 
 
 def test_register_a_new_method() -> None:
@@ -61,12 +44,13 @@ def test_register_a_new_method() -> None:
         def __call__(self, logits, lengths, layer, meta):
             return logits.masked_fill(torch.arange(logits.shape[-1]) % 2 == 1, float("-inf"))
 
-    register("keep_even_test", lambda cfg, heads: KeepEven())
+    register("keep_even_test", lambda cfg, shape, backend: KeepEven())
     try:
-        procs, _ = build(SparseConfig(attn_custom="keep_even_test", attn_local=0), 2, 4, 2, 16)
-        out = procs[1][0](torch.zeros(1, 4, 6), torch.tensor([6]), 1, None)
+        method = build(SparseConfig(attn_custom="keep_even_test", attn_local=0), AttnShape(4, 2, 2))
+        assert sorted(method.processors) == [1]  # layer 0 dense by default
+        out = method.processors[1][0](torch.zeros(1, 4, 6), torch.tensor([6]), 1, None)
         assert torch.isinf(out[..., 1::2]).all() and (out[..., ::2] == 0).all()
         with pytest.raises(ValueError, match="already registered"):
-            register("topk", lambda cfg, heads: KeepEven())
+            register("topk", lambda cfg, shape, backend: KeepEven())
     finally:
-        PROCESSORS.pop("keep_even_test")
+        METHODS.pop("keep_even_test")

@@ -35,7 +35,8 @@ def dense(ckpt):
     SparseConfig(quest_topk_blocks=64, quest_block_size=4, attn_layer_skip=[]),
     SparseConfig(attn_topk=128, attn_local=8, attn_layer_skip=[]),
     SparseConfig(attn_block_topk=32, attn_block_size=4, attn_local=8, attn_layer_skip=[]),
-], ids=["quest", "topk", "block_topk"])
+    SparseConfig(attn_custom="local_pages", attn_local=128, attn_layer_skip=[]),
+], ids=["quest", "topk", "block_topk", "local_pages"])
 def test_full_budget_equals_dense(ckpt, dense, cfg: SparseConfig) -> None:
     assert generate(ckpt, cfg) == dense
 
@@ -45,11 +46,12 @@ def test_full_budget_equals_dense(ckpt, dense, cfg: SparseConfig) -> None:
     SparseConfig(attn_local=8, attn_layer_skip=[]),
     SparseConfig(attn_random_nsample=8, attn_local=8),
     SparseConfig(attn_nsample=8, attn_local=8),
-], ids=["quest", "local", "random_nsample", "oracle_sample"])
+    SparseConfig(attn_custom="local_pages", attn_local=4, attn_layer_skip=[]),
+], ids=["quest", "local", "random_nsample", "oracle_sample", "local_pages"])
 def test_small_budget_generates(ckpt, dense, cfg: SparseConfig) -> None:
     out = generate(ckpt, cfg)
     assert [len(t) for t in out] == [NEW] * len(PROMPT_LENS)
-    if cfg.method == "local":  # sink 4 + window 8 is smaller than every sequence: attention really changed
+    if cfg.method in ("local", "local_pages"):  # the sink and window are smaller than every sequence: changed
         assert out != dense
     else:  # the 9-token prompt (19 tokens at the end) fits these budgets: that sequence stays dense
         assert out[0] == dense[0]

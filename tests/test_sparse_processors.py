@@ -8,7 +8,9 @@ import torch
 
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import SparseConfig, build
-from litesys.attention.sparse.common import counter_hash, hash_to_uniform
+from litesys.attention.sparse.base import DenseMethod
+from litesys.attention.sparse.common import AttnShape
+from litesys.kernels.hash import counter_hash, hash_to_uniform
 
 HQ, HKV, SINK, LOCAL = 4, 2, 4, 6
 G = HQ // HKV
@@ -33,17 +35,15 @@ def meta_for(lengths: list[int]) -> AttnMeta:
     return AttnMeta(is_prefill=False, slot_mapping=torch.zeros(len(lengths), dtype=torch.int64, device=DEVICE),
                     page_size=16, num_q_heads=HQ, num_kv_heads=HKV,
                     lengths=torch.tensor(lengths, dtype=torch.int32, device=DEVICE), max_len=WIDTH,
-                    extra={"seq_ids": SEQ_IDS[:len(lengths)].to(DEVICE)})
+                    seq_ids=SEQ_IDS[:len(lengths)].to(DEVICE))
 
 
 def run(cfg: SparseConfig, logits: torch.Tensor, lengths: list[int], layer: int = 1,
         backend: str = "auto") -> torch.Tensor:
-    procs, _ = build(cfg, num_layers=3, num_q_heads=HQ, num_kv_heads=HKV, page_size=16)
+    procs = build(cfg, AttnShape(HQ, HKV, 3), backend).processors  # every processor follows the backend
     meta = meta_for(lengths)
     out = logits.to(DEVICE, copy=True)  # the Triton paths write in place
     for p in procs[layer]:
-        if hasattr(p, "backend"):
-            p.backend = backend
         out = p(out, meta.lengths, layer, meta)
     assert all(p.graph_safe for p in procs[layer])  # the engine captures them in CUDA graphs
     return out.cpu()
@@ -183,7 +183,7 @@ CASES = {
 }
 
 
-# methods with a Triton selection (sparse/triton_ops.py), run on the CPU interpreter here
+# methods with a Triton selection (kernels/sparse_ops.py), run on the CPU interpreter here
 TRITON = ["topk", "block_topk", "stride", "random_select", "random_nsample"]
 
 
@@ -218,11 +218,10 @@ def test_random_draws_independent_of_batch_and_width(backend: str) -> None:
     cfg = SparseConfig(attn_random_select=6, attn_local=LOCAL)
     logits = make_logits(LENGTHS, WIDTH)
     full = run(cfg, logits, LENGTHS, backend=backend)
-    procs, _ = build(cfg, 3, HQ, HKV, 16)
-    procs[1][0].backend = backend
+    procs = build(cfg, AttnShape(HQ, HKV, 3), backend).processors
     b = LENGTHS.index(64)
     meta = meta_for([64])
-    meta.extra["seq_ids"] = SEQ_IDS[b:b + 1].to(DEVICE)
+    meta.seq_ids = SEQ_IDS[b:b + 1].to(DEVICE)
     alone = procs[1][0](logits[b:b + 1, :, :70].to(DEVICE, copy=True).contiguous(), meta.lengths, 1, meta).cpu()
     assert torch.equal(torch.isfinite(alone[0, :, :64]), torch.isfinite(full[b, :, :64]))
     # a different step (length) or layer draws differently
@@ -234,13 +233,13 @@ def test_random_nsample_estimator_is_unbiased() -> None:
     """Averaged over many draws, the corrected sparse softmax denominator matches the dense one."""
     n, k = 400, 40
     logits = make_logits([n], n, seed=3)
-    procs, _ = build(SparseConfig(attn_random_nsample=k, attn_local=LOCAL), 2, HQ, HKV, 16)
+    procs = build(SparseConfig(attn_random_nsample=k, attn_local=LOCAL), AttnShape(HQ, HKV, 2)).processors
     dense = torch.logsumexp(logits[0], dim=-1).exp()
     est = torch.zeros_like(dense)
     trials = 300
     for t in range(trials):
         meta = meta_for([n])
-        meta.extra["seq_ids"] = torch.tensor([t], device=DEVICE)
+        meta.seq_ids = torch.tensor([t], device=DEVICE)
         est += torch.logsumexp(procs[1][0](logits.to(DEVICE, copy=True), meta.lengths, 1, meta)[0].cpu(), dim=-1).exp()
     torch.testing.assert_close(est / trials, dense, rtol=0.05, atol=0)
 
@@ -255,13 +254,11 @@ def test_oracle_sample_keeps_exact_middle_mass() -> None:
 
 
 def test_layer_skip_and_defaults() -> None:
-    procs, sel = build(SparseConfig(attn_topk=5, attn_local=LOCAL), 4, HQ, HKV, 16)
-    assert sel is None and sorted(procs) == [1, 2, 3]  # layer 0 dense by default
-    procs, _ = build(SparseConfig(attn_topk=5, attn_local=LOCAL, attn_layer_skip=[1, 3]), 4, HQ, HKV, 16)
-    assert sorted(procs) == [0, 2]
-    procs, _ = build(SparseConfig(attn_topk=5, attn_local=LOCAL, attn_layer_skip=[]), 4, HQ, HKV, 16)
-    assert sorted(procs) == [0, 1, 2, 3]
-    assert build(None, 4, HQ, HKV, 16) == ({}, None)
+    shape, topk = AttnShape(HQ, HKV, 4), dict(attn_topk=5, attn_local=LOCAL)
+    assert sorted(build(SparseConfig(**topk), shape).processors) == [1, 2, 3]  # layer 0 dense by default
+    assert sorted(build(SparseConfig(**topk, attn_layer_skip=[1, 3]), shape).processors) == [0, 2]
+    assert sorted(build(SparseConfig(**topk, attn_layer_skip=[]), shape).processors) == [0, 1, 2, 3]
+    assert isinstance(build(None, shape), DenseMethod)
 
 
 @pytest.mark.parametrize("name", ["topk", "block_topk"])

@@ -10,6 +10,7 @@ from litesys.attention.backend import Attention
 from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import SparseConfig, build
+from litesys.attention.sparse.common import AttnShape
 from litesys.attention.sparse.quest import QuestSelector
 from litesys.kernels.ref import ops_torch
 from litesys.kernels.ref.quest import quest_decode
@@ -39,7 +40,7 @@ def make_scenario(topk: int, lengths: list[int] = LENGTHS, sink: int = 4, local:
         ids = ids[n:]
     pt = pt.to(device)
     sel = QuestSelector(topk, PAGE, LAYERS, sink=sink, local=local, layer_skip=(), backend=backend)
-    attn = Attention(kv, HQ, HKV, D, SCALE, ops_torch, selector=sel)
+    attn = Attention(kv, HQ, HKV, D, SCALE, ops_torch, method=sel)
 
     def slots(b: int, positions: range) -> list[int]:
         return [int(pt[b, p // PAGE]) * PAGE + p % PAGE for p in positions]
@@ -176,7 +177,7 @@ def test_partial_budget_reads_only_selected_pages(local: int) -> None:
                 kv.v[layer, int(s["pt"][b, p]), :, h] = float("nan")
                 n_poisoned += 1
     assert n_poisoned > 0
-    out = s["sel"].decode(layer, q, kv.k[layer], kv.v[layer], meta, SCALE)
+    out = s["sel"].decode(layer, q, kv, meta, ops_torch, SCALE)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(quest_decode(q, kv.k[layer], kv.v[layer], meta.page_table, meta.lengths, sel, SCALE),
@@ -195,11 +196,17 @@ def test_empty_selection_row_gives_zeros() -> None:
 
 def test_layer_skip_keeps_layer_dense_and_build_checks_page_size() -> None:
     cfg = SparseConfig(quest_topk_blocks=2, quest_block_size=PAGE)
-    procs, sel = build(cfg, LAYERS, HQ, HKV, PAGE)
-    assert procs == {} and not sel.active(0) and sel.active(1)
+    sel = build(cfg, AttnShape(HQ, HKV, LAYERS))
+    assert isinstance(sel, QuestSelector) and not sel.active(0) and sel.active(1)
+    assert sel.kv_page_size() == PAGE
     kv = KVCache(LAYERS, 4, PAGE, HKV, D, torch.float32, "cpu")
     meta = AttnMeta(is_prefill=True, slot_mapping=torch.arange(PAGE, PAGE + 3), page_size=PAGE)
     sel.on_write(0, kv, None, meta)  # skipped layer: no summary work
     assert sel.kmin is None
+    q = torch.randn(1, HQ, D)  # a skipped layer decodes densely
+    dec = AttnMeta(False, torch.tensor([PAGE + 2]), PAGE, HQ, HKV, page_table=torch.tensor([[1, 0]], dtype=torch.int32),
+                   lengths=torch.tensor([3], dtype=torch.int32), max_len=3)
+    torch.testing.assert_close(sel.decode(0, q, kv, dec, ops_torch, SCALE),
+                               ops_torch.paged_decode_fused(q, kv.k[0], kv.v[0], dec.page_table, dec.lengths, SCALE))
     with pytest.raises(ValueError, match="must equal the KV page size"):
-        build(cfg, LAYERS, HQ, HKV, 2 * PAGE)
+        sel.bind(KVCache(LAYERS, 4, 2 * PAGE, HKV, D, torch.float32, "cpu"))

@@ -2,7 +2,7 @@
 
 8 query / 2 KV heads: at TP 2 each rank holds one whole KV group (the random methods must hash the global head),
 at TP 4 each KV head is replicated on 2 ranks holding 2 of its 4 query heads (group scores must be reduced over
-both). One spawn per TP size runs every method: first each processor / Quest's page selection on the rank's
+both). One spawn per TP size runs every method (tests/sparse_cases.py): first each processor / selector on the rank's
 slice of shared random logits against the single-process result on all heads (exact), then greedy generation
 with a tiny model against the single-process run (identical tokens).
 """
@@ -14,27 +14,17 @@ import pytest
 import torch
 from checkpoints import make_checkpoint
 from dist_utils import run_ranks
+from sparse_cases import METHODS, PAGE
 
 from litesys import LLM, SamplingParams
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import SparseConfig, build
+from litesys.attention.sparse.base import PageSelector
+from litesys.attention.sparse.common import AttnShape
 
 VOCAB, HQ, HKV, LAYERS = 1024, 8, 2, 2
-BASE = dict(attn_sink=2, attn_local=4, attn_layer_skip=[])
-METHODS = {
-    "local": dict(attn_sink=2, attn_local=6, attn_layer_skip=[]),
-    "topk": dict(attn_topk=6, **BASE),
-    "block_topk": dict(attn_block_topk=2, attn_block_size=4, **BASE),
-    "stride": dict(attn_block_topk=2, attn_block_size=4, attn_stride=2, **BASE),
-    "random_select": dict(attn_random_select=6, **BASE),
-    "random_nsample": dict(attn_random_nsample=6, **BASE),
-    "oracle_sample": dict(attn_nsample=16, **BASE),
-    "oracle_topp": dict(attn_oracle_topp=0.8, **BASE),
-    "threshold": dict(attn_custom="threshold", attn_custom_args={"tau": 1.0}, **BASE),
-    "quest": dict(quest_topk_blocks=2, quest_block_size=4, **BASE),
-}
 GREEDY = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True, repeat_check=False)
-LENGTHS, WIDTH, PAGE = [40, 29, 12], 40, 4
+LENGTHS, WIDTH = [40, 29, 12], 40
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +55,24 @@ def _inputs() -> dict:
 def _meta() -> AttnMeta:
     return AttnMeta(False, torch.zeros(len(LENGTHS), dtype=torch.int64), PAGE, HQ, HKV,
                     lengths=torch.tensor(LENGTHS, dtype=torch.int32), max_len=WIDTH,
-                    extra={"seq_ids": torch.tensor([5, 11, 17])})
+                    seq_ids=torch.tensor([5, 11, 17]))
 
 
-def _selections(heads, q_slice: slice, kv_slice: slice) -> dict[str, torch.Tensor]:
-    """Every method on this rank's heads of the shared inputs: processed logits, or Quest's selected pages."""
+def _selections(shape: AttnShape, q_slice: slice, kv_slice: slice) -> dict[str, torch.Tensor]:
+    """Every method on this rank's heads of the shared inputs: processed logits, or a selector's pages."""
     x, meta, out = _inputs(), _meta(), {}
     for name, kw in METHODS.items():
-        procs, selector = build(SparseConfig(**kw), LAYERS, heads.num_q_heads, heads.num_kv_heads, PAGE, heads=heads)
-        if selector is not None:
-            selector.kmin = x["kmin"][:, :, kv_slice].contiguous()
-            selector.kmax = x["kmax"][:, :, kv_slice].contiguous()
-            out[name] = selector.select(1, x["q"][:, q_slice].contiguous(), AttnMeta(
-                False, meta.slot_mapping, PAGE, heads.num_q_heads, heads.num_kv_heads, page_table=x["page_table"],
+        method = build(SparseConfig(**kw), shape)
+        if isinstance(method, PageSelector):
+            if name == "quest":  # shared summaries: this rank's KV heads of them
+                method.kmin = x["kmin"][:, :, kv_slice].contiguous()
+                method.kmax = x["kmax"][:, :, kv_slice].contiguous()
+            out[name] = method.select(1, x["q"][:, q_slice].contiguous(), AttnMeta(
+                False, meta.slot_mapping, PAGE, shape.num_q_heads, shape.num_kv_heads, page_table=x["page_table"],
                 lengths=meta.lengths, max_len=WIDTH))
             continue
         logits = x["logits"][:, q_slice].contiguous()
-        for p in procs[1]:
+        for p in method.processors[1]:
             logits = p(logits, meta.lengths, 1, meta)
         out[name] = logits
     return out
@@ -114,9 +105,7 @@ def _rank(rank: int, world: int, path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def single(ckpt):
-    from litesys.attention.sparse.common import Heads
-
-    return {"sel": _selections(Heads(HQ, HKV, LAYERS), slice(None), slice(None)), "tokens": _generate(ckpt, 1)}
+    return {"sel": _selections(AttnShape(HQ, HKV, LAYERS), slice(None), slice(None)), "tokens": _generate(ckpt, 1)}
 
 
 def _check(per_rank: list[dict], single: dict) -> None:
@@ -124,7 +113,7 @@ def _check(per_rank: list[dict], single: dict) -> None:
         (q0, q1), (k0, k1) = r["q"], r["kv"]
         for name, got in r["sel"].items():
             ref = single["sel"][name]
-            ref = ref[:, k0:k1] if name == "quest" else ref[:, q0:q1]
+            ref = ref[:, q0:q1] if ref.is_floating_point() else ref[:, k0:k1]  # logits per query head, pages per KV
             assert torch.equal(got.isinf(), ref.isinf()) if got.is_floating_point() else torch.equal(got, ref), \
                 f"{name}, rank {rank}: a different selection than one process over all heads"
             if got.is_floating_point():
@@ -136,7 +125,7 @@ def test_single_process_methods_are_sparse(single):
     # the comparisons below mean something: every method drops positions of the shared logits,
     # and most of them change the greedy tokens of the tiny model
     for name, sel in single["sel"].items():
-        if name != "quest":
+        if sel.is_floating_point():
             assert sel.isinf().sum() > (~torch.isfinite(_inputs()["logits"])).sum(), name
     changed = [n for n in METHODS if single["tokens"][n] != single["tokens"]["dense"]]
     assert len(changed) >= len(METHODS) // 2, changed
@@ -153,9 +142,7 @@ def test_tp4_replicated_kv_heads_reduce_over_the_group(ckpt, single):
 def test_split_groups_without_the_reduction_would_differ(single):
     # the reference of a rank holding query heads 0-1 of KV head 0's group 0-3 alone, without the reduction:
     # topk and quest pick other positions / pages, so the TP 4 test above can fail
-    from litesys.attention.sparse.common import Heads
-
-    alone = _selections(Heads(2, 1, LAYERS), slice(0, 2), slice(0, 1))
+    alone = _selections(AttnShape(2, 1, LAYERS), slice(0, 2), slice(0, 1))
     assert not torch.equal(alone["topk"].isinf(), single["sel"]["topk"][:, 0:2].isinf())
     assert not torch.equal(alone["quest"], single["sel"]["quest"][:, 0:1])
 
@@ -174,7 +161,7 @@ def test_triton_paths_take_global_heads_and_reduced_scores():
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     x, meta = _inputs(), _meta()
-    meta.lengths, meta.extra["seq_ids"] = meta.lengths.to(dev), meta.extra["seq_ids"].to(dev)
+    meta.lengths, meta.seq_ids = meta.lengths.to(dev), meta.seq_ids.to(dev)
     logits = x["logits"][:, :4].contiguous().to(dev)
     for make in (lambda be: RandomNSampleProcessor(6, 2, 4, 2, backend=be, head_start=1),
                  lambda be: OracleSampleProcessor(16, 2, 4, backend=be, head_start=4),

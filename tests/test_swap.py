@@ -8,8 +8,10 @@ not (the issue's failure: the comparison can fail).
 from __future__ import annotations
 
 import pytest
+import sparse_cases
 import torch
 from checkpoints import make_checkpoint
+from sparse_cases import PAGE
 
 from litesys import LLM, SamplingParams
 from litesys.attention.kv_cache import KVCache
@@ -17,21 +19,8 @@ from litesys.attention.sparse import SparseConfig
 from litesys.engine.engine import Engine
 from litesys.engine.swap import SwapSpace, paged_tensors
 
-VOCAB, PAGE = 1024, 4
-BASE = dict(attn_sink=2, attn_local=4, attn_layer_skip=[])
-METHODS = {
-    "dense": None,
-    "local": dict(attn_sink=2, attn_local=8, attn_layer_skip=[]),
-    "topk": dict(attn_topk=6, **BASE),
-    "block_topk": dict(attn_block_topk=2, attn_block_size=4, **BASE),
-    "stride": dict(attn_block_topk=2, attn_block_size=4, attn_stride=2, **BASE),
-    "random_select": dict(attn_random_select=6, **BASE),
-    "random_nsample": dict(attn_random_nsample=6, **BASE),
-    "oracle_sample": dict(attn_nsample=16, **BASE),
-    "oracle_topp": dict(attn_oracle_topp=0.8, **BASE),
-    "threshold": dict(attn_custom="threshold", attn_custom_args={"tau": 1.0}, **BASE),
-    "quest": dict(quest_topk_blocks=2, quest_block_size=PAGE, **BASE),
-}
+VOCAB = 1024
+METHODS = {"dense": None, **sparse_cases.METHODS}
 GREEDY = SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True, repeat_check=False)
 SAMPLED = SamplingParams(temperature=0.8, max_new_tokens=40, ignore_eos=True, repeat_check=False, seed=3)
 

@@ -1,7 +1,7 @@
-"""Per-step attention metadata shared by the executors, the KV manager, kernels and sparse processors."""
+"""Per-step attention metadata shared by the executors, the KV manager, kernels and sparse methods."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -26,8 +26,8 @@ class AttnMeta:
     # prefill
     cu_seqlens: torch.Tensor | None = None  # [B+1] int32 prefix sums of prompt lengths
     max_seqlen: int = 0
-    # free-form per-step data for processors/selectors (e.g. quest page summaries)
-    extra: dict = field(default_factory=dict)
+    # [B] int64 per-sequence id (the sample's seed): the random sparse methods' noise is a function of it
+    seq_ids: torch.Tensor | None = None
 
     @property
     def group_size(self) -> int:

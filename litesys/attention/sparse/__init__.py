@@ -1,5 +1,6 @@
-"""Sparse attention: logits processors (one file per method, see ``registry``) and Quest page selection."""
-from litesys.attention.sparse.config import SparseConfig, add_cli_args, build, from_args
-from litesys.attention.sparse.registry import register
+"""Sparse attention: one ``SparseMethod`` per run (``base``), made by ``build`` from a ``SparseConfig``; methods by
+name in ``registry`` (logits processors and page selectors, one file each)."""
+from litesys.attention.sparse.config import SparseConfig
+from litesys.attention.sparse.registry import build, register
 
-__all__ = ["SparseConfig", "add_cli_args", "build", "from_args", "register"]
+__all__ = ["SparseConfig", "build", "register"]

@@ -11,16 +11,16 @@ import torch
 
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse.common import (
-    Heads,
+    AttnShape,
     SplitGroups,
     drop_groups,
     drop_mask,
     group_mean,
     positions,
     scatter_keep,
-    use_triton,
 )
 from litesys.kernels import sparse_ops as triton_ops
+from litesys.kernels.common import cdiv, use_triton
 
 
 class BlockTopKProcessor:
@@ -29,7 +29,7 @@ class BlockTopKProcessor:
     def __init__(self, k: int, block_size: int, sink: int, local: int, num_kv_heads: int, backend: str = "auto",
                  split: SplitGroups | None = None):
         self.k, self.bs, self.sink, self.local, self.num_kv_heads = k, block_size, sink, local, num_kv_heads
-        self.n_full = -(-(sink + local + k * block_size) // block_size) * block_size
+        self.n_full = cdiv(sink + local + k * block_size, block_size) * block_size
         self.backend = backend
         self.split = split  # tensor parallel, groups spread over ranks: the group mean is completed over them
 
@@ -56,6 +56,6 @@ class BlockTopKProcessor:
         return drop_groups(logits, drop)
 
 
-def from_config(cfg, heads: Heads) -> BlockTopKProcessor:
+def from_config(cfg, shape: AttnShape, backend: str) -> BlockTopKProcessor:
     return BlockTopKProcessor(cfg.attn_block_topk, cfg.attn_block_size, cfg.attn_sink, cfg.attn_local,
-                              heads.num_kv_heads, split=heads.split)
+                              shape.num_kv_heads, backend, split=shape.split)

@@ -1,4 +1,4 @@
-"""Shared pieces of the logits processors: the sink / middle / local split, group averaging, counter-based noise.
+"""Shared pieces of the logits processors: the sink / middle / local split, group averaging, sequence ids.
 
 Every processor sees raw decode logits ``[B, Hq, L]`` (fp32, ``-inf`` at positions >= each length) and returns
 logits where dropped positions are ``-inf``. Everything here is vectorized over the batch with masks and has
@@ -14,7 +14,6 @@ import torch
 from litesys.attention.meta import AttnMeta
 
 NEG_INF = float("-inf")
-_M32 = 0xFFFFFFFF
 
 
 class GroupComm(Protocol):
@@ -32,8 +31,9 @@ class SplitGroups:
 
 
 @dataclass(frozen=True)
-class Heads:
-    """Model shape facts a processor factory may need: this rank's heads and where they sit in the model.
+class AttnShape:
+    """This rank's attention shape, what a method's factory may need: its layers and heads, where those heads sit
+    in the model.
 
     Single process: all heads, offsets 0, no ``group``. Tensor parallel: the rank's query / KV heads, the global
     index of its first ones (the random methods hash global heads, so every layout draws the same) and, when a
@@ -107,11 +107,6 @@ def drop_groups(logits: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     return logits.view(b, hkv, hq // hkv, width).masked_fill(drop[:, :, None, :], NEG_INF).view(b, hq, width)
 
 
-def use_triton(x: torch.Tensor, backend: str) -> bool:
-    """Processors: the Triton kernels on CUDA ("auto"), always ("triton", e.g. the CPU interpreter) or never."""
-    return backend == "triton" or (backend == "auto" and x.is_cuda)
-
-
 def scatter_keep(indices: torch.Tensor, length: int, valid: torch.Tensor | None = None) -> torch.Tensor:
     """[..., k] indices (+ optional validity) -> [..., length] bool mask with those positions set."""
     keep = torch.zeros(*indices.shape[:-1], length + 1, dtype=torch.bool, device=indices.device)
@@ -121,41 +116,9 @@ def scatter_keep(indices: torch.Tensor, length: int, valid: torch.Tensor | None 
     return keep[..., :length]
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """murmur3's 32-bit finaliser on int64 tensors holding values in [0, 2^32) (products wrap, low bits kept)."""
-    x = x ^ (x >> 16)
-    x = (x * 0x85EBCA6B) & _M32
-    x = x ^ (x >> 13)
-    x = (x * 0xC2B2AE35) & _M32
-    return x ^ (x >> 16)
-
-
 def seq_ids(meta: AttnMeta, batch: int, device: torch.device) -> torch.Tensor:
-    """Per-sequence id for the noise (``meta.extra["seq_ids"]`` when the engine provides it, else zeros)."""
-    ids = meta.extra.get("seq_ids") if meta is not None else None
+    """Per-sequence id for the noise (``meta.seq_ids`` when the engine provides it, else zeros)."""
+    ids = meta.seq_ids if meta is not None else None
     if ids is None:
         return torch.zeros(batch, dtype=torch.int64, device=device)
     return ids.to(device=device, dtype=torch.int64)
-
-
-def counter_hash(seed: int, layer: int, seq: torch.Tensor, lengths: torch.Tensor, heads: int,
-                 width: int, head_start: int = 0) -> torch.Tensor:
-    """[B, heads, width] int64 hashes in [0, 2^32), a pure function of (seed, layer, seq id, length, head, index).
-
-    Counter-based rather than a stateful generator: a sequence's draw does not depend on which other
-    sequences share the batch, on the padded width, or on the device, and the length acts as the step.
-    Heads are global indices ``head_start .. head_start + heads - 1`` (a tensor-parallel rank's offset), so a
-    head draws the same whichever rank holds it.
-    """
-    dev = lengths.device
-    base = _mix32((seq.long() * 0x9E3779B1 + seed * 0x632BE5AB + layer) & _M32)
-    base = _mix32((base + lengths.long() * 0x27D4EB2F) & _M32)  # [B]
-    h = torch.arange(head_start, head_start + heads, device=dev, dtype=torch.int64)
-    hb = _mix32((base[:, None] + h[None, :] * 0x165667B1) & _M32)  # [B, heads]
-    i = torch.arange(width, device=dev, dtype=torch.int64)
-    return _mix32((hb[:, :, None] + i[None, None, :] * 0x9E3779B1) & _M32)
-
-
-def hash_to_uniform(x: torch.Tensor) -> torch.Tensor:
-    """int hashes in [0, 2^32) -> float32 uniforms in [0, 1) (24 random bits, exactly representable)."""
-    return (x >> 8).to(torch.float32) * (2.0 ** -24)

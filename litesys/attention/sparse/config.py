@@ -1,4 +1,4 @@
-"""Sparse-attention settings: the original LiteSys flags, validated, plus ``build`` which the engine calls.
+"""Sparse-attention settings: the original LiteSys flags, validated (``registry.build`` makes the method).
 
 One method at a time: a logits processor (``--attn_local`` alone, ``--attn_topk``, ``--attn_block_topk``
 [+ ``--attn_stride``], ``--attn_random_select``, ``--attn_random_nsample``, ``--attn_nsample``,
@@ -9,11 +9,9 @@ local, ``--attn_local`` is the local window kept dense next to it (as in the ori
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass, field
 
-from litesys.attention.sparse import quest, registry
-from litesys.attention.sparse.common import Heads
+from litesys.attention.sparse import registry
 
 # flag -> processor name; attn_block_topk becomes "stride" when attn_stride is set
 _METHOD_FLAGS = {
@@ -83,6 +81,8 @@ class SparseConfig:
         if needs_local and self.attn_local is None:
             raise ValueError(f"--{chosen[0]} needs --attn_local N, the local window kept dense next to it "
                                  "(0 for none)")
+        if self.attn_custom == "quest":
+            raise ValueError("Quest is chosen with --quest_topk_blocks K, not --attn_custom quest")
         if self.attn_custom is not None:
             registry.get(self.attn_custom)  # raises with the registered names
         if self.quest_block_size is not None and self.quest_topk_blocks is None:
@@ -93,72 +93,3 @@ class SparseConfig:
     def to_dict(self) -> dict:
         """Plain settings for run metadata (resume checks compare these)."""
         return asdict(self)
-
-
-def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("sparse attention (docs/sparse.md)")
-    g.add_argument("--attn_local", type=int, help="StreamingLLM local window; with another method: its local window")
-    g.add_argument("--attn_topk", type=int, help="top-k positions per KV group")
-    g.add_argument("--attn_block_topk", type=int, help="top-k blocks per KV group")
-    g.add_argument("--attn_block_size", type=int, default=16, help="block size of --attn_block_topk")
-    g.add_argument("--attn_stride", type=int, help="with --attn_block_topk: overlapping blocks every STRIDE tokens")
-    g.add_argument("--attn_random_select", type=int, help="N uniform random positions per KV group")
-    g.add_argument("--attn_random_nsample", type=int, help="N random positions with importance-sampling correction")
-    g.add_argument("--attn_nsample", type=int, help="oracle sampling: N draws per head from the attention")
-    g.add_argument("--attn_oracle_topp", type=float, help="oracle: smallest set holding P of the attention mass")
-    g.add_argument("--attn_custom", type=str, help="a registered method by name (e.g. threshold)")
-    g.add_argument("--attn_custom_arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="option for --attn_custom (repeatable)")
-    g.add_argument("--attn_sink", type=int, default=4, help="attention sinks always kept")
-    g.add_argument("--attn_layer_skip", type=int, nargs="*", default=[0], help="layers kept dense (default: 0)")
-    g.add_argument("--attn_seed", type=int, default=0, help="seed of the random methods")
-    g.add_argument("--quest_block_size", type=int, help="Quest block = KV page size (default 16)")
-    g.add_argument("--quest_topk_blocks", type=int, help="Quest: pages per step besides sink/local pages")
-
-
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def from_args(args: argparse.Namespace) -> SparseConfig | None:
-    """The config from ``add_cli_args`` flags, or None when no sparse method is asked for."""
-    custom_args = {}
-    for item in getattr(args, "attn_custom_arg", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--attn_custom_arg takes KEY=VALUE, got {item!r}")
-        custom_args[key] = _parse_value(value)
-    names = [f for f in SparseConfig.__dataclass_fields__ if f != "attn_custom_args"]
-    cfg = SparseConfig(**{f: getattr(args, f) for f in names if hasattr(args, f)}, attn_custom_args=custom_args)
-    return cfg if cfg.method is not None else None
-
-
-def build(cfg: SparseConfig | None, num_layers: int, num_q_heads: int, num_kv_heads: int, page_size: int,
-          quest_backend: str = "auto", heads: Heads | None = None
-          ) -> tuple[dict[int, list], quest.QuestSelector | None]:
-    """(processors per layer, selector) for ``Attention``; dense layers get no entry.
-
-    ``heads``: this rank's place among the model's heads under tensor parallelism (global head offsets, the
-    communicator of split KV groups: ``litesys.engine.distributed.sparse_heads``); default: all heads, one rank."""
-    if cfg is None or cfg.method is None:
-        return {}, None
-    bad = [x for x in cfg.attn_layer_skip if x >= num_layers]
-    if bad:
-        raise ValueError(f"--attn_layer_skip {bad} is past the model's {num_layers} layers (0..{num_layers - 1})")
-    if heads is None:
-        heads = Heads(num_q_heads, num_kv_heads, num_layers)
-    elif (heads.num_q_heads, heads.num_kv_heads) != (num_q_heads, num_kv_heads):
-        raise ValueError(f"heads {heads} do not match num_q_heads={num_q_heads}, num_kv_heads={num_kv_heads}")
-    if cfg.method == "quest":
-        if page_size != cfg.quest_page_size:
-            raise ValueError(f"quest_block_size={cfg.quest_page_size} must equal the KV page size {page_size}; "
-                             "build the engine with page_size=cfg.quest_page_size")
-        return {}, quest.from_config(cfg, num_layers, page_size, quest_backend, heads)
-    proc = registry.get(cfg.method)(cfg, heads)
-    skip = set(cfg.attn_layer_skip)
-    return {layer: [proc] for layer in range(num_layers) if layer not in skip}, None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import NEG_INF, Heads, middle_mask
+from litesys.attention.sparse.common import NEG_INF, AttnShape, middle_mask
 
 
 class LocalProcessor:
@@ -19,5 +19,5 @@ class LocalProcessor:
         return logits.masked_fill(middle[:, None, :], NEG_INF)
 
 
-def from_config(cfg, heads: Heads) -> LocalProcessor:
+def from_config(cfg, shape: AttnShape, backend: str) -> LocalProcessor:
     return LocalProcessor(cfg.attn_sink, cfg.attn_local)

@@ -14,16 +14,10 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import (
-    NEG_INF,
-    Heads,
-    counter_hash,
-    hash_to_uniform,
-    middle_mask,
-    seq_ids,
-    use_triton,
-)
+from litesys.attention.sparse.common import NEG_INF, AttnShape, middle_mask, seq_ids
 from litesys.kernels import oracle as triton_oracle
+from litesys.kernels.common import use_triton
+from litesys.kernels.hash import counter_hash, hash_to_uniform
 
 
 class OracleSampleProcessor:
@@ -59,6 +53,6 @@ class OracleSampleProcessor:
         return torch.where(sparse, sampled, logits)
 
 
-def from_config(cfg, heads: Heads) -> OracleSampleProcessor:
-    return OracleSampleProcessor(cfg.attn_nsample, cfg.attn_sink, cfg.attn_local, cfg.attn_seed,
-                                 head_start=heads.q_head_start)
+def from_config(cfg, shape: AttnShape, backend: str) -> OracleSampleProcessor:
+    return OracleSampleProcessor(cfg.attn_nsample, cfg.attn_sink, cfg.attn_local, cfg.attn_seed, backend,
+                                 head_start=shape.q_head_start)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import NEG_INF, Heads, apply_keep, middle_mask, use_triton
+from litesys.attention.sparse.common import NEG_INF, AttnShape, apply_keep, middle_mask
 from litesys.kernels import oracle as triton_oracle
+from litesys.kernels.common import use_triton
 
 
 class OracleTopPProcessor:
@@ -37,5 +38,5 @@ class OracleTopPProcessor:
         return apply_keep(logits, keep, middle, lengths > self.sink + self.local)
 
 
-def from_config(cfg, heads: Heads) -> OracleTopPProcessor:
-    return OracleTopPProcessor(cfg.attn_oracle_topp, cfg.attn_sink, cfg.attn_local)
+def from_config(cfg, shape: AttnShape, backend: str) -> OracleTopPProcessor:
+    return OracleTopPProcessor(cfg.attn_oracle_topp, cfg.attn_sink, cfg.attn_local, backend)

@@ -13,16 +13,20 @@
 """
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import Heads, SplitGroups
+from litesys.attention.sparse.base import PageSelector
+from litesys.attention.sparse.common import AttnShape, SplitGroups
+from litesys.kernels.common import cdiv, use_triton
 from litesys.kernels.ref import quest as quest_torch
 from litesys.kernels.ref.quest import select_pages
 
 
-class QuestSelector:
-    """The backend's block-selection hook (see ``litesys/attention/backend.py``).
+class QuestSelector(PageSelector):
+    """Quest as a page selector (``base.PageSelector``): per-page key summaries, bound before graph capture.
 
     Triton path, per decode step of a sparse layer: 5 launches (summary refresh, scores, selection, split decode,
     merge; 4 with ``fused=True``), no torch ops between them, nothing on the host: CUDA-graph safe.
@@ -33,26 +37,22 @@ class QuestSelector:
     def __init__(self, topk_pages: int, page_size: int, num_layers: int, sink: int = 4, local: int = 0,
                  layer_skip: tuple[int, ...] = (0,), backend: str = "auto", fused: bool | None = None,
                  split: SplitGroups | None = None):
+        super().__init__(num_layers, layer_skip, backend)
         self.topk, self.page_size, self.sink, self.local = topk_pages, page_size, sink, local
         # tensor parallel with a KV head's query heads on several ranks: its page scores are summed over them
         self.split = split
-        self.layers = frozenset(range(num_layers)) - frozenset(layer_skip)
-        self.num_layers = num_layers
-        self.backend = backend  # "auto" (Triton on CUDA), "torch" or "triton"
         self.fused = fused  # Triton: score + select in one launch (None: by shape, see quest_triton)
         self.kmin: torch.Tensor | None = None
         self.kmax: torch.Tensor | None = None
 
-    @staticmethod
-    def bytes_per_page(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
-        """Summary memory per KV page (min + max), for the engine's pool sizing: 1/page_size of the K/V bytes."""
+    def kv_page_size(self) -> int:
+        return self.page_size  # Quest's blocks are the KV pages
+
+    def extra_bytes_per_page(self, num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+        """The summaries (min + max) of a page: 1/page_size of its K/V bytes."""
         return 2 * num_layers * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
 
-    def active(self, layer: int) -> bool:
-        return layer in self.layers
-
     def paged_state(self) -> list[torch.Tensor]:
-        """Per-page tensors ([layers, pages, ...]) a preempted sequence's swap copies with its K/V pages."""
         return [] if self.kmin is None else [self.kmin, self.kmax]
 
     def bind(self, kv) -> None:
@@ -70,7 +70,7 @@ class QuestSelector:
         if self.kmin is None or self.kmin.shape[1] != kv.num_pages:
             self.bind(kv)
         ps = self.page_size
-        if not meta.is_prefill and self._use_triton(kv.k):
+        if not meta.is_prefill and use_triton(kv.k, self.backend):
             from litesys.kernels import quest as quest_triton
             quest_triton.quest_update_summaries(kv.k[layer], meta.slot_mapping, self.kmin[layer], self.kmax[layer],
                                                 kv.scales(layer)[0])
@@ -91,13 +91,10 @@ class QuestSelector:
         self.kmin[layer].index_copy_(0, pages, kp.masked_fill(~mask, float("inf")).amin(dim=1))
         self.kmax[layer].index_copy_(0, pages, kp.masked_fill(~mask, float("-inf")).amax(dim=1))
 
-    def _use_triton(self, q: torch.Tensor) -> bool:
-        return self.backend == "triton" or (self.backend == "auto" and q.is_cuda)
-
     def _n_pages(self, meta: AttnMeta) -> int:
         n_pages = meta.page_table.shape[1]
         if meta.max_len > 0:
-            n_pages = min(n_pages, -(-meta.max_len // self.page_size))
+            n_pages = min(n_pages, cdiv(meta.max_len, self.page_size))
         return n_pages
 
     def _select_triton(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +111,7 @@ class QuestSelector:
 
     def select(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
         """sel [B, Hkv, S] int32 for this step (see ``select_pages``)."""
-        if self._use_triton(q):
+        if use_triton(q, self.backend):
             return self._select_triton(layer, q, meta)[0]
         scores = quest_torch.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
                                           self.page_size, self._n_pages(meta))
@@ -122,21 +119,17 @@ class QuestSelector:
             scores = self.split.comm.all_reduce(scores)
         return select_pages(scores, meta.lengths, self.page_size, self.topk, self.sink, self.local)
 
-    def decode(self, layer: int, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttnMeta,
-               scale: float, ops=None, k_scale: torch.Tensor | None = None,
-               v_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention over the selected pages; fp8 caches pass their [Hkv] scales."""
-        if self._use_triton(q):
-            from litesys.kernels import quest as quest_triton
-            sel, phys = self._select_triton(layer, q, meta)
-            return quest_triton.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale,
-                                             phys=phys, k_scale=k_scale, v_scale=v_scale)
-        sel = self.select(layer, q, meta)
-        return quest_torch.quest_decode(q, k_cache, v_cache, meta.page_table, meta.lengths, sel, scale,
-                                        k_scale, v_scale)
+    def decode(self, layer: int, q: torch.Tensor, kv, meta: AttnMeta, ops: ModuleType, scale: float) -> torch.Tensor:
+        """Attention over the selected pages (Triton: the physical pages the selection kernel found, reused)."""
+        if layer not in self.layers or not use_triton(q, self.backend):
+            return super().decode(layer, q, kv, meta, ops, scale)
+        from litesys.kernels import quest as quest_triton
+        sel, phys = self._select_triton(layer, q, meta)
+        ks, vs = kv.scales(layer)
+        return quest_triton.quest_decode(q, kv.k[layer], kv.v[layer], meta.page_table, meta.lengths, sel, scale,
+                                         phys=phys, k_scale=ks, v_scale=vs)
 
 
-def from_config(cfg, num_layers: int, page_size: int, backend: str = "auto",
-                heads: Heads | None = None) -> QuestSelector:
-    return QuestSelector(cfg.quest_topk_blocks, page_size, num_layers, cfg.attn_sink, cfg.attn_local or 0,
-                         tuple(cfg.attn_layer_skip), backend, split=heads.split if heads is not None else None)
+def from_config(cfg, shape: AttnShape, backend: str) -> QuestSelector:
+    return QuestSelector(cfg.quest_topk_blocks, cfg.quest_page_size, shape.num_layers, cfg.attn_sink,
+                         cfg.attn_local or 0, tuple(cfg.attn_layer_skip), backend, split=shape.split)

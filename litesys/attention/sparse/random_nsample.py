@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import Heads, drop_groups
+from litesys.attention.sparse.common import AttnShape, drop_groups
 from litesys.attention.sparse.random_select import RandomSelectProcessor, random_drop
 
 
@@ -33,6 +33,6 @@ class RandomNSampleProcessor(RandomSelectProcessor):
         return drop_groups(logits + (correction[:, None] * middle)[:, None, :], drop)
 
 
-def from_config(cfg, heads: Heads) -> RandomNSampleProcessor:
-    return RandomNSampleProcessor(cfg.attn_random_nsample, cfg.attn_sink, cfg.attn_local, heads.num_kv_heads,
-                                  cfg.attn_seed, head_start=heads.kv_head_start)
+def from_config(cfg, shape: AttnShape, backend: str) -> RandomNSampleProcessor:
+    return RandomNSampleProcessor(cfg.attn_random_nsample, cfg.attn_sink, cfg.attn_local, shape.num_kv_heads,
+                                  cfg.attn_seed, backend, head_start=shape.kv_head_start)

@@ -1,6 +1,6 @@
 """Random selection: per KV group, ``n`` middle positions drawn uniformly without replacement (fresh each step).
 
-The draw is counter-based noise (``common.counter_hash``) of (seed, layer, sequence id, length, KV head,
+The draw is counter-based noise (``kernels.hash.counter_hash``) of (seed, layer, sequence id, length, KV head,
 position): deterministic, independent of the batch composition. Rows with ``len <= sink + local + n`` stay dense.
 On CUDA one Triton launch (``triton_ops.topk_apply``) computes the noise, selects and drops in place; the noise
 is never materialised.
@@ -11,17 +11,17 @@ import torch
 
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse.common import (
-    Heads,
-    counter_hash,
+    AttnShape,
     drop_groups,
     drop_mask,
     middle_mask,
     positions,
     scatter_keep,
     seq_ids,
-    use_triton,
 )
 from litesys.kernels import sparse_ops as triton_ops
+from litesys.kernels.common import use_triton
+from litesys.kernels.hash import counter_hash
 
 
 def random_subset(lengths: torch.Tensor, width: int, n: int, sink: int, local: int, num_kv_heads: int, seed: int,
@@ -80,6 +80,6 @@ class RandomSelectProcessor:
                                      layer=layer, correction=correction, head0=self.head_start)
 
 
-def from_config(cfg, heads: Heads) -> RandomSelectProcessor:
-    return RandomSelectProcessor(cfg.attn_random_select, cfg.attn_sink, cfg.attn_local, heads.num_kv_heads,
-                                 cfg.attn_seed, head_start=heads.kv_head_start)
+def from_config(cfg, shape: AttnShape, backend: str) -> RandomSelectProcessor:
+    return RandomSelectProcessor(cfg.attn_random_select, cfg.attn_sink, cfg.attn_local, shape.num_kv_heads,
+                                 cfg.attn_seed, backend, head_start=shape.kv_head_start)

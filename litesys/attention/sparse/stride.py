@@ -15,16 +15,16 @@ import torch
 
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse.common import (
-    Heads,
+    AttnShape,
     SplitGroups,
     drop_groups,
     drop_mask,
     group_mean,
     middle_mask,
     positions,
-    use_triton,
 )
 from litesys.kernels import sparse_ops as triton_ops
+from litesys.kernels.common import cdiv, use_triton
 
 
 class StrideProcessor:
@@ -61,7 +61,7 @@ class StrideProcessor:
         # best rank of a chosen block covering each middle position t (blocks t//st - c for c < ceil(bs/st))
         t = positions(t_max, dev)
         best = torch.full((b, self.num_kv_heads, t_max), k2, dtype=torch.long, device=dev)
-        for c in range(-(-bs // st)):
+        for c in range(cdiv(bs, st)):
             j = t // st - c
             covers = (j >= 0) & (j < nb) & (j * st + bs > t)
             r = rank[:, :, torch.where(covers, j, nb)]
@@ -77,6 +77,6 @@ class StrideProcessor:
         return drop_groups(logits, drop_mask(keep, middle, mid_len > self.budget))
 
 
-def from_config(cfg, heads: Heads) -> StrideProcessor:
+def from_config(cfg, shape: AttnShape, backend: str) -> StrideProcessor:
     return StrideProcessor(cfg.attn_block_topk, cfg.attn_block_size, cfg.attn_stride, cfg.attn_sink,
-                           cfg.attn_local, heads.num_kv_heads, split=heads.split)
+                           cfg.attn_local, shape.num_kv_heads, backend, split=shape.split)

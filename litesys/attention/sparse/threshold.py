@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 
 from litesys.attention.meta import AttnMeta
-from litesys.attention.sparse.common import NEG_INF, Heads, SplitGroups, drop_groups, drop_mask, group_mean, middle_mask
+from litesys.attention.sparse.common import (
+    NEG_INF,
+    AttnShape,
+    SplitGroups,
+    drop_groups,
+    drop_mask,
+    group_mean,
+    middle_mask,
+)
 
 
 class ThresholdProcessor:
@@ -26,6 +34,6 @@ class ThresholdProcessor:
         return drop_groups(logits, drop_mask(keep, middle, lengths > self.sink + self.local))
 
 
-def from_config(cfg, heads: Heads) -> ThresholdProcessor:
+def from_config(cfg, shape: AttnShape, backend: str) -> ThresholdProcessor:
     return ThresholdProcessor(float(cfg.attn_custom_args.get("tau", 4.0)), cfg.attn_sink, cfg.attn_local,
-                              heads.num_kv_heads, split=heads.split)
+                              shape.num_kv_heads, split=shape.split)

@@ -11,16 +11,16 @@ import torch
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse.common import (
     NEG_INF,
-    Heads,
+    AttnShape,
     SplitGroups,
     drop_groups,
     drop_mask,
     group_mean,
     middle_mask,
     scatter_keep,
-    use_triton,
 )
 from litesys.kernels import sparse_ops as triton_ops
+from litesys.kernels.common import use_triton
 
 
 class TopKProcessor:
@@ -52,5 +52,6 @@ class TopKProcessor:
         return drop_groups(logits, drop_mask(keep, middle, lengths > dense_upto))
 
 
-def from_config(cfg, heads: Heads) -> TopKProcessor:
-    return TopKProcessor(cfg.attn_topk, cfg.attn_sink, cfg.attn_local, heads.num_kv_heads, split=heads.split)
+def from_config(cfg, shape: AttnShape, backend: str) -> TopKProcessor:
+    return TopKProcessor(cfg.attn_topk, cfg.attn_sink, cfg.attn_local, shape.num_kv_heads, backend,
+                         split=shape.split)
