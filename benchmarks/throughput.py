@@ -165,6 +165,7 @@ class StepTimer:
 
     def close(self) -> dict:
         delattr(self.engine, DECODE_STEP)
+        self.engine = None  # holding it would keep the KV pool alive after the LLM is closed
         if self.cuda:
             torch.cuda.synchronize()
         n = len(self.host_s)
@@ -359,13 +360,13 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     gr = llm.engine.graphs
     res["graphs_captured"] = len(gr.graphs) if gr is not None else 0
     res["graph_eager_fallback"] = bool(gr.eager_only) if gr is not None else None
+    del gr
     if cuda:
         res.update(profile_steps(llm, ids, params))
     if a.profile and cuda:
         profile(llm, ids, params)
+    llm.close()  # weights, KV pool and graphs freed now: HF's model comes next
     del llm
-    if cuda:
-        torch.cuda.empty_cache()
     if a.compare_hf:
         prompts = torch.tensor(ids)
         res["hf_tok_s"] = run_hf(cfg_path, prompts, g_range[0], sp)
