@@ -1,4 +1,4 @@
-"""The oracle processors' Triton kernels (sparse/triton_oracle.py) vs their torch path and per-sequence references.
+"""The oracle processors' Triton kernels (kernels/oracle.py) vs their torch path and per-sequence references.
 
 Without a GPU the kernels run on the CPU interpreter. They write in place, so every Triton call gets a copy.
 """
