@@ -140,3 +140,24 @@ def test_llm_hands_its_attention_backend_to_the_method(tmp_path) -> None:
         parts = method.processors[1] if isinstance(method, ProcessorMethod) else [method]
         assert [p.backend for p in parts] == ["triton"], kw
         llm.close()
+
+
+def test_engine_never_names_a_method() -> None:
+    # the engine, its builder and graph runner reach sparse attention only through build() and the protocol:
+    # no method module imported, no method-specific attribute read
+    import ast
+    from pathlib import Path
+
+    allowed = {"litesys.attention.sparse", "litesys.attention.sparse.base"}
+    bad = []
+    for path in sorted((Path(__file__).parents[1] / "litesys" / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("litesys.attention.sparse"):
+                if node.module not in allowed:
+                    bad.append(f"{path.name}: from {node.module} import ...")
+            elif isinstance(node, ast.Attribute) and node.attr in ("processors", "selector", "kmin", "kmax",
+                                                                   "quest_page_size"):
+                bad.append(f"{path.name}:{node.lineno}: .{node.attr}")
+            elif isinstance(node, ast.Constant) and node.value in ("quest", "seq_ids"):
+                bad.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    assert bad == [], bad
