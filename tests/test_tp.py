@@ -387,6 +387,6 @@ def test_eval_bad_tp_launches_are_one_line_errors(eval_inputs, tmp_path):
     run = _torchrun(ROOT / "eval_math_dist.py", "--tp", "2", *_eval_flags(data, bad, tmp_path / "b"))
     assert run.returncode != 0
     lines = [ln for ln in run.stderr.splitlines() if ln.startswith("eval_math_dist.py: error:")]
-    assert lines == ["eval_math_dist.py: error: tensor-parallel size 2 does not divide num_attention_heads (3); "
-                     "sizes that fit this model: 1"] * 2
+    assert lines == ["eval_math_dist.py: error: --tp 2: tensor-parallel size 2 does not divide "
+                     "num_attention_heads (3); sizes that fit this model: 1"] * 2
     assert not list((tmp_path / "b").glob("samples.*"))

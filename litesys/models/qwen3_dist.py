@@ -27,15 +27,20 @@ class TensorParallel:
 
     def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int,
                  dist: Dist):
-        split = self.split_sizes(cfg)
-        check_tp_shape({"num_attention_heads": cfg.num_heads, **dict(split.values())}, cfg.num_kv_heads, dist.world)
+        self.check_shape(cfg, dist.world)
         super().__init__(cfg, device, dtype, max_seq_len)  # type: ignore[call-arg]
         self.dist, D = dist, cfg.head_dim
         self.q_heads = dist.split(cfg.num_heads, "num_attention_heads")
         self.kv_heads = kv_head_shard(dist, cfg.num_kv_heads)
         (q0, q1), (k0, k1) = self.q_heads, self.kv_heads
         self.shards = {"q": (q0 * D, q1 * D), "kv": (k0 * D, k1 * D),
-                       **{sym: dist.split(n, name) for sym, (name, n) in split.items()}}
+                       **{sym: dist.split(n, name) for sym, (name, n) in self.split_sizes(cfg).items()}}
+
+    @classmethod
+    def check_shape(cls, cfg: ModelConfig, world: int) -> None:
+        """One-line ValueError naming every dimension ``world`` ranks cannot split (before any weight is read)."""
+        check_tp_shape({"num_attention_heads": cfg.num_heads, **dict(cls.split_sizes(cfg).values())},
+                       cfg.num_kv_heads, world)
 
     @classmethod
     def split_sizes(cls, cfg: ModelConfig) -> dict[str, tuple[str, int]]:
