@@ -1,0 +1,121 @@
+"""The whole engine on CPU (fp32) with the batch-invariant kernels: a request gives bitwise the same logits at
+every step, and the same tokens, alone, among 7 or among 64 random requests, and when the KV pool is so small
+that it is preempted (swapped out and back, or recomputed by a prefill).
+
+The logits are recorded at the model's ``compute_logits`` (every row of every step) and the request's rows from
+its solo run must all appear, bit for bit, among the rows of the batched run. Without the invariant kernels the
+same check fails at the first step (docs/reproducibility.md, "What breaks it today").
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from checkpoints import make_checkpoint
+
+from litesys import LLM, SamplingParams
+from litesys.kernels.gemm_invariant import invariant_linear
+from litesys.kernels.ref import attention_invariant, ops_torch
+
+VOCAB = 1024  # a small vocabulary: every logits row of a run is kept
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("det") / "m", "qwen3", with_tokenizer=False, vocab_size=VOCAB)
+
+
+@pytest.fixture
+def invariant_kernels(monkeypatch):
+    """The deterministic-mode kernels in place of F.linear and the CPU attention ops (until LLM(deterministic=
+    True) selects them itself). One intra-op thread: the many tiny ops of these runs only lose to thread hand-offs
+    on a shared 2-core machine (invariance holds at any fixed thread count)."""
+    monkeypatch.setattr(torch.nn.functional, "linear", invariant_linear)
+    for name in ("paged_decode_fused", "paged_decode_logits", "paged_softmax_v", "prefill_attention"):
+        monkeypatch.setattr(ops_torch, name, getattr(attention_invariant, name))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(llm: LLM, prompts, params) -> tuple[list, set[bytes], list[bytes]]:
+    """Outputs, the set of every logits row computed (as bytes) and the rows in order."""
+    rows: list[bytes] = []
+    model = llm.model
+    compute = model.compute_logits
+
+    def record(hidden):
+        out = compute(hidden)
+        rows.extend(r.numpy().tobytes() for r in out.float())
+        return out
+
+    model.compute_logits = record
+    try:
+        outs = llm.generate(prompts, params)
+    finally:
+        del model.compute_logits
+    return outs, set(rows), rows
+
+
+TARGET = [7, 300, 12, 999, 45, 45, 100, 3, 800, 64, 1, 2, 500]
+
+
+def _target_params(temperature: float) -> SamplingParams:
+    return SamplingParams(temperature=temperature, top_p=0.95, max_new_tokens=40, ignore_eos=True, seed=4242)
+
+
+def _others(n: int, seed: int) -> tuple[list[list[int]], list[SamplingParams]]:
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(VOCAB) for _ in range(rng.randrange(1, 40))] for _ in range(n)]
+    params = [SamplingParams(temperature=rng.choice([0.0, 0.6, 0.8, 1.0]), top_k=rng.choice([0, 20]),
+                             top_p=rng.choice([1.0, 0.9]), max_new_tokens=rng.randrange(5, 40), ignore_eos=True,
+                             n=rng.choice([1, 1, 2]), seed=rng.randrange(1 << 30)) for _ in range(n)]
+    return prompts, params
+
+
+def _assert_same_as_alone(alone, alone_rows: list[bytes], out, seen: set[bytes]) -> None:
+    assert out.token_ids == alone.token_ids
+    missing = [step for step, row in enumerate(alone_rows) if row not in seen]
+    assert not missing, f"steps whose logits are not bitwise those of the solo run: {missing[:10]}"
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_alone_in_7_and_in_64(ckpt, invariant_kernels, temperature):
+    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128)
+    (alone,), _, alone_rows = _run(llm, [TARGET], [_target_params(temperature)])
+    assert len(alone_rows) == 40
+    for n, seed in ((6, 1), (63, 2)):
+        prompts, params = _others(n, seed)
+        at = random.Random(seed).randrange(n + 1)
+        prompts.insert(at, TARGET)
+        params.insert(at, _target_params(temperature))
+        outs, seen, _ = _run(llm, prompts, params)
+        _assert_same_as_alone(alone, alone_rows, outs[at], seen)
+
+
+@pytest.mark.parametrize("swap_space_gb", [0.0, 4.0])  # 0: preempted sequences are recomputed by a prefill
+def test_preempted_request(ckpt, invariant_kernels, swap_space_gb):
+    solo = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128)
+    (alone,), _, alone_rows = _run(solo, [TARGET], [_target_params(0.8)])
+    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, num_kv_pages=24,
+              swap_space_gb=swap_space_gb)
+    prefills: list[list[int]] = []
+    forward = llm.model.forward
+
+    def record(ids, *args, **kwargs):
+        prefills.append(ids.tolist())
+        return forward(ids, *args, **kwargs)
+
+    llm.model.forward = record
+    prompts, params = _others(63, 3)
+    outs, seen, _ = _run(llm, prompts + [TARGET], params + [_target_params(0.8)])  # last: the newest, preempted
+    del llm.model.forward
+    _assert_same_as_alone(alone, alone_rows, outs[-1], seen)
+    resumed = TARGET + alone.token_ids[:1]  # a prefill of the prompt and a generated token: a recomputation
+    recomputed = any(ids[i:i + len(resumed)] == resumed for ids in prefills for i in range(len(ids)))
+    if swap_space_gb:
+        assert llm.engine.swap.stats["swapped_out"] > 0 and not recomputed
+    else:  # the pool size is chosen so that the target itself is preempted (retune it if scheduling changes)
+        assert recomputed, "the target request was not preempted: lower num_kv_pages"
