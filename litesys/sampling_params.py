@@ -28,6 +28,19 @@ def check_bool(name: str, value) -> None:
         raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, request index, sample index): stable across runs and machines.
+    ``LLM.generate`` seeds sample ``j`` of request ``i`` with ``derive_seed(seed, i, j)`` (``derive_seed(p.seed, j)``
+    when the request has its own ``seed``)."""
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h ^= (p & 0xFFFFFFFFFFFFFFFF) + 0x9E3779B97F4A7C15 + ((h << 6) & 0xFFFFFFFFFFFFFFFF) + (h >> 2)
+        h &= 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
 @dataclass
 class SamplingParams:
     """How to sample one request. ``temperature=0`` is greedy.

@@ -77,7 +77,7 @@ def test_recovery_with_cuda_graphs(ckpt):
 
     with pytest.raises(RuntimeError, match="callback"):
         llm.generate(PROMPTS, GREEDY, on_finish=boom)
-    assert llm.engine.alloc.num_free == llm.kv.num_pages - 1 and not llm.engine.running
+    assert llm.engine.allocator.num_free == llm.kv.num_pages - 1 and not llm.engine.running
     assert [o.token_ids for o in llm.generate(PROMPTS, GREEDY)] == fresh
     llm.close()
 

@@ -47,9 +47,9 @@ def reference(ckpt):
 
 def assert_clean(llm: LLM) -> None:
     eng = llm.engine
-    assert eng.running == [] and not eng.scheduler.waiting and eng.rep_settings == []
-    assert eng.alloc.num_free == eng.kv.num_pages - 1 and sum(eng.alloc.refcount) == 0
-    assert int(eng.state.gen_len.abs().sum()) == 0 and int(eng.state.finish.abs().sum()) == 0
+    assert eng.running == [] and not eng.scheduler.waiting and eng.sampler.rep_groups == []
+    assert eng.allocator.num_free == eng.kv.num_pages - 1 and sum(eng.allocator.refcount) == 0
+    assert int(eng.slots.gen_len.abs().sum()) == 0 and int(eng.slots.finish_code.abs().sum()) == 0
 
 
 def _raise_in_on_finish(llm):
@@ -113,7 +113,7 @@ def test_del_frees_the_engine_without_the_garbage_collector(ckpt):
             llm.generate(PROMPTS, PARAMS, on_finish=_raise_in_on_finish(llm)[0]["on_finish"])
         except Boom:
             pass
-        refs = [weakref.ref(x) for x in (llm, llm.engine, llm.model, llm.kv, llm.attn, llm.engine.state,
+        refs = [weakref.ref(x) for x in (llm, llm.engine, llm.model, llm.kv, llm.attn, llm.engine.slots,
                                          llm.kv.k, llm.model.embed)]
         del llm
         alive = [r() for r in refs if r() is not None]

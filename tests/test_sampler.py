@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litesys.engine.sampler import SamplingTensors, candidates, derive_seed, sample, uniform
+from litesys.engine.sampler import SamplingTensors, candidates, sample, uniform
+from litesys.sampling_params import derive_seed
 
 
 def _params(B, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=0):

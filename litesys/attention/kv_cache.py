@@ -1,17 +1,12 @@
-"""Paged KV pool: fixed-size pages shared by all layers, a ref-counted page allocator.
-
-Layout: ``k``/``v`` are ``[num_layers, num_pages, page_size, num_kv_heads, head_dim]``; layer ``l`` uses
-``k[l]`` (contiguous ``[P, page, Hkv, D]``). A token at position ``i`` of a sequence lives in page
-``page_table[i // page_size]`` at offset ``i % page_size``; its flat slot is ``page * page_size + offset``.
-
-With ``kv_dtype=float8_e4m3fn`` the pages hold ``K / k_scale`` and ``V / v_scale`` in fp8, with fp32 scales per
-(layer, KV head) in ``k_scale``/``v_scale`` [num_layers, Hkv] (see ``kv_fp8.py``); ``dtype`` stays the model's.
-"""
+"""Paged KV pool ``k``/``v`` [num_layers, num_pages, page_size, Hkv, D] and its ref-counted page allocator; position
+``i`` of a sequence is in page ``page_table[i // page_size]`` (docs/engine.md). fp8 pages hold ``K / k_scale``
+with fp32 scales per (layer, KV head) (kv_fp8.py)."""
 from __future__ import annotations
 
 import torch
 
 from litesys.attention import kv_fp8
+from litesys.kernels.common import use_triton
 
 
 class PageAllocator:
@@ -76,8 +71,7 @@ class KVCache:
         self.allocator = PageAllocator(num_pages)
 
     @staticmethod
-    def bytes_per_page(num_layers: int, page_size: int, num_kv_heads: int, head_dim: int,
-                       dtype: torch.dtype) -> int:
+    def bytes_per_page(num_layers: int, page_size: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
         """K+V bytes of one page (all layers) stored as ``dtype`` (fp8 scales are per layer, not per page)."""
         return 2 * num_layers * page_size * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
 
@@ -89,13 +83,7 @@ class KVCache:
         return self.k_scale[layer], self.v_scale[layer]
 
     def set_scales(self, k_scale: torch.Tensor, v_scale: torch.Tensor) -> None:
-        """Fix every layer's scales ([num_layers, Hkv]); no calibration happens afterwards."""
-        if not self.fp8:
-            raise ValueError("kv_scales needs kv_cache_dtype='fp8_e4m3'")
-        for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
-            if tuple(t.shape) != (self.num_layers, self.num_kv_heads):
-                raise ValueError(f"kv_scales {name} is {list(t.shape)}, expected [{self.num_layers}, "
-                                 f"{self.num_kv_heads}] (layers, KV heads on this rank)")
+        """Fix every layer's scales ([num_layers, Hkv] as ``kv_fp8.load_scales`` checks them); no calibration."""
         self.k_scale.copy_(k_scale)
         self.v_scale.copy_(v_scale)
         self.calibrated = [True] * self.num_layers
@@ -116,7 +104,7 @@ class KVCache:
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
         """Store new tokens' K/V ([T, Hkv, D]) at their flat slots (negative slot = padding, skipped)."""
         if self.fp8:
-            if k.is_cuda and self.head_dim & (self.head_dim - 1) == 0:  # one launch for K and V, in registers
+            if use_triton(k) and self.head_dim & (self.head_dim - 1) == 0:  # one launch for K and V, in registers
                 from litesys.kernels.kv_write import write_fp8
                 write_fp8(k, v, self.k[layer], self.v[layer], self.k_scale[layer], self.v_scale[layer], slot_mapping)
                 return

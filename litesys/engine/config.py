@@ -26,32 +26,26 @@ def _f(default: Any, help: str, flag: str | None = None) -> Any:
 @dataclass(frozen=True)
 class EngineConfig:
     device: str = _f("cuda", "cuda, cuda:N or cpu", "--device")
-    dtype: Any = _f("auto", "auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32 or a torch dtype",
-                    "--dtype")
-    max_seq_len: int | None = _f(None, "prompt + generation tokens per sequence (None: the model's context, <= 32K)",
-                                 "--max_len")
-    model_class: str | None = _f(None, "executor: qwen2, qwen3, qwen3moe (None: config.json's model_type)",
+    dtype: Any = _f("auto", "auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16 or float32", "--dtype")
+    max_seq_len: int | None = _f(None, "prompt + generation tokens (None: the model's context, <= 32K)", "--max_len")
+    model_class: str | None = _f(None, "qwen2, qwen3, qwen3moe, llama (None: the config's model_type)",
                                  "--model_class")
-    gpu_memory_utilization: float = _f(0.9, "share of the GPU's memory for weights, activations and KV pages",
-                                       "--gpu_memory_utilization")
-    page_size: int = _f(16, "tokens per KV page (a Quest config sets its own)")
+    gpu_memory_utilization: float = _f(0.9, "GPU memory share for weights + KV pages", "--gpu_memory_utilization")
+    page_size: int = _f(16, "tokens per KV page (a sparse method may set its own)")
     max_num_seqs: int = _f(256, "most sequences decoded at once", "--max_num_seqs")
     max_num_batched_tokens: int = _f(16384, "most prompt tokens in one prefill step")
     num_kv_pages: int | None = _f(None, "KV pool size in pages (None: planned from free memory)")
     seed: int = _f(0, "run seed: a request without its own seed derives one from it and its index", "--seed")
-    enable_thinking: bool | None = _f(None, "chat template's thinking switch (None: the template's own)",
-                                      "--enable-thinking")
+    enable_thinking: bool | None = _f(None, "chat template's thinking switch (None: its own)", "--enable-thinking")
     attention_backend: str = _f("auto", "auto (Triton on GPU, torch on CPU), torch or triton")
     cuda_graphs: bool = _f(True, "capture the decode step as CUDA graphs (GPU only)")
-    check_every: int | None = _f(None, f"decode steps between finish checks (None: {CHECK_EVERY_CUDA} on GPU, "
-                                       f"{CHECK_EVERY_CPU} on CPU)")
+    check_every: int | None = _f(None, "decode steps between finish checks (None: CHECK_EVERY_CUDA/_CPU)")
     tensor_parallel_size: int = _f(1, "GPUs one model is sharded over (under torchrun)", "--tp")
     tokenizer: str | None = _f(None, "tokenizer directory (None: the checkpoint's)")
     load_format: str = _f("safetensors", "safetensors, or random (real shapes, random weights: benchmarks)")
     allow_long_max_seq_len: bool = _f(False, "allow max_seq_len past the model's context length")
     kv_cache_dtype: str = _f("auto", "KV pages: auto (the model dtype) or fp8_e4m3", "--kv_cache_dtype")
-    kv_scales: Any = _f(None, "fixed fp8 K/V scales: a JSON file, a dict or a tensor (None: calibrated)",
-                        "--kv_scales")
+    kv_scales: Any = _f(None, "fixed fp8 K/V scales: JSON file, dict or tensor (None: calibrated)", "--kv_scales")
     swap_space_gb: float = _f(4.0, "host memory for preempted sequences' pages (0: recompute them)")
     deterministic: bool = _f(False, "reserved (issue 17): batch-invariant kernels")
 

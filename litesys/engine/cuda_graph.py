@@ -1,75 +1,64 @@
-"""CUDA-graph capture of the decode forward, one graph per padded batch-size bucket.
-
-The decode forward reads only the engine's static slot tensors (``SlotState``), so a captured graph replays
-with whatever those tensors hold: rows past the live batch point at the scratch page and are ignored.
-
-With logits processors the raw-logits tensor is ``[B, Hq, max_len]``, so those graphs are also keyed by a
-power-of-two bucket of ``max_len`` and captured lazily, the first time a (batch, length) bucket is needed.
-Re-running a decode forward is harmless (it rewrites the same K/V), so a capture can happen mid-generation.
-A processor that cannot be captured (host syncs, data-dependent shapes) sends the run back to eager mode.
-The engine is passed to each call, never stored: the engine holds this object, so a back-reference would be a
-cycle that keeps the model and the KV pool alive after ``del llm`` until the garbage collector runs.
-"""
+"""CUDA graphs of the decode forward per padded batch bucket (and length bucket for a sparse method whose shapes
+follow ``max_len``, captured lazily). The engine owns this and passes its forward to each call (docs/engine.md)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 
+from litesys.engine.config import GRAPH_BATCH_SIZES, GRAPH_BATCH_STEP, GRAPH_MIN_LEN
+
+Forward = Callable[[int, int], torch.Tensor]  # (batch, max_len) -> logits [batch, vocab]
+
 
 def buckets(max_batch: int) -> list[int]:
-    sizes = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256]
-    sizes += list(range(320, max_batch + 64, 64))
+    sizes = list(GRAPH_BATCH_SIZES) + list(range(GRAPH_BATCH_SIZES[-1] + GRAPH_BATCH_STEP,
+                                                 max_batch + GRAPH_BATCH_STEP, GRAPH_BATCH_STEP))
     return sorted({min(s, max_batch) for s in sizes})
 
 
 def len_bucket(max_len: int, cap: int) -> int:
-    return min(max(256, 1 << (max_len - 1).bit_length()), cap)
+    return min(max(GRAPH_MIN_LEN, 1 << (max_len - 1).bit_length()), cap)
 
 
 class DecodeGraphs:
-    def __init__(self, max_batch: int):
-        self.sizes = buckets(max_batch)
+    def __init__(self, max_batch: int, max_len: int, attn):  # attn: its sparse method decides the keys
+        self.sizes, self.max_len, self.attn = buckets(max_batch), max_len, attn
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.outputs: dict[tuple[int, int], torch.Tensor] = {}
         self.pool = None
-        self.eager_only = False  # set when a processor turned out not to be capturable
+        self.eager_only = False  # set when a sparse method turned out not to be capturable
 
     @torch.inference_mode()
-    def capture(self, engine) -> None:
-        """Capture the dense (no-processor) graphs for every batch bucket up front, largest first."""
-        if self._needs_len(engine.attn):
-            return  # captured lazily per (batch, length) bucket
+    def capture(self, forward: Forward, max_len: int) -> None:
+        """Capture the dense graphs for every batch bucket up front, largest first (sparse ones: lazily)."""
+        if self.attn.method.graph_by_length:
+            return
         for bs in reversed(self.sizes):
-            self._capture(engine, (bs, 0), engine.max_seq_len)
+            self._capture(forward, (bs, 0), max_len)
         torch.cuda.synchronize()
 
-    def _capture(self, eng, key: tuple[int, int], max_len: int) -> None:
-        eng.decode_forward(key[0], max_len)  # warm-up: kernel compilation, workspace allocation
+    def _capture(self, forward: Forward, key: tuple[int, int], max_len: int) -> None:
+        forward(key[0], max_len)  # warm-up: kernel compilation, workspace allocation
         torch.cuda.synchronize()
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, pool=self.pool):
-            self.outputs[key] = eng.decode_forward(key[0], max_len)
+            self.outputs[key] = forward(key[0], max_len)
         self.pool = g.pool()
         self.graphs[key] = g
 
-    @staticmethod
-    def _needs_len(attn) -> bool:
-        return bool(attn.processors) or attn.selector is not None
-
-    def can_run(self, batch: int, attn) -> bool:
-        if self.eager_only or batch > self.sizes[-1]:
-            return False
-        procs = [p for ps in attn.processors.values() for p in ps]
-        return all(getattr(p, "graph_safe", True) for p in procs) and getattr(attn.selector, "graph_safe", True)
-
-    def run(self, engine, batch: int, max_len: int) -> torch.Tensor | None:
+    def run(self, forward: Forward, batch: int, max_len: int) -> torch.Tensor | None:
+        """Replay the graph of this batch (and length) bucket, capturing it first if new; None: run eagerly."""
+        method = self.attn.method  # read each step: a caller may swap it (benchmarks/throughput.py)
+        if self.eager_only or batch > self.sizes[-1] or not method.graph_safe:
+            return None
         bs = next(s for s in self.sizes if s >= batch)
-        key = (bs, len_bucket(max_len, engine.max_pages * engine.page_size) if self._needs_len(engine.attn) else 0)
+        key = (bs, len_bucket(max_len, self.max_len) if method.graph_by_length else 0)
         if key not in self.graphs:
             try:
                 with torch.inference_mode():
-                    self._capture(engine, key, key[1])
+                    self._capture(forward, key, key[1])
             except Exception as e:  # a processor that syncs with the host or has data-dependent shapes
                 warnings.warn(f"decode step could not be captured as a CUDA graph ({type(e).__name__}: {e}); "
                               "running eagerly (mark processors graph_safe = False to skip the attempt)",

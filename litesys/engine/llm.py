@@ -1,33 +1,26 @@
-"""``LLM``: load a checkpoint, plan KV memory, and generate.
+"""``LLM``: a tokenizer in front of the engine, ``generate``, progress, and a lifetime.
 
-An ``LLM`` survives any exception inside ``generate`` (the engine resets its slots, pages and queues), and
-``close()`` / ``with LLM(...) as llm`` / ``del llm`` give its GPU memory back at once: nothing it owns points
-back at it, so reference counting alone frees it (no ``gc.collect()`` needed).
+``engine/build.py`` builds the engine from an ``EngineConfig``. An ``LLM`` survives any exception inside
+``generate`` (the engine resets its slots, pages and queues), and ``close()`` / ``with LLM(...) as llm`` /
+``del llm`` give its GPU memory back at once: nothing it owns points back at it, so reference counting alone
+frees it (no ``gc.collect()`` needed).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
-from litesys.attention import kv_fp8
-from litesys.attention.backend import Attention, select_ops
-from litesys.attention.kv_cache import KVCache
-from litesys.config import CompletionOutput, RequestOutput, SamplingParams
 from litesys.engine import memory, validate
-from litesys.engine.engine import Engine
-from litesys.engine.memory import plan_kv_pages
+from litesys.engine.build import build
+from litesys.engine.config import EngineConfig
 from litesys.engine.progress import ProgressBar, ProgressStats
-from litesys.engine.sampler import derive_seed
 from litesys.engine.sequence import Request, Seq
-from litesys.models.config import ModelConfig
-from litesys.models.layers import Dist
-from litesys.models.loader import Checkpoint, RandomCheckpoint
-from litesys.models.registry import resolve
+from litesys.outputs import CompletionOutput, RequestOutput
+from litesys.sampling_params import SamplingParams, derive_seed
 
 Prompt = list[int] | str | list[dict]
-
 
 def _resolve_path(model: str) -> Path:
     p = Path(model).expanduser()
@@ -47,108 +40,22 @@ def _resolve_path(model: str) -> Path:
 
 
 class LLM:
-    """Generate with a Qwen2/Qwen3 checkpoint. See README for every argument."""
+    """Generate with a Qwen2/Qwen3 checkpoint: ``LLM(model, EngineConfig(...))`` or ``LLM(model, **fields)`` with
+    EngineConfig's field names (both: the fields override the config). See README for every setting."""
 
-    def __init__(self, model: str, device: str = "cuda", dtype: torch.dtype | str = "auto",
-                 max_seq_len: int | None = None, model_class: str | None = None, gpu_memory_utilization: float = 0.9,
-                 *, page_size: int = 16, max_num_seqs: int = 256, max_num_batched_tokens: int = 16384,
-                 num_kv_pages: int | None = None, seed: int = 0, enable_thinking: bool | None = None,
-                 sparse=None, attention_backend: str = "auto", cuda_graphs: bool = True,
-                 check_every: int | None = None, tensor_parallel_size: int = 1, tokenizer: str | None = None,
-                 load_format: str = "safetensors", allow_long_max_seq_len: bool = False,
-                 kv_cache_dtype: str = "auto", kv_scales=None, swap_space_gb: float = 4.0):
+    def __init__(self, model: str, config: EngineConfig | None = None, *, sparse=None, **fields):
         self._closed = False
-        if not swap_space_gb >= 0:
-            raise ValueError(f"swap_space_gb must be >= 0 (host memory for preempted sequences), got {swap_space_gb}")
-        validate.check_llm_args(
-            max_seq_len=32768 if max_seq_len is None else max_seq_len, gpu_memory_utilization=gpu_memory_utilization,
-            page_size=page_size, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-            num_kv_pages=num_kv_pages, seed=seed, enable_thinking=enable_thinking, attention_backend=attention_backend,
-            cuda_graphs=cuda_graphs, check_every=check_every, tensor_parallel_size=tensor_parallel_size,
-            load_format=load_format)
-        self.device = validate.resolve_device(device)
-        dtype = validate.resolve_dtype(dtype, self.device)
-        self.kv_dtype = kv_fp8.storage_dtype(kv_cache_dtype, dtype)  # ValueError on an unknown kv_cache_dtype
-        if kv_scales is not None and not kv_fp8.is_fp8(self.kv_dtype):
-            raise ValueError("kv_scales needs kv_cache_dtype='fp8_e4m3'; drop kv_scales or set the KV dtype")
+        self.config = EngineConfig.of(config, fields)
         self.path = _resolve_path(model)
-        self.enable_thinking = enable_thinking
         self.sparse = sparse  # read by the eval cost model (litesys/eval/cost.py)
-        self.cfg = ModelConfig.from_dir(self.path)
-        self.model_name, model_cls = resolve(model_class, self.cfg.model_type)
-        if max_seq_len is None:  # the model's context length, at most 32K
-            max_seq_len = min(32768, validate.context_limit(self.cfg) or 32768)
-        validate.check_max_seq_len(self.cfg, max_seq_len, allow_long_max_seq_len)
-        self.dtype, self.max_seq_len, self.seed = dtype, max_seq_len, seed
-        self.dist = self._init_dist(tensor_parallel_size)
-        if self.dist.world > 1:
-            model_cls = self._dist_variant(model_cls)
-
-        check_every = check_every or (4 if self.device.type == "cuda" else 1)
-        if sparse is not None and sparse.method == "quest":
-            page_size = sparse.quest_page_size  # Quest summarises exactly one KV page per block
-        self.model = model_cls(self.cfg, self.device, dtype, max_seq_len + check_every + 1, dist=self.dist)
-        if load_format == "random":  # benchmarks: real architecture, random weights made on the device
-            self.model.load(RandomCheckpoint(self.cfg.raw, self.device, seed=seed))
-        else:
-            self.model.load(Checkpoint(self.path))
-
-        n_q, n_kv = self.model.num_q_heads, self.model.num_kv_heads
-        if num_kv_pages is None:
-            extra = 0
-            if sparse is not None and sparse.method == "quest":  # per-page key min/max summaries
-                from litesys.attention.sparse.quest import QuestSelector
-                extra = QuestSelector.bytes_per_page(self.cfg.num_layers, n_kv, self.cfg.head_dim, dtype)
-            num_kv_pages = plan_kv_pages(self, page_size, max_num_batched_tokens, max_num_seqs,
-                                         gpu_memory_utilization, extra_bytes_per_page=extra)
-            if self.dist.world > 1:  # one pool size per replica, or the ranks' schedules diverge (docs/tp.md)
-                from litesys.engine.distributed import agree_min
-                num_kv_pages = agree_min(self.dist, num_kv_pages, self.device)
-        elif self.device.type == "cuda":  # an explicit pool: refuse now rather than run out of memory later
-            memory.check_fits(num_kv_pages * KVCache.bytes_per_page(self.cfg.num_layers, page_size, n_kv,
-                                                                    self.cfg.head_dim, self.kv_dtype),
-                              f"num_kv_pages={num_kv_pages}")
-        self.kv = memory.allocate(lambda: KVCache(self.cfg.num_layers, num_kv_pages, page_size, n_kv,
-                                                  self.cfg.head_dim, dtype, self.device, kv_dtype=self.kv_dtype),
-                                  f"a KV pool of {num_kv_pages} pages")
-        if kv_scales is not None:  # fixed fp8 scales (else each layer's first prefill calibrates them)
-            self.kv.set_scales(*kv_fp8.load_scales(kv_scales, self.cfg.num_layers, self.cfg.num_kv_heads,
-                                                   getattr(self.model, "kv_heads", None)))
-        processors, selector = {}, None
-        if sparse is not None:
-            from litesys.attention.sparse.config import build
-            from litesys.engine.distributed import sparse_heads
-            processors, selector = build(sparse, self.cfg.num_layers, n_q, n_kv, page_size,
-                                         heads=sparse_heads(self.model))  # TP: global heads, split groups
-            if selector is not None:
-                selector.bind(self.kv)  # allocate its page summaries now, before any graph capture
-        self.attn = Attention(self.kv, n_q, n_kv, self.cfg.head_dim, self.cfg.head_dim ** -0.5,
-                              ops=select_ops(self.device, attention_backend), processors=processors,
-                              selector=selector)
-        graphs = None
-        if cuda_graphs and self.device.type == "cuda":
-            from litesys.engine.cuda_graph import DecodeGraphs
-            graphs = DecodeGraphs(max_num_seqs)
-        self.engine = Engine(self.model, self.kv, self.attn, max_slots=max_num_seqs, max_seq_len=max_seq_len,
-                             max_batched_tokens=max_num_batched_tokens, eos_ids=self.cfg.eos_token_ids,
-                             check_every=check_every, graphs=graphs,
-                             swap_space_bytes=int(swap_space_gb * 2**30))
-        if graphs is not None:
-            graphs.capture(self.engine)
+        self.enable_thinking, self.seed = self.config.enable_thinking, self.config.seed
+        self.engine = build(self.path, self.config, sparse)
+        self.model, self.kv, self.attn = self.engine.model, self.engine.kv, self.engine.attn
+        self.cfg, self.dtype, self.device = self.model.cfg, self.model.dtype, self.model.device
+        self.max_seq_len, self.dist = self.engine.max_seq_len, self.engine.dist
         self._tokenizer = None
-        self._tokenizer_path = tokenizer or self.path
+        self._tokenizer_path = self.config.tokenizer or self.path
         self._n_requests = 0
-
-    # ---- setup helpers --------------------------------------------------------------------------------
-    def _init_dist(self, tp: int) -> Dist:
-        if tp == 1:
-            return Dist()
-        from litesys.engine.distributed import init_tensor_parallel
-        return init_tensor_parallel(tp, self.device)
-
-    def _dist_variant(self, cls: type) -> type:
-        from litesys.models.registry import dist_variant
-        return dist_variant(self.model_name, cls)
 
     # ---- lifetime ---------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -248,27 +155,33 @@ class LLM:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # ---- generation -----------------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Prompt], sampling_params: SamplingParams | Sequence[SamplingParams] | None
-                 = None, progress: bool = False, on_finish: Callable[[int, RequestOutput], None] | None = None,
+    def generate(self, prompts: Sequence[Prompt] | Iterator, sampling_params: SamplingParams |
+                 Sequence[SamplingParams] | None = None, progress: bool = False,
+                 on_finish: Callable[[int, RequestOutput], None] | None = None,
                  on_progress: Callable[[ProgressStats], None] | None = None) -> list[RequestOutput]:
         """Generate for every prompt. ``on_finish(i, output)`` is called as soon as request ``i`` is complete;
-        ``on_progress(stats)`` at each of the engine's checks (every ``check_every`` steps)."""
+        ``on_progress(stats)`` at each of the engine's checks (every ``check_every`` steps).
+
+        ``prompts`` is a list (checked and tokenised whole before anything runs) or an iterator, pulled lazily:
+        one prompt each time the engine has a free slot, so a caller feeding a shared queue never hoards work.
+        An iterator's items are prompts or ``(prompt, SamplingParams)`` pairs; request ``i`` is the i-th pulled."""
         self._check_open()
-        validate.check_prompts(prompts)
-        params = self._params(sampling_params, len(prompts))
+        lazy = isinstance(prompts, Iterator)
+        if not lazy:
+            validate.check_prompts(prompts)
         for name, fn in (("on_finish", on_finish), ("on_progress", on_progress)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be a callable or None, got {type(fn).__name__}")
-        reqs = []
-        for i, (prompt, p) in enumerate(zip(prompts, params)):
-            ids = self.encode(prompt, i)
-            if p.seed is not None:
-                seeds = [derive_seed(p.seed, j) for j in range(p.n)]
-            else:
-                seeds = [derive_seed(self.seed, self._n_requests + i, j) for j in range(p.n)]
-            reqs.append(Request(index=i, prompt=ids, params=p, seeds=seeds))
-        results: list[RequestOutput | None] = [None] * len(reqs)
-        bar = ProgressBar(len(reqs), "generate", "req", progress)
+        pulled = [0]  # requests made so far: the run seed's request counter moves by this much
+        if lazy:
+            default = self._default_params(sampling_params)
+            reqs: Iterable[Request] = self._pull(prompts, default, pulled)
+        else:
+            params = self._params(sampling_params, len(prompts))
+            reqs = [self._request(i, prompt, p) for i, (prompt, p) in enumerate(zip(prompts, params))]
+            pulled[0] = len(reqs)
+        results: dict[int, RequestOutput] = {}
+        bar = ProgressBar(len(prompts) if not lazy else None, "generate", "req", progress)
         has_tok = self._has_tokenizer()
         rank0 = self.dist.rank == 0
 
@@ -292,8 +205,37 @@ class LLM:
             self.engine.run(reqs, seq_done, on_progress=report)
         finally:
             bar.close()
-        self._n_requests += len(prompts)  # only a call that completed moves the run seed's request counter
-        return results  # type: ignore[return-value]
+        self._n_requests += pulled[0]  # only a call that completed moves the run seed's request counter
+        return [results[i] for i in range(pulled[0])]
+
+    def _request(self, i: int, prompt: Prompt, p: SamplingParams) -> Request:
+        ids = self.encode(prompt, i)
+        if p.seed is not None:
+            seeds = [derive_seed(p.seed, j) for j in range(p.n)]
+        else:
+            seeds = [derive_seed(self.seed, self._n_requests + i, j) for j in range(p.n)]
+        return Request(index=i, prompt=ids, params=p, seeds=seeds)
+
+    def _pull(self, prompts: Iterator, default: SamplingParams, pulled: list[int]) -> Iterator[Request]:
+        """Requests made one at a time, as the engine pulls them."""
+        for i, item in enumerate(prompts):
+            prompt, p = item if _is_pair(item) else (item, default)
+            if not isinstance(p, SamplingParams):
+                raise ValueError(f"prompt {i}: the pair's second item must be a SamplingParams, got "
+                                 f"{type(p).__name__}")
+            p.validate()
+            pulled[0] = i + 1
+            yield self._request(i, prompt, p)
+
+    @staticmethod
+    def _default_params(sampling_params) -> SamplingParams:
+        if sampling_params is None:
+            return SamplingParams()
+        if not isinstance(sampling_params, SamplingParams):
+            raise ValueError("with an iterator of prompts, sampling_params must be one SamplingParams or None; give "
+                             "a prompt its own as a (prompt, SamplingParams) pair")
+        sampling_params.validate()
+        return sampling_params
 
     @staticmethod
     def _params(sampling_params, n: int) -> list[SamplingParams]:
@@ -313,6 +255,10 @@ class LLM:
                 raise ValueError(f"sampling_params[{i}] must be a SamplingParams, got {type(p).__name__}")
             p.validate()
         return params
+
+
+def _is_pair(item) -> bool:
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], SamplingParams)
 
 
 def _describe(x) -> str:

@@ -40,7 +40,7 @@ class ProgressBar:
     ``enabled`` is false or ``LITESYS_NO_PROGRESS=1``. ``clock`` is injectable for tests.
     """
 
-    def __init__(self, total: int, desc: str, unit: str, enabled: bool = True, position: int = 0,
+    def __init__(self, total: int | None, desc: str, unit: str, enabled: bool = True, position: int = 0,
                  clock: Callable[[], float] = time.monotonic, min_interval: float = 0.5):
         self.clock, self.t0, self.min_interval = clock, clock(), min_interval
         self.last, self.extra, self.postfix = -float("inf"), "", ""
@@ -92,13 +92,29 @@ class ProgressBar:
 class RunCounters:
     """The engine's host-side counts for one ``run`` (updated where it already reads the device)."""
 
-    samples: int
-    budget: int
+    max_seq_len: int
+    samples: int = 0
+    budget: int = 0
     finished: int = 0
     finished_tokens: int = 0
     finished_budget: int = 0
     preempted_tokens: int = 0  # tokens of preempted sequences waiting to be recomputed
     live_tokens: int = 0  # tokens of the running, unfinished sequences at the last check
+
+    def budget_of(self, r) -> int:
+        """Tokens one sample of request ``r`` may generate at most."""
+        return min(r.params.max_new_tokens, self.max_seq_len - len(r.prompt))
+
+    def add(self, r) -> None:
+        """Request ``r`` joins the run (all its samples)."""
+        self.samples += r.params.n
+        self.budget += self.budget_of(r) * r.params.n
+
+    def finish(self, r, tokens: int) -> None:
+        """One sample of ``r`` finished with ``tokens`` generated."""
+        self.finished += 1
+        self.finished_tokens += tokens
+        self.finished_budget += self.budget_of(r)
 
     def stats(self, running: int) -> ProgressStats:
         in_flight = self.live_tokens + self.preempted_tokens

@@ -1,53 +1,31 @@
-"""Batched sampling on the device: greedy, temperature, top-k, top-p, min-p.
-
-Randomness is counter-based: the draw for generated token ``t`` of a sequence with seed ``s`` is a hash of
-``(s, t)``. A request's tokens therefore do not depend on which other requests share its batch, nor on
-preemption and recomputation. One uniform per sequence picks the token by inverse CDF over the kept
-candidates, so no per-vocabulary random tensor and, with top-k set, no full sort is needed.
-"""
+"""Batched, counter-based sampling on the device (greedy, temperature, top-k, top-p, min-p: the draw for token ``t``
+of seed ``s`` is a hash of ``(s, t)``), and ``Sampler``: params -> slot columns -> tokens -> stop codes
+(docs/engine.md, "Sampling")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
-_M32 = 0xFFFFFFFF
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (lowbias32) on int64 tensors holding values in [0, 2^32).
-
-    int64 products may wrap past 2^63; only the low 32 bits are kept, which wrapping leaves exact.
-    """
-    x = x & _M32
-    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _M32
-    x = ((x ^ (x >> 15)) * 0x846CA68B) & _M32
-    return x ^ (x >> 16)
+from litesys.distributed import Dist
+from litesys.engine import stops
+from litesys.engine.config import TOPK_CHUNK_FACTOR, TOPK_CHUNKS
+from litesys.engine.sequence import Seq
+from litesys.engine.slots import Slots
+from litesys.kernels.hash import hash_to_uniform, lowbias32
+from litesys.sampling_params import SamplingParams
 
 
 def uniform(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """Deterministic U[0, 1) per row from (seed, step); seeds: int64 [B], steps: int [B]."""
-    h = _mix32(seeds ^ 0x9E3779B9)
-    h = _mix32(h ^ (seeds >> 32))
-    h = _mix32(h ^ steps.long())
-    return (h >> 8).double().div(float(1 << 24)).float()
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (run seed, request index, sample index): stable across runs and machines."""
-    h = 0x243F6A8885A308D3
-    for p in parts:
-        h ^= (p & 0xFFFFFFFFFFFFFFFF) + 0x9E3779B97F4A7C15 + ((h << 6) & 0xFFFFFFFFFFFFFFFF) + (h >> 2)
-        h &= 0xFFFFFFFFFFFFFFFF
-        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
+    h = lowbias32(seeds ^ 0x9E3779B9)
+    h = lowbias32(h ^ (seeds >> 32))
+    h = lowbias32(h ^ steps.long())
+    return hash_to_uniform(h)
 
 
 @dataclass
-class SamplingTensors:
-    """Per-row sampling parameters on the device (rows = batch slots)."""
-
+class SamplingTensors:  # per-row sampling parameters on the device (rows = batch slots)
     temperature: torch.Tensor  # [B] fp32, 0 = greedy
     top_k: torch.Tensor  # [B] int64, 0 = off
     top_p: torch.Tensor  # [B] fp32
@@ -59,7 +37,7 @@ def topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise top-k, sorted descending. A vocabulary-wide topk is slow on the GPU; taking the top-k of each
     of C chunks first and then of the C·k survivors gives the same set far faster."""
     B, V = x.shape
-    chunks = next((c for c in (64, 32, 16) if V % c == 0 and V // c >= 4 * k), 0)
+    chunks = next((c for c in TOPK_CHUNKS if V % c == 0 and V // c >= TOPK_CHUNK_FACTOR * k), 0)
     if not x.is_cuda or chunks == 0:
         return x.topk(k, dim=-1)
     v, i = x.view(B, chunks, V // chunks).topk(k, dim=-1)  # [B, C, k]
@@ -106,3 +84,63 @@ def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_gr
     pick = torch.minimum(pick, (probs > 0).sum(-1, keepdim=True) - 1)
     tok = idx.gather(1, pick).squeeze(1)
     return torch.where(p.temperature == 0, greedy, tok)
+
+
+class Sampler:
+    """One step's sampling for slot rows: params -> slot columns, host flags, next tokens, stop codes. Repetition
+    groups (one per distinct window/block/threshold) belong to one run: ``start_run`` forgets them."""
+
+    def __init__(self, slots: Slots, eos_ids: list[int], max_seq_len: int, dist: Dist):
+        self.slots, self.max_seq_len, self.dist = slots, max_seq_len, dist
+        self.eos = torch.tensor(eos_ids or [-1], dtype=torch.int64, device=slots.device)
+        self.start_run()
+
+    def start_run(self) -> None:
+        self.rep_groups: list[tuple[int, int, int]] = []  # (window, block, threshold) per group, this run only
+        self.refresh([])
+
+    def columns(self, seqs: list[Seq]) -> dict[str, list]:
+        """The sampling and stop columns of new sequences' slots (``Slots.place``)."""
+        ps = [s.req.params for s in seqs]
+        return dict(max_gen=[min(s.req.params.max_new_tokens, self.max_seq_len - len(s.req.prompt)) for s in seqs],
+                    rep_group=[self._rep_group(p) for p in ps], ignore_eos=[p.ignore_eos for p in ps],
+                    temperature=[p.temperature for p in ps], top_k=[max(p.top_k, 0) for p in ps],
+                    top_p=[p.top_p for p in ps], min_p=[p.min_p for p in ps], seed=[s.seed for s in seqs])
+
+    def refresh(self, params: list[SamplingParams]) -> None:
+        """Host flags of the running batch: they pick the sampling path without reading the device."""
+        self.all_greedy = all(p.temperature == 0 for p in params)
+        sampling = [p for p in params if p.temperature > 0]
+        self.need_full_sort = any(p.top_k <= 0 for p in sampling)
+        self.max_top_k = max([p.top_k for p in sampling] + [1])
+
+    def step(self, logits: torch.Tensor, rows: torch.Tensor) -> None:
+        """Sample the next token of ``rows`` from ``logits`` [len(rows), V], append it, set their stop codes."""
+        st = self.slots
+        steps = st.gen_len[rows]
+        params = SamplingTensors(st.temperature[rows], st.top_k[rows], st.top_p[rows], st.min_p[rows], st.seed[rows])
+        tok = sample(logits, params, steps, self.all_greedy, self.need_full_sort, self.max_top_k)
+        # Tensor parallel: every rank goes on with tp-rank 0's tokens, so scheduling can never diverge (docs/tp.md)
+        tok = self.dist.broadcast_first(tok)
+        live = st.finish_code[rows] == stops.RUNNING
+        # finished rows (not yet collected) keep their state; live rows append the new token
+        write_col = steps.clamp(max=st.generated.shape[1] - 1)
+        old = st.generated[rows, write_col]
+        st.generated[rows, write_col] = torch.where(live, tok.int(), old)
+        gen_len = steps + live.long()
+        st.gen_len[rows] = gen_len
+        st.last_token[rows] = tok
+        code = torch.zeros_like(st.finish_code[rows])
+        code = torch.where(torch.isin(tok, self.eos) & ~st.ignore_eos[rows], stops.STOP, code)
+        code = torch.where((code == 0) & (gen_len >= st.max_gen[rows]), stops.LENGTH, code)
+        for g, (window, block, thr) in enumerate(self.rep_groups):
+            hit = stops.repetition_hits(st.generated, rows, gen_len, window, block, thr) & (st.rep_group[rows] == g)
+            code = torch.where((code == 0) & hit, stops.REPETITION, code)
+        st.finish_code[rows] = torch.where(live, code.to(st.finish_code.dtype), st.finish_code[rows])
+
+    def _rep_group(self, p: SamplingParams) -> int:
+        if not p.repeat_check:
+            return -1
+        key = (p.repeat_check_window, p.repeat_block_size, p.repeat_threshold)
+        self.rep_groups += [key] if key not in self.rep_groups else []
+        return self.rep_groups.index(key)

@@ -1,18 +1,16 @@
-"""Continuous batching decisions: admission by free pages and slots, preemption of the newest sequence.
-
-Waiting items are either a fresh request (all ``n`` samples; the prompt is prefilled once and its pages
-shared) or a preempted sequence (recomputed from its prompt plus the tokens it had generated).
-"""
+"""Continuous batching decisions: admission by free slots and pages (requests pulled lazily), page growth, the
+preemption choice. A waiting item is a fresh request (its ``n`` samples share the prompt's pages) or a preempted
+sequence (swapped back in, or recomputed from prompt + generated tokens)."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from litesys.engine.sequence import Request, Seq
-
-
-def pages_for(tokens: int, page_size: int) -> int:
-    return (tokens + page_size - 1) // page_size
+from litesys.kernels.common import cdiv
 
 
 @dataclass
@@ -27,7 +25,7 @@ class PrefillItem:
         return 0 if self.swapped is not None else len(self.tokens)
 
     @property
-    def width(self) -> int:  # slots it will occupy
+    def num_samples(self) -> int:  # slots it will occupy
         return self.request.params.n if self.request is not None else 1
 
 
@@ -36,40 +34,72 @@ class Scheduler:
         self.page_size, self.max_slots = page_size, max_slots
         self.max_batched_tokens, self.watermark = max_batched_tokens, watermark_pages
         self.waiting: deque[PrefillItem] = deque()
+        self.source: Iterator[Request] | None = None  # requests not pulled yet
 
-    def add(self, req: Request) -> None:
-        self.waiting.append(PrefillItem(tokens=req.prompt, request=req))
+    def start(self, requests: Iterable[Request]) -> None:
+        """A list waits whole; any other iterable is pulled one request at a time, when a slot is free."""
+        self.clear()
+        if isinstance(requests, (list, tuple)):
+            self.waiting.extend(PrefillItem(tokens=r.prompt, request=r) for r in requests)
+        else:
+            self.source = iter(requests)
 
     def clear(self) -> None:
         self.waiting.clear()
+        self.source = None
+
+    def pending(self) -> bool:
+        """Anything waiting, or possibly still to come from the source."""
+        return bool(self.waiting) or self.source is not None
+
+    def _pull(self) -> bool:
+        req = next(self.source, None) if self.source is not None else None
+        if req is None:
+            self.source = None
+            return False
+        self.waiting.append(PrefillItem(tokens=req.prompt, request=req))
+        return True
 
     def requeue(self, seq: Seq, generated: list[int], swapped: object | None = None) -> None:
         """A preempted sequence goes to the front: it was admitted before anything still waiting."""
-        seq.done_tokens = generated
+        seq.tokens_before_preemption = generated
         self.waiting.appendleft(PrefillItem(tokens=seq.req.prompt + generated, seq=seq, swapped=swapped))
 
     def pages_needed(self, item: PrefillItem) -> int:
         if item.swapped is not None:
             return item.swapped.num_pages
-        n = pages_for(len(item.tokens), self.page_size)
+        n = cdiv(len(item.tokens), self.page_size)
         if item.request is not None and len(item.tokens) % self.page_size:
-            n += item.width - 1  # each extra sample gets its own copy of the partly filled last page
+            n += item.num_samples - 1  # each extra sample gets its own copy of the partly filled last page
         return n
 
     def admit(self, free_pages: int, running: int) -> list[PrefillItem]:
         """Pop the waiting items that fit this prefill step (FIFO; stops at the first that does not fit)."""
         batch: list[PrefillItem] = []
         tokens = 0
-        while self.waiting:
+        while self.waiting or running < self.max_slots and self._pull():
             item = self.waiting[0]
             need = self.pages_needed(item)
-            reserve = self.watermark if running + len(batch) else 0
-            if running + item.width > self.max_slots or need + reserve > free_pages:
+            reserve = self.watermark if running else 0
+            if running + item.num_samples > self.max_slots or need + reserve > free_pages:
                 break
             if batch and tokens + item.prefill_tokens > self.max_batched_tokens:
                 break
             batch.append(self.waiting.popleft())
             tokens += item.prefill_tokens
             free_pages -= need
-            running += item.width
+            running += item.num_samples
         return batch
+
+    def page_growth(self, seq_len_host: np.ndarray, free_pages: int) -> np.ndarray | None:
+        """Rows whose next token starts a new page, or None when the free pages do not cover them."""
+        need = np.nonzero(seq_len_host % self.page_size == 0)[0]
+        return need if len(need) <= free_pages else None
+
+    @staticmethod
+    def preemption_victim(running: list[Seq]) -> int:
+        """The slot to preempt: the newest sequence (the oldest keep their progress)."""
+        if len(running) <= 1:
+            raise RuntimeError("the KV pool is too small for even one sequence; lower max_seq_len or give the "
+                               "cache more memory")
+        return max(range(len(running)), key=lambda i: running[i].order)

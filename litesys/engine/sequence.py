@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from litesys.config import CompletionOutput, SamplingParams
+from litesys.outputs import CompletionOutput
+from litesys.sampling_params import SamplingParams
 
 
 @dataclass
@@ -22,18 +23,15 @@ class Request:
 
 @dataclass
 class Seq:
-    """One sample in flight. ``done_tokens`` is non-empty only for a preempted sequence awaiting recompute."""
+    """One sample in flight. ``tokens_before_preemption``: what a preempted sequence had generated (empty once it
+    runs again)."""
 
     req: Request
     sample: int
     order: int  # admission order; the newest running sequence is preempted first
-    done_tokens: list[int] = field(default_factory=list)
+    tokens_before_preemption: list[int] = field(default_factory=list)
     pages: list[int] = field(default_factory=list)
 
     @property
     def seed(self) -> int:
         return self.req.seeds[self.sample]
-
-    @property
-    def max_gen(self) -> int:
-        return self.req.params.max_new_tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from litesys.attention import kv_fp8
+from litesys.kernels.common import cdiv
 from litesys.sampling_params import check_bool, check_int, check_real
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -110,6 +111,19 @@ def check_prompts(prompts) -> None:
                          "(a list of conversations, each a list of {'role': ..., 'content': ...} dicts)")
     if isinstance(first, int) and not isinstance(first, bool):
         raise ValueError("prompt 0 is an int: a token-id prompt is one prompt, so pass [[id, id, ...]]")
+
+
+def check_request(r, max_seq_len: int, page_size: int, num_pages: int) -> None:
+    """A request the engine can run: a prompt that leaves room to generate, a pool that holds one sequence."""
+    if len(r.prompt) == 0:
+        raise ValueError(f"prompt {r.index} is empty; give at least one token")
+    if len(r.prompt) >= max_seq_len:
+        raise ValueError(f"prompt {r.index} has {len(r.prompt)} tokens, which leaves no room to generate within "
+                         f"max_seq_len={max_seq_len}; raise max_seq_len or shorten the prompt")
+    need = cdiv(max_seq_len, page_size)
+    if need > num_pages - 1:
+        raise ValueError(f"the KV pool has {num_pages - 1} pages but one sequence of max_seq_len={max_seq_len} "
+                         f"needs {need}; lower max_seq_len or give the cache more memory")
 
 
 def check_conversation(index: int, conv: list) -> None:

@@ -1,0 +1,87 @@
+"""Build an engine in one direction: checkpoint -> model -> sparse method -> KV plan -> KV pool -> attention ->
+``Engine`` (which makes its own CUDA graphs). Nothing built here points back at what built it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from litesys.attention import kv_fp8
+from litesys.attention.backend import Attention, select_ops
+from litesys.attention.kv_cache import KVCache
+from litesys.attention.meta import AttnMeta
+from litesys.attention.sparse import build as build_sparse
+from litesys.distributed import Dist, sparse_heads
+from litesys.engine import memory, validate
+from litesys.engine.config import CHECK_EVERY_CPU, CHECK_EVERY_CUDA, EngineConfig
+from litesys.engine.engine import Engine
+from litesys.models.config import ModelConfig
+from litesys.models.loader import Checkpoint, RandomCheckpoint
+from litesys.models.registry import build_model, resolve
+
+
+def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
+    """The engine for the checkpoint in ``path`` (``sparse``: a SparseConfig or None for dense attention); it holds
+    the model (``engine.model.cfg``, ``.dtype``), the KV pool and the attention."""
+    device = validate.resolve_device(config.device)
+    dtype = validate.resolve_dtype(config.dtype, device)
+    kv_dtype = kv_fp8.storage_dtype(config.kv_cache_dtype, dtype)
+    cfg = ModelConfig.from_dir(path)
+    name, _ = resolve(config.model_class, cfg.model_type)
+    max_seq_len = config.max_seq_len or min(32768, validate.context_limit(cfg) or 32768)  # None: the model's
+    validate.check_max_seq_len(cfg, max_seq_len, config.allow_long_max_seq_len)
+    dist = Dist()
+    if config.tensor_parallel_size > 1:
+        from litesys.distributed import init_tensor_parallel
+        dist = init_tensor_parallel(config.tensor_parallel_size, device)
+    check_every = config.check_every or (CHECK_EVERY_CUDA if device.type == "cuda" else CHECK_EVERY_CPU)
+
+    model = build_model(name, cfg, device, dtype, max_seq_len + check_every + 1, dist)
+    model.load(RandomCheckpoint(model.checkpoint_shapes(), device, seed=config.seed)  # benchmarks: random weights
+               if config.load_format == "random" else Checkpoint(path))
+    n_q, n_kv, L, D = model.num_q_heads, model.num_kv_heads, cfg.num_layers, cfg.head_dim
+    method = build_sparse(sparse, sparse_heads(model) if sparse is not None else None,  # TP: global heads
+                          config.attention_backend)
+    page_size = method.kv_page_size() or config.page_size  # e.g. Quest: its blocks are the KV pages
+    extra = method.extra_bytes_per_page(L, n_kv, D, dtype)  # e.g. Quest's per-page key summaries
+    page_bytes = KVCache.bytes_per_page(L, page_size, n_kv, D, kv_dtype)
+    num_pages = config.num_kv_pages
+    if num_pages is None:
+        gpu = None
+        if device.type == "cuda":
+            tokens = min(config.max_num_batched_tokens, max_seq_len)
+            gpu = memory.measure(lambda: _largest_step(model, cfg, device, dtype, kv_dtype, page_size, tokens,
+                                                            config.max_num_seqs))
+        num_pages = memory.plan_kv_pages(page_bytes + extra, page_size, max_seq_len, config.max_num_seqs,
+                                         config.gpu_memory_utilization, gpu)
+        if dist.world > 1:  # one pool size per replica, or the ranks' schedules diverge (docs/tp.md)
+            from litesys.distributed import agree_min
+            num_pages = agree_min(dist, num_pages, device)
+    elif device.type == "cuda":  # an explicit pool: refuse now rather than run out of memory later
+        memory.check_fits(num_pages * page_bytes, f"num_kv_pages={num_pages}")
+    kv = memory.allocate(lambda: KVCache(L, num_pages, page_size, n_kv, D, dtype, device, kv_dtype=kv_dtype),
+                         f"a KV pool of {num_pages} pages")
+    if config.kv_scales is not None:  # fixed fp8 scales (else each layer's first prefill calibrates them)
+        kv.set_scales(*kv_fp8.load_scales(config.kv_scales, L, cfg.num_kv_heads, getattr(model, "kv_heads", None)))
+
+    method.bind(kv)  # its per-page state now, before any graph capture
+    attn = Attention(kv, n_q, n_kv, D, D ** -0.5, ops=select_ops(device, config.attention_backend), method=method)
+    return Engine(model, kv, attn, max_slots=config.max_num_seqs, max_seq_len=max_seq_len,
+                    max_batched_tokens=config.max_num_batched_tokens, eos_ids=cfg.eos_token_ids,
+                    check_every=check_every, cuda_graphs=config.cuda_graphs,
+                    swap_space_bytes=int(config.swap_space_gb * 2**30))
+
+
+@torch.inference_mode()
+def _largest_step(model, cfg: ModelConfig, dev: torch.device, dtype: torch.dtype, kv_dtype: torch.dtype,
+                  page_size: int, tokens: int, max_seqs: int) -> None:
+    """The activation peak: the largest prefill step, then the sampler's logits (and sort) for a full batch."""
+    kv = KVCache(cfg.num_layers, 2, page_size, model.num_kv_heads, cfg.head_dim, dtype, dev,
+                 kv_dtype=kv_dtype)  # fp8: the quantising write path's temporaries too
+    attn = Attention(kv, model.num_q_heads, model.num_kv_heads, cfg.head_dim, 1.0, ops=select_ops(dev))
+    meta = AttnMeta(True, torch.zeros(tokens, dtype=torch.int64, device=dev), page_size, model.num_q_heads,
+                    model.num_kv_heads, cu_seqlens=torch.tensor([0, tokens], dtype=torch.int32, device=dev),
+                    max_seqlen=tokens)
+    hidden = model.forward(torch.zeros(tokens, dtype=torch.int64, device=dev), torch.arange(tokens, device=dev),
+                           meta, attn)
+    model.compute_logits(hidden[:1].expand(max_seqs, -1).contiguous()).sort(dim=-1)
