@@ -9,7 +9,7 @@ import time
 import pytest
 
 from litesys.eval.pool import GradePool
-from litesys.eval.tasks.math.grade import grade, grade_detail, last_boxed
+from litesys.eval.tasks.math.grade import GRADE_ITEM, PRELOAD, grade, grade_detail, last_boxed
 
 EQUIVALENT = [  # (task, response, gold)
     ("math500", "so the answer is $\\boxed{0.5}$", "\\frac{1}{2}"),  # decimal vs fraction
@@ -86,7 +86,7 @@ def test_pathological_expression_times_out_and_the_rest_is_graded():
     """A tower of powers keeps sympy busy for seconds; the pool stops it at 2 s and goes on."""
     jobs = [("aime24", "\\boxed{9^{9^{9}}}", "5"), ("aime24", "\\boxed{5}", "5"), ("aime24", "\\boxed{6}", "5")]
     t0 = time.monotonic()
-    with GradePool(workers=1, timeout=2) as pool:
+    with GradePool(GRADE_ITEM, workers=1, timeout=2, preload=PRELOAD) as pool:
         out = pool.map(jobs)
         assert pool.stats["timeout"] == 1
     assert time.monotonic() - t0 < 15
@@ -122,7 +122,7 @@ def test_grader_records_timeouts_as_wrong_and_the_summary_counts_them():
     assert recs[1]["correct"] is True and recs[1]["grade_status"] == "ok" and recs[1]["answer_key"] == "5"
     for i, r in enumerate(recs):
         r.update(problem_id=f"p{i}", trial=0, num_tokens=3, finish_reason="stop")
-    args = Namespace(task="aime24", trial=1, limit=None, skip_problems=[], grader="litesys", compare_graders=False)
+    args = Namespace(task="aime24", trial=1, limit=None, grader="litesys", compare_graders=False)
     s = summarize_run(recs, args, {"model": "m"}, n_problems=2)
     assert s["grading"]["timeouts"] == 1 and s["pass@1"] == 0.5 and s["complete"]
 

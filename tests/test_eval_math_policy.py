@@ -360,6 +360,7 @@ def test_gold_solutions_grade_right_and_shuffled_answers_wrong():
     """Every MATH500, GSM8K (and AIME24) gold solution against its own answer (all must be right) and against another
     problem's differently written answer (a shuffle: ~0% right), graded in the pool as runs grade."""
     from litesys.eval.pool import GradePool
+    from litesys.eval.tasks.math.grade import GRADE_ITEM, PRELOAD
 
     rnd = random.Random(0)
     jobs, groups = [], {}
@@ -379,7 +380,7 @@ def test_gold_solutions_grade_right_and_shuffled_answers_wrong():
     groups[("aime24", "own")] = range(len(jobs), len(jobs) + len(aime))
     jobs += [("aime24", r["solution"], r["answer"], "stop") for r in aime]
     t0 = time.monotonic()
-    with GradePool(workers=2, timeout=30) as pool:
+    with GradePool(GRADE_ITEM, workers=2, timeout=30, preload=PRELOAD) as pool:
         out = pool.map(jobs)
     ok = [o.status == "ok" and o.value[0] for o in out]
     rate = {g: sum(ok[i] for i in idx) / len(idx) for g, idx in groups.items()}
@@ -433,10 +434,9 @@ def _scripted_eval(tmp_path: Path) -> tuple[list[dict], list[str], object]:
     data.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "answer")}) + "\n" for r in rows))
     by_question = {r["question"]: SCRIPTED[r["id"]] for r in rows}
 
-    def scripted_run(job_factory, args, out, devices, config):
-        job = job_factory(args)
+    def scripted_run(job, out, devices, config):
         job.make_llm = lambda device: ScriptedLLM(by_question)
-        return runner_mod.run(job_factory, args, out, devices, config, job=job)
+        return runner_mod.run(job, out, devices, config)
 
     ckpt = make_checkpoint(tmp_path / "ckpt", "qwen3")
     argv = ["--model", str(ckpt), "--task", "gsm8k", "--data-file", str(data), "--device", "cpu", "--max_len", "512",

@@ -2,15 +2,13 @@
 back only keys / projected fields."""
 from __future__ import annotations
 
-import argparse
 import json
 import tracemalloc
-from types import SimpleNamespace
 
 import pytest
 
 from litesys.eval import runner
-from litesys.eval.runner import Job, RunError, WorkItem, read_samples, run, sample_seed, shard_path, split_work
+from litesys.eval.runner import Job, RunError, WorkItem, read_samples, run, sample_seed, shard_path
 from litesys.outputs import CompletionOutput, RequestOutput
 from litesys.sampling_params import SamplingParams
 
@@ -52,19 +50,18 @@ def test_sample_seed_depends_on_run_seed_problem_and_trial_only():
 
 def test_samples_are_written_as_they_finish_and_resume_skips_them(tmp_path):
     cfg = {"model": "m", "temperature": 0.6}
-    args = argparse.Namespace()
     crashing = FakeLLM(crash_after=2)
     with pytest.raises(Crash):
-        run(lambda a: _job(crashing), args, tmp_path, ["cpu"], cfg)
+        run(_job(crashing), tmp_path, ["cpu"], cfg)
     first = read_samples(tmp_path)
     assert len(first) == 2  # the two finished before the crash are on disk
     assert {(r["problem_id"], r["trial"]) for r in first} == {("c", 1), ("c", 0)}
     resumed = FakeLLM()
-    res = run(lambda a: _job(resumed), args, tmp_path, ["cpu"], cfg)
+    res = run(_job(resumed), tmp_path, ["cpu"], cfg)
     recs = list(res.records())
     assert len(resumed.calls) == 4  # only the missing pairs were generated
     assert len(recs) == 6 and len({(r["problem_id"], r["trial"]) for r in recs}) == 6
-    full = list(run(lambda a: _job(FakeLLM()), args, tmp_path / "full", ["cpu"], cfg).records())
+    full = list(run(_job(FakeLLM()), tmp_path / "full", ["cpu"], cfg).records())
     key = lambda r: (r["problem_id"], r["trial"])  # noqa: E731
     assert sorted(recs, key=key) == sorted(full, key=key)  # same records as an uninterrupted run
     rec = next(r for r in recs if key(r) == ("a", 1))
@@ -74,22 +71,22 @@ def test_samples_are_written_as_they_finish_and_resume_skips_them(tmp_path):
 
 def test_torn_last_line_is_dropped_and_repaired(tmp_path):
     cfg = {"model": "m"}
-    run(lambda a: _job(FakeLLM(), problems=("a",), trials=1), None, tmp_path, ["cpu"], cfg)
+    run(_job(FakeLLM(), problems=("a",), trials=1), tmp_path, ["cpu"], cfg)
     path = shard_path(tmp_path, 0)
     with open(path, "a") as f:
         f.write('{"problem_id": "b", "tri')  # what a SIGKILL mid-write leaves
     assert len(read_samples(tmp_path)) == 1
-    res = run(lambda a: _job(FakeLLM(), problems=("a", "b"), trials=1), None, tmp_path, ["cpu"], cfg)
+    res = run(_job(FakeLLM(), problems=("a", "b"), trials=1), tmp_path, ["cpu"], cfg)
     assert res.num_samples == 2 and len(list(res.records())) == 2
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line) for line in lines)
 
 
 def test_other_settings_refuse_to_mix(tmp_path):
-    run(lambda a: _job(FakeLLM(), trials=1), None, tmp_path, ["cpu"], {"model": "m", "temperature": 0.6})
+    run(_job(FakeLLM(), trials=1), tmp_path, ["cpu"], {"model": "m", "temperature": 0.6})
     before = shard_path(tmp_path, 0).read_bytes()
     with pytest.raises(RunError, match="temperature: 0.6 there, 0.0 now.*another --output_dir"):
-        run(lambda a: _job(FakeLLM(), trials=1), None, tmp_path, ["cpu"], {"model": "m", "temperature": 0.0})
+        run(_job(FakeLLM(), trials=1), tmp_path, ["cpu"], {"model": "m", "temperature": 0.0})
     assert shard_path(tmp_path, 0).read_bytes() == before
 
 
@@ -107,7 +104,7 @@ def test_processor_runs_before_writing_and_its_failure_is_reported(tmp_path):
 
     job = _job(FakeLLM(), problems=("a",), trials=1)
     job.make_processor = Upper
-    recs = list(run(lambda a: job, None, tmp_path, ["cpu"], {}).records())
+    recs = list(run(job, tmp_path, ["cpu"], {}).records())
     assert recs[0]["output"] == recs[0]["output"].upper() and Upper.closed
 
     class Broken(Upper):
@@ -117,26 +114,19 @@ def test_processor_runs_before_writing_and_its_failure_is_reported(tmp_path):
     job = _job(FakeLLM(), problems=("b",), trials=1)
     job.make_processor = Broken
     with pytest.raises(RunError, match="writing samples failed: disk full"):
-        run(lambda a: job, None, tmp_path / "b", ["cpu"], {})
-
-
-def test_split_work_keeps_a_problems_trials_together():
-    items = [SimpleNamespace(problem_id=p, trial=t) for p in "abcde" for t in range(3)]
-    shards = split_work(items, 2)
-    assert [sorted({i.problem_id for i in s}) for s in shards] == [["a", "c", "e"], ["b", "d"]]
-    assert sum(len(s) for s in shards) == 15
+        run(job, tmp_path / "b", ["cpu"], {})
 
 
 def test_output_field_names_the_generated_text(tmp_path):
     job = _job(FakeLLM(), problems=("a",), trials=1)
     job.output_field = "output_text"
-    (rec,) = run(lambda a: job, None, tmp_path, ["cpu"], {}).records()
+    (rec,) = run(job, tmp_path, ["cpu"], {}).records()
     assert rec["output_text"] == f"Qa|{sample_seed(0, 'a', 0)}" and "output" not in rec
 
 
 def test_result_holds_keys_and_streams_only_the_requested_samples(tmp_path):
-    run(lambda a: _job(FakeLLM(), problems=("a", "b", "c"), trials=2), None, tmp_path, ["cpu"], {})
-    res = run(lambda a: _job(FakeLLM(), problems=("a", "b"), trials=1), None, tmp_path, ["cpu"], {})  # --limit 2
+    run(_job(FakeLLM(), problems=("a", "b", "c"), trials=2), tmp_path, ["cpu"], {})
+    res = run(_job(FakeLLM(), problems=("a", "b"), trials=1), tmp_path, ["cpu"], {})  # --limit 2
     assert res.num_samples == 2 and res.done == {("a", 0), ("b", 0)}
     assert sorted((r["problem_id"], r["trial"]) for r in res.records()) == [("a", 0), ("b", 0)]
     assert [set(r) for r in res.records(fields=("num_tokens",))] == [{"problem_id", "trial", "num_tokens"}] * 2
@@ -154,7 +144,7 @@ def test_reading_back_never_holds_all_the_records(tmp_path):
     """LiveCodeBench lines carry megabytes of test cases: the done set and a projected read hold one line at a
     time, not the shards (24 lines x 2 MB here; a line costs a few times its size while parsed)."""
     blob = "t" * (2 << 20)
-    run(lambda a: _job(FakeLLM(), problems=tuple("abcdefghijkl"), trials=2, tests=blob), None, tmp_path, ["cpu"], {})
+    run(_job(FakeLLM(), problems=tuple("abcdefghijkl"), trials=2, tests=blob), tmp_path, ["cpu"], {})
     assert shard_path(tmp_path, 0).stat().st_size > 48 << 20
 
     def peak(fn) -> int:

@@ -98,7 +98,7 @@ def test_torchrun_tp2_matches_single(ckpt, data, single, tmp_path):
     assert outputs(out) == single
     # global rank 0 alone reports, and the TP setting is not part of the run config (any layout resumes)
     assert [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")] == [
-        {"problems": 3, "samples": 6, "output_dir": str(out), "skipped_bad_tests": 0}]
+        {"problems": 3, "samples": 6, "output_dir": str(out), "skipped_bad_tests": 0, "skipped_long_prompt": 0}]
 
 
 def test_bad_input_exits_2_before_writing(ckpt, data, tmp_path, capsys):
@@ -118,10 +118,10 @@ def test_sparse_flags_are_part_of_the_run_config(ckpt, data, tmp_path):
     from litesys.eval.tasks.lcb.main import build_parser, prepare
 
     argv = ["--model", ckpt, "--data_file", data, *FLAGS, "--output_dir", str(tmp_path / "o")]
-    config = prepare(build_parser().parse_args([*argv, "--attn_block_topk", "4", "--attn_local", "8"]))[2]
+    config = prepare(build_parser().parse_args([*argv, "--attn_block_topk", "4", "--attn_local", "8"])).config
     assert config["sparse"]["attn_block_topk"] == 4 and config["sparse"]["attn_local"] == 8
     assert config["sparse"]["attn_layer_skip"] == [0] and json.loads(json.dumps(config)) == config
-    assert prepare(build_parser().parse_args(argv))[2]["sparse"] is None  # dense
+    assert prepare(build_parser().parse_args(argv)).config["sparse"] is None  # dense
 
 
 def test_data_dir_and_undecodable_problems_skipped(ckpt, tmp_path, capsys):
@@ -135,7 +135,8 @@ def test_data_dir_and_undecodable_problems_skipped(ckpt, tmp_path, capsys):
     (folder / "test.jsonl").write_text(json.dumps(ADD) + "\n" + json.dumps(broken) + "\n")
     (folder / "test2.jsonl").write_text(json.dumps(ADD_TO) + "\n")
     base = ["--model", ckpt, *FLAGS, "--trial", "1", "--data-dir", str(folder)]
-    problems = prepare(build_parser().parse_args([*base, "--release", "v2", "--output_dir", str(tmp_path / "a")]))[0]
+    problems = prepare(build_parser().parse_args([*base, "--release", "v2", "--output_dir",
+                                                  str(tmp_path / "a")])).problems.items
     assert [p["question_id"] for p in problems] == ["addTo"]
     capsys.readouterr()
     out = tmp_path / "b"

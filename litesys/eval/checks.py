@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from litesys.eval import cli
-from litesys.eval.cli import UsageError
+from litesys.eval.cli_flags import UsageError
 
 INDEX = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
@@ -29,17 +28,17 @@ class ModelInfo:
     tokenizer: Any  # the transformers tokenizer the engine will load
 
 
-def check_model(args: Any, chat: bool = True) -> ModelInfo:
+def check_model(model: str, model_class: str | None, max_len: int, chat: bool = True) -> ModelInfo:
     """Check ``--model``/``--model_class``/``--max_len`` the way ``LLM`` will use them; raises UsageError.
 
     ``chat``: the prompts are chat conversations, so the tokenizer needs a chat template.
     """
-    path = resolve(args.model)
+    path = resolve(model)
     cfg = read_config(path)
-    name = check_model_class(args.model_class, cfg.model_type, path)
+    name = check_model_class(model_class, cfg.model_type, path)
     check_weights(path)
     tok = load_tokenizer(path, chat)
-    check_max_len(args.max_len, cfg, path)
+    check_max_len(max_len, cfg, path)
     return ModelInfo(path, cfg, name, tok)
 
 
@@ -53,8 +52,7 @@ def resolve(model: str) -> Path:
         return p
     if p.exists():
         raise UsageError(f"--model {model} is a file; pass the checkpoint directory that holds it")
-    cli.check_model(model)  # a hub id (org/name) from here on
-    from litesys.engine.llm import _resolve_path
+    from litesys.engine.llm import _resolve_path  # the one "path or hub id" rule, the engine's
 
     try:
         return _resolve_path(model)
@@ -172,6 +170,19 @@ def check_max_len(max_len: int, cfg, path: Path) -> None:
                          "rope_scaling entry (e.g. YaRN) to config.json to extend it")
     raise UsageError(f"--max_len {max_len} is above the {limit} positions the RoPE scaling in {path}/config.json "
                      "reaches (original_max_position_embeddings x factor); lower --max_len or raise the factor")
+
+
+def check_tensor_parallel(model: ModelInfo, tp: int) -> None:
+    """A ``--tp`` that the model's tensor-parallel variant can shard (heads, MLP, vocabulary), as its executor will
+    check it, but before the output folder is touched; UsageError naming --tp."""
+    if tp == 1:
+        return
+    from litesys.models.registry import dist_variant
+
+    try:
+        dist_variant(model.model_class).check_shape(model.config, tp)
+    except ValueError as e:
+        raise UsageError(f"--tp {tp}: {e}") from None
 
 
 def prompt_lengths(tok, prompts: list, enable_thinking: bool | None) -> list[int]:

@@ -68,6 +68,21 @@ def arith_intensity(device_name: str | None = None) -> tuple[float, str]:
     return tflops / tbs, source
 
 
+def resolve_intensity(intensity: float | None, gpu: str | None) -> tuple[float, str] | None:
+    """``--arith-intensity I`` / ``--gpu NAME`` (the eval scripts' and the report's, one definition): (I, where it
+    came from), or None when neither is given (each run's own GPU sets I). ValueError names the flag."""
+    if intensity is not None and not intensity > 0:
+        raise ValueError(f"--arith-intensity must be > 0 FLOPs/byte, got {intensity}")
+    if gpu is None:
+        return None if intensity is None else (float(intensity), "--arith-intensity")
+    if intensity is not None:
+        raise ValueError("pass --arith-intensity or --gpu, not both")
+    key = gpu_key(gpu)
+    if key is None:
+        raise ValueError(f"--gpu {gpu!r} is not in the table ({', '.join(GPUS)}); pass --arith-intensity")
+    return arith_intensity(key)[0], key
+
+
 # ---------------------------------------------------------------- model shape
 
 
@@ -155,7 +170,9 @@ class Method:
         if m in ("block_topk", "stride"):
             s = cfg.attn_block_size
             if m == "block_topk":  # dense up to whole blocks (block_topk.py's n_full); block means score
-                return cls(m, -(-(sink + local + cfg.attn_block_topk * s) // s) * s, "summaries", s, 1, skip)
+                from litesys.kernels.common import cdiv
+
+                return cls(m, cdiv(sink + local + cfg.attn_block_topk * s, s) * s, "summaries", s, 1, skip)
             return cls(m, sink + local + cfg.attn_block_topk * s, "summaries", cfg.attn_stride, 1, skip)
         if m in ("random_select", "random_nsample"):  # positions drawn without looking at the keys
             n = cfg.attn_random_select if m == "random_select" else cfg.attn_random_nsample
@@ -274,8 +291,9 @@ class CostModel:
                    float(arith_intensity if arith_intensity is not None else d["arith_intensity"]))
 
 
-def from_llm(llm, device_name: str | None = None) -> CostModel | None:
-    """The cost model of a built ``LLM`` (its config.json, KV dtype, sparse settings); None when it lacks them."""
+def from_llm(llm, device_name: str | None = None, intensity: float | None = None) -> CostModel | None:
+    """The cost model of a built ``LLM`` (its config.json, KV dtype, sparse settings); None when it lacks them.
+    ``intensity``: I in FLOPs/byte (default: the table's, for ``device_name``)."""
     raw = getattr(getattr(llm, "cfg", None), "raw", None)
     if not raw:
         return None
@@ -286,4 +304,4 @@ def from_llm(llm, device_name: str | None = None) -> CostModel | None:
     kv = getattr(llm, "kv", None)
     dtype = getattr(getattr(kv, "k", None), "dtype", None) or getattr(llm, "dtype", None)
     elem = getattr(dtype, "itemsize", 2)
-    return CostModel(shape, method, int(elem), arith_intensity(device_name)[0])
+    return CostModel(shape, method, int(elem), arith_intensity(device_name)[0] if intensity is None else intensity)

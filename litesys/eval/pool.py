@@ -64,10 +64,10 @@ class _Slot:
 
 
 class GradePool:
-    """Run ``fn`` ("module:function") on argument tuples in ``workers`` processes, ``timeout`` s per item."""
+    """Run ``fn`` ("module:function") on argument tuples in ``workers`` processes, ``timeout`` s per item;
+    ``preload``: modules the forkserver imports once for all workers (e.g. the grader's)."""
 
-    def __init__(self, fn: str = "litesys.eval.tasks.math.grade:grade_item", workers: int | None = None,
-                 timeout: float = 30.0, preload: tuple[str, ...] = ("math_verify", "litesys.eval.tasks.math.grade")):
+    def __init__(self, fn: str, workers: int | None = None, timeout: float = 30.0, preload: tuple[str, ...] = ()):
         if timeout <= 0:
             raise ValueError(f"grading timeout must be > 0 seconds, got {timeout}")
         self.fn = fn

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from litesys.eval.cost import GPUS, arith_intensity, gpu_key
+from litesys.eval.cost import GPUS, resolve_intensity
 from litesys.eval.metrics import bootstrap_pass_at_k, default_budgets, ks_up_to, mean_pass_at_k, pareto_frontier
 from litesys.eval.report_runs import ReportError, Run, load_run
 
@@ -294,15 +294,11 @@ def load_runs(args: argparse.Namespace) -> tuple[list[Run], list[int]]:
     budgets = _parse_budgets(args.budgets)
     if args.bootstrap < 1:
         raise ReportError(f"--bootstrap must be >= 1, got {args.bootstrap}")
-    intensity = args.arith_intensity
-    if intensity is not None and not intensity > 0:
-        raise ReportError(f"--arith-intensity must be > 0 FLOPs/byte, got {intensity}")
-    if args.gpu is not None:
-        if intensity is not None:
-            raise ReportError("pass --arith-intensity or --gpu, not both")
-        if gpu_key(args.gpu) is None:
-            raise ReportError(f"--gpu {args.gpu!r} is not in the table ({', '.join(GPUS)}); pass --arith-intensity")
-        intensity = arith_intensity(args.gpu)[0]
+    try:
+        resolved = resolve_intensity(args.arith_intensity, args.gpu)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    intensity = None if resolved is None else resolved[0]
     for flag, path in (("--png", args.png), ("--cost-png", args.cost_png), ("--json", args.json)):
         if path is not None and not path.parent.is_dir():
             raise ReportError(f"{flag} {path}: the folder {path.parent} does not exist; create it or pass another path")

@@ -167,13 +167,14 @@ _REASON = re.compile(rb'"finish_reason": "([A-Za-z_]+)"')
 
 def _sample_index(folder: Path) -> tuple[dict, dict]:
     """Lengths of a generation folder's samples by (file name, line) and by (problem id, trial)."""
-    from litesys.eval.runner import SHARD_GLOB, RunError, _complete_lines, _line_key
+    from litesys.eval.fileio import complete_lines
+    from litesys.eval.runner import SHARD_GLOB, RunError, line_key
 
     by_line, by_key = {}, {}
     for path in sorted(folder.glob(SHARD_GLOB)):
-        for n, line in _complete_lines(path):
+        for n, line in complete_lines(path):
             try:
-                pid, trial = _line_key(path, n, line)
+                pid, trial = line_key(path, n, line)
             except (RunError, KeyError):
                 continue
             small: dict = {"problem_id": str(pid), "trial": trial}

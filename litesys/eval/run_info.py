@@ -8,10 +8,13 @@ writer (eval_math.py, eval_lcb.py, ...) adds under ``"run_info"``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from importlib import metadata
 from pathlib import Path
+
+from litesys.eval.fileio import atomic_write
 
 TIMING_GLOB = "timing.*.json"
 COST_MODEL = "cost_model.json"
@@ -44,25 +47,19 @@ def device_name(device) -> str:
         return str(device)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def record_timing(output_dir: Path, rank: int, entry: dict) -> None:
     """Append one shard invocation (``start``/``end`` epoch seconds, ``gpus``, token counts...) to its file."""
     path = Path(output_dir) / f"timing.{rank}.json"
     entries = json.loads(path.read_text()) if path.is_file() else []
     entries.append(entry)
-    _atomic_write(path, json.dumps(entries, indent=1) + "\n")
+    atomic_write(path, json.dumps(entries, indent=1) + "\n")
 
 
 def write_cost_model(output_dir: Path, cost_model: dict) -> None:
     """The run's cost model (docs/cost.md), once: the report recomputes truncated costs from it."""
     path = Path(output_dir) / COST_MODEL
     if not path.is_file():
-        _atomic_write(path, json.dumps(cost_model, indent=2, sort_keys=True) + "\n")
+        atomic_write(path, json.dumps(cost_model, indent=2, sort_keys=True) + "\n")
 
 
 def timing_entries(output_dir: Path) -> list[dict]:
@@ -121,7 +118,9 @@ class ShardMeter:
     """One shard's bookkeeping, for the runner: the cost model (written to ``cost_model.json``), each sample's
     cost fields, and the shard's timing entry at the end."""
 
-    def __init__(self, output_dir: Path, rank: int, llm, device, start: float):
+    def __init__(self, output_dir: Path, rank: int, llm, device, start: float,
+                 intensity: tuple[float, str] | None = None):
+        """``intensity``: (I, source) from --arith-intensity/--gpu; None: the table's entry for this device."""
         import time
 
         from litesys.eval import cost
@@ -129,9 +128,10 @@ class ShardMeter:
         self.output_dir, self.rank, self.start = Path(output_dir), rank, start
         self.gpu = device_name(device)
         self.gpus = getattr(getattr(llm, "dist", None), "world", 1) or 1  # TP ranks of this replica
-        self.model = cost.from_llm(llm, None if self.gpu == "cpu" else self.gpu)
+        gpu = None if self.gpu == "cpu" else self.gpu
+        value, source = intensity or cost.arith_intensity(gpu)
+        self.model = cost.from_llm(llm, gpu, value)
         if self.model is not None:
-            source = cost.arith_intensity(None if self.gpu == "cpu" else self.gpu)[1]
             write_cost_model(self.output_dir, {**self.model.to_json(), "gpu": self.gpu, "intensity_source": source})
         self.loaded = time.time()
         self.samples = self.tokens = self.prompt_tokens = 0
@@ -158,3 +158,16 @@ class ShardMeter:
             "start": self.start, "end": end, "load_s": round(self.loaded - self.start, 3),
             "generate_s": round(gen, 3), "samples": self.samples, "generated_tokens": self.tokens,
             "prompt_tokens": self.prompt_tokens, "tok_s": round(self.tokens / gen, 1) if gen > 0 else None})
+
+
+def cost_summary(records: list[dict]) -> dict:
+    """The modelled cost of the samples (their ``cost`` fields, docs/cost.md) for a summary: ``{"cost": {...}}``,
+    or ``{}`` when some sample has none (runs made before costs were recorded)."""
+    costs = [r.get("cost") for r in records]
+    if not costs or any(not isinstance(c, dict) for c in costs):
+        return {}
+    n = len(costs)  # fsum: the same whatever order the shards hold the samples in (data parallel)
+    return {"cost": {"eflops_per_sample": math.fsum(c["eflops"] for c in costs) / n,
+                     "flops_per_sample": math.fsum(c["flops"] for c in costs) / n,
+                     "kv_bytes_per_sample": math.fsum(c["kv_bytes"] for c in costs) / n,
+                     "arith_intensity": costs[0]["arith_intensity"]}}

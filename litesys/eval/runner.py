@@ -9,14 +9,14 @@ the fields each record carries), how to build the engine on a device, and option
   only each line's key, never holding the records (LiveCodeBench lines carry megabytes of test cases);
 * hands back a ``RunResult`` (keys + a stream of the samples, optionally projected onto a few fields);
 * refuses to mix results when the run-config file in the output folder differs from this run's;
-* with ``nproc > 1`` runs one process per device, each on its share of the problems, with its own shard.
+* with ``nproc > 1`` runs one process per device, each with its own shard, pulling samples from one shared
+  queue as its engine frees slots (``work_queue.py``), so that the devices finish together.
 
-The job is rebuilt inside each data-parallel worker from ``args`` by a module-level ``job_factory``
-(so nothing unpicklable crosses processes).
+A data-parallel worker gets the job itself (pickled: its engine and processor factories are plain data, e.g.
+``configs.EngineSpec``), never the command line.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -28,20 +28,17 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from litesys.eval import run_info
+from litesys.eval import run_info, work_queue
+from litesys.eval.fileio import LOCK_FILE, RunError, atomic_write, complete_lines, hold_lock, repair_tail
 from litesys.eval.run_info import ShardMeter
 
 RUN_CONFIG = "run_config.json"
 SHARD_GLOB = "samples.*.jsonl"
-LOCK_FILE = ".lock"
-
-
-class RunError(RuntimeError):
-    """A run cannot start or finish; the message says what to do."""
+__all__ = ["RunError", "LOCK_FILE"]  # re-exported: the runner's callers catch RunError from here
 
 
 @dataclass
@@ -70,6 +67,8 @@ class Job:
     make_processor: Callable[[], RecordProcessor] | None = None  # built where the shard runs
     desc: str = "samples"
     output_field: str = "output"  # the record key of the generated text (LiveCodeBench's graders read output_text)
+    tensor_parallel_size: int = 1  # ranks per replica under torchrun (dist_runner)
+    intensity: tuple[float, str] | None = None  # (I, source) of the recorded eFLOPs; None: the device's GPU
 
 
 @dataclass
@@ -94,9 +93,6 @@ def finished(output_dir: Path, items: list[WorkItem]) -> RunResult:
     """The RunResult of ``items`` from what is on disk in ``output_dir``."""
     wanted = {it.key for it in items}
     return RunResult(Path(output_dir), wanted, done_keys(output_dir) & wanted)
-
-
-JobFactory = Callable[[argparse.Namespace], Job]
 
 
 def sample_seed(run_seed: int, problem_id: str, trial: int) -> int:
@@ -128,9 +124,7 @@ def check_run_config(output_dir: Path, config: dict) -> None:
 def write_run_config(output_dir: Path, config: dict) -> None:
     path = Path(output_dir) / RUN_CONFIG
     if not path.is_file():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 # ---------------------------------------------------------------- samples on disk
@@ -140,14 +134,6 @@ def write_run_config(output_dir: Path, config: dict) -> None:
 _KEY_HEAD = re.compile(rb'\{"problem_id": ("(?:[^"\\]|\\.)*"), "trial": (-?\d+)[,}]')
 
 
-def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of a shard's complete lines, one at a time; a torn last line (SIGKILL) is skipped."""
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if line.endswith(b"\n") and line.strip():
-                yield n, line
-
-
 def _parse(path: Path, n: int, line: bytes) -> dict:
     try:
         return json.loads(line)
@@ -155,7 +141,7 @@ def _parse(path: Path, n: int, line: bytes) -> dict:
         raise RunError(f"{path}:{n} is not valid JSON ({e.msg}); move that file away to redo its samples") from e
 
 
-def _line_key(path: Path, n: int, line: bytes) -> tuple[str, int]:
+def line_key(path: Path, n: int, line: bytes) -> tuple[str, int]:
     m = _KEY_HEAD.match(line)
     if m:
         return json.loads(m.group(1)), int(m.group(2))
@@ -163,11 +149,16 @@ def _line_key(path: Path, n: int, line: bytes) -> tuple[str, int]:
     return rec["problem_id"], rec["trial"]
 
 
+def shard_keys(path: Path) -> set[tuple[str, int]]:
+    """The (problem id, trial) pairs finished in one shard file (none when it does not exist)."""
+    return {line_key(path, n, line) for n, line in complete_lines(path)} if Path(path).is_file() else set()
+
+
 def done_keys(output_dir: Path) -> set[tuple[str, int]]:
     """The (problem id, trial) pairs finished in any shard; holds only the keys, never the records."""
     keys: set[tuple[str, int]] = set()
     for path in sorted(Path(output_dir).glob(SHARD_GLOB)):
-        keys.update(_line_key(path, n, line) for n, line in _complete_lines(path))
+        keys |= shard_keys(path)
     return keys
 
 
@@ -181,8 +172,8 @@ def iter_samples(output_dir: Path, fields: Sequence[str] | None = None,
     keep = None if fields is None else {"problem_id", "trial", *fields}
     seen: set[tuple[str, int]] = set()
     for path in sorted(Path(output_dir).glob(SHARD_GLOB)):
-        for n, line in _complete_lines(path):
-            key = _line_key(path, n, line)
+        for n, line in complete_lines(path):
+            key = line_key(path, n, line)
             if key in seen or (keys is not None and key not in keys):
                 continue  # skipped without parsing the whole line
             seen.add(key)
@@ -193,30 +184,6 @@ def iter_samples(output_dir: Path, fields: Sequence[str] | None = None,
 def read_samples(output_dir: Path, fields: Sequence[str] | None = None) -> list[dict]:
     """All finished samples of all shards as a list (see ``iter_samples``; prefer it for large runs)."""
     return list(iter_samples(output_dir, fields))
-
-
-def _complete_length(path: Path) -> int:
-    """Byte length of the file up to and including its last newline (read backwards: no full read)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        end = size
-        while end > 0:
-            start = max(0, end - (1 << 16))
-            f.seek(start)
-            i = f.read(end - start).rfind(b"\n")
-            if i >= 0:
-                return start + i + 1
-            end = start
-    return 0
-
-
-def repair_tail(path: Path) -> None:
-    """Drop a torn last line so that appended records start on a line of their own."""
-    if path.is_file():
-        good = _complete_length(path)
-        if good != path.stat().st_size:
-            with open(path, "r+b") as f:
-                f.truncate(good)
 
 
 class SampleWriter:
@@ -274,9 +241,12 @@ def _prompt_record(prompt: Any) -> Any:
     return prompt if isinstance(prompt, (str, list)) else list(prompt)
 
 
-def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, device: str,
+def run_shard(job: Job, items: list[WorkItem] | work_queue.Share, output_dir: Path, rank: int, device: str,
               position: int = 0) -> int:
-    """Generate ``items`` on ``device`` into shard ``rank``; returns the number of samples written."""
+    """Generate ``items`` on ``device`` into shard ``rank``; returns the number of samples written. ``items`` may
+    be a data-parallel worker's ``work_queue.Share``: then it makes what it pulls from the shared queue."""
+    share = items if isinstance(items, work_queue.Share) else None
+    items = share.items if share is not None else items
     if not items:
         return 0
     from litesys.engine.progress import ProgressBar
@@ -289,14 +259,15 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
         if processor is not None:
             processor.close()
         raise
-    meter = ShardMeter(output_dir, rank, llm, device, t0)  # cost model + timing (docs/cost.md)
+    meter = ShardMeter(output_dir, rank, llm, device, t0, job.intensity)  # cost model + timing (docs/cost.md)
     writer = SampleWriter(shard_path(output_dir, rank), processor)
     left: dict[str, int] = {}
     for it in items:
         left[it.problem_id] = left.get(it.problem_id, 0) + 1
     n_problems, state = len(left), {"problems": 0, "reported": set()}
     # one tick per finished sample; tok/s, running batch and a token-based ETA come from the engine's checks
-    bar = ProgressBar(len(items), f"[{rank}] {job.desc}" if position else job.desc, "sample", position=position)
+    bar = ProgressBar(share.expected if share else len(items), f"[{rank}] {job.desc}" if position else job.desc,
+                      "sample", position=position)
 
     def on_finish(index: int, output) -> None:
         if index in state["reported"]:
@@ -308,36 +279,30 @@ def run_shard(job: Job, items: list[WorkItem], output_dir: Path, rank: int, devi
                     "prompt": _prompt_record(it.prompt), job.output_field: sample.text,
                     "num_tokens": len(sample.token_ids), "finish_reason": sample.finish_reason,
                     **meter.sample_fields(output, sample), **it.fields})
+        if share is not None:  # a problem's trials are spread over the workers: count samples only
+            share.puller.done(index)
+            bar.done(1)
+            return
         left[it.problem_id] -= 1
         state["problems"] += left[it.problem_id] == 0
         bar.done(1, extra=f"problems={state['problems']}/{n_problems}")
 
     try:
-        outputs = llm.generate([it.prompt for it in items], [it.sampling for it in items], progress=False,
-                               on_finish=on_finish, on_progress=bar.update)
-        for i, out in enumerate(outputs):  # an engine that reports nothing early still loses nothing
-            on_finish(i, out)
+        if share is not None:
+            work_queue.generate_share(llm, share, on_finish, on_progress=bar.update)
+        else:
+            outputs = llm.generate([it.prompt for it in items], [it.sampling for it in items], progress=False,
+                                   on_finish=on_finish, on_progress=bar.update)
+            for i, out in enumerate(outputs):  # an engine that reports nothing early still loses nothing
+                on_finish(i, out)
     finally:
         bar.close()
         writer.close()
         meter.close()
-    return len(items)
+    return len(state["reported"])
 
 
 # ---------------------------------------------------------------- the whole run
-
-
-def _hold_lock(output_dir: Path):
-    import fcntl
-
-    f = open(Path(output_dir) / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise RunError(f"another run is writing to {output_dir}; wait for it to finish or use another "
-                       "--output_dir") from None
-    return f
 
 
 def _die_with_parent() -> None:
@@ -350,44 +315,39 @@ def _die_with_parent() -> None:
         pass
 
 
-def _dp_worker(job_factory: JobFactory, args: argparse.Namespace, output_dir: str, rank: int, nproc: int,
-               device: str, keys: list[tuple[str, int]]) -> None:
+def _dp_worker(job: Job, output_dir: str, rank: int, nproc: int, device: str) -> None:
     _die_with_parent()
     try:
         if device == "cpu":
             import torch
 
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))  # no oversubscription
-        job = job_factory(args)
-        by_key = {it.key: it for it in job.items}
-        run_shard(job, [by_key[tuple(k)] for k in keys], Path(output_dir), rank, device, position=rank)
+        index = {it.key: i for i, it in enumerate(job.items)}  # job.items: the queue, the same on every worker
+
+        def on_disk(r: int) -> set[int]:  # what a dead worker wrote (its unwritten claims are handed out again)
+            return {index[k] for k in shard_keys(shard_path(Path(output_dir), r)) if k in index}
+
+        queue = work_queue.FileQueue(Path(output_dir), len(job.items), rank, on_disk)
+        cap = work_queue.fair_share(len(job.items), nproc)
+        share = work_queue.Share(job.items, work_queue.Puller(queue, cap), cap)
+        run_shard(job, share, Path(output_dir), rank, device, position=rank)
+        queue.close()  # after the shard is on disk: from now on this worker counts as gone
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
 
 
-def split_work(items: list[WorkItem], nproc: int) -> list[list[WorkItem]]:
-    """Whole problems round-robin over the workers (a problem's trials stay together)."""
-    order = {pid: i for i, pid in enumerate(dict.fromkeys(it.problem_id for it in items))}
-    shards: list[list[WorkItem]] = [[] for _ in range(nproc)]
-    for it in items:
-        shards[order[it.problem_id] % nproc].append(it)
-    return shards
-
-
-def run(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, devices: list[str],
-        run_config: dict, job: Job | None = None) -> RunResult:
+def run(job: Job, output_dir: Path, devices: list[str], run_config: dict) -> RunResult:
     """Generate every missing sample of the job; the result streams the samples of the requested items.
 
-    ``devices`` has one entry per data-parallel worker. ``job`` may be passed when already built.
+    ``devices`` has one entry per data-parallel worker.
     """
     output_dir = Path(output_dir)
     check_run_config(output_dir, run_config)
-    job = job or job_factory(args)
     created, had_lock = not output_dir.exists(), (output_dir / LOCK_FILE).exists()
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock = _hold_lock(output_dir)
+    lock = hold_lock(output_dir)
     fresh, ok = not (output_dir / RUN_CONFIG).is_file(), False
     try:
         write_run_config(output_dir, run_config)
@@ -399,7 +359,7 @@ def run(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, dev
         if len(devices) == 1:
             run_shard(job, todo, output_dir, 0, devices[0])
         elif todo:
-            _run_parallel(job_factory, args, output_dir, devices, split_work(todo, len(devices)))
+            _run_parallel(job, output_dir, devices, todo)
         ok = True
     finally:
         lock.close()
@@ -412,7 +372,7 @@ def _forget_empty_run(output_dir: Path, created: bool, had_lock: bool) -> None:
     """A new run that failed before its first sample (engine build, out of memory, Ctrl-C) leaves nothing behind,
     so that the corrected command is not refused as "a run with other settings"."""
     shards = sorted(output_dir.glob(SHARD_GLOB))
-    if any(next(_complete_lines(f), None) for f in shards):
+    if any(next(complete_lines(f), None) for f in shards):
         return  # samples to keep: the run config must stay with them
     meta = [*output_dir.glob(run_info.TIMING_GLOB), output_dir / run_info.COST_MODEL]  # the run's bookkeeping
     for f in [*shards, *meta, output_dir / RUN_CONFIG, *([] if had_lock else [output_dir / LOCK_FILE])]:
@@ -424,19 +384,20 @@ def _forget_empty_run(output_dir: Path, created: bool, had_lock: bool) -> None:
             pass
 
 
-def _run_parallel(job_factory: JobFactory, args: argparse.Namespace, output_dir: Path, devices: list[str],
-                  shards: list[list[WorkItem]]) -> None:
+def _run_parallel(job: Job, output_dir: Path, devices: list[str], todo: list[WorkItem]) -> None:
+    """One worker per device, all pulling from one queue of ``todo`` (work_queue.py)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
+    order = [todo[i] for i in work_queue.queue_order([it.key for it in todo])]
+    work_queue.reset_queue(output_dir)  # this session's claims only: what is missing is on no worker yet
     procs = []
-    for rank, (device, shard) in enumerate(zip(devices, shards)):
-        if shard:
-            p = ctx.Process(target=_dp_worker, name=f"litesys-dp{rank}",
-                            args=(job_factory, args, str(output_dir), rank, len(devices), device,
-                                  [it.key for it in shard]))
-            p.start()
-            procs.append((rank, p))
+    devices = devices[:len(order)]  # fewer samples than devices: no worker that could get nothing
+    for rank, device in enumerate(devices):
+        p = ctx.Process(target=_dp_worker, name=f"litesys-dp{rank}",
+                        args=(replace(job, items=order), str(output_dir), rank, len(devices), device))
+        p.start()
+        procs.append((rank, p))
     failed = []
     try:
         for rank, p in procs:
@@ -448,6 +409,7 @@ def _run_parallel(job_factory: JobFactory, args: argparse.Namespace, output_dir:
             if p.is_alive():
                 p.kill()
                 p.join()
+        work_queue.remove_queue(output_dir)
     if failed:
         raise RunError(f"{', '.join(failed)} failed (see above); finished samples are saved - rerun the same "
                        "command to resume")

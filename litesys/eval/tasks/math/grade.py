@@ -1,8 +1,8 @@
 """Math grading: two graders over math-verify.
 
-``litesys`` (the default) applies the final-answer policy (litesys/eval/tasks/math/answer.py: a cut response needs a
+``litesys`` (the default) applies the final-answer policy (answer.py: a cut response needs a
 committed answer, a hedged one is wrong), rewrites the answer's text into the LaTeX math-verify reads
-(litesys/eval/tasks/math/normalize.py), matches multiple-choice letters, and refuses a truncated decimal for a
+(normalize.py), matches multiple-choice letters, and refuses a truncated decimal for a
 non-terminating exact gold. ``math-verify`` is plain math-verify configured as lighteval does (closed
 ``<think>`` blocks removed, ``ExprExtractionConfig`` + ``LatexExtractionConfig`` on prediction and gold,
 5-digit float rounding), for numbers comparable with published ones. docs/eval_math.md states the policy.
@@ -21,6 +21,9 @@ from litesys.eval.tasks.math.answer import MAX_CANDIDATES, boxes, final_answer
 from litesys.eval.tasks.math.normalize import choice_letter, normalize, pred_choice
 
 GRADERS = ("litesys", "math-verify")
+# How GradePool (litesys/eval/pool.py) runs this module's grader in its worker processes.
+GRADE_ITEM = f"{__name__}:grade_item"
+PRELOAD = ("math_verify", __name__)
 # gold_format per task: "expr" for integer answers, "latex" for MATH-style answers, "auto" tries both.
 GOLD_FORMATS = {"aime24": "expr", "aime25": "expr", "amc23": "expr", "gsm8k": "expr", "math500": "latex"}
 TAIL_CHARS = 2000  # the fallback search only looks at the response's tail: the final answer is there
