@@ -7,6 +7,7 @@ the pages it must not read. The fixed-split Triton decode runs on the CPU interp
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from litesys.kernels.ref import attention_invariant as inv
@@ -130,3 +131,46 @@ def test_bf16_and_fp8_caches():
     out8 = inv.paged_decode_fused(q, k8, v8, pt, lengths, SCALE, 30, ks, vs)
     torch.testing.assert_close(out8, ops_torch.paged_decode_fused(q, k8, v8, pt, lengths, SCALE, 30, ks, vs),
                                rtol=1e-5, atol=1e-6)
+
+
+def _triton_decode():
+    pytest.importorskip("triton")
+    from litesys.kernels import decode
+
+    return decode
+
+
+@pytest.mark.parametrize("processor_path", [False, True])  # fused, or logits -> softmax·V
+def test_fixed_split_triton_decode_alone_equals_in_batch(processor_path):
+    decode = _triton_decode()
+    from litesys.kernels.launch import DecodeConfig
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = DecodeConfig(block_n=16, split_tokens=32, logits_chunk=32, logits_block_n=16)
+    k, v = (t.to(dev) for t in _cache())
+    pt = _tables(LENS, 24).to(dev)
+    _nan_tail(k, v, pt, LENS)
+    lengths = torch.tensor(LENS, dtype=torch.int32, device=dev)
+    q = torch.randn(len(LENS), HKV * G, D, device=dev)
+
+    def run(qs, table, lens, width):
+        if not processor_path:
+            return decode.fused(qs, k, v, table, lens, SCALE, cfg)
+        return decode.softmax_v(decode.logits(qs, k, table, lens, SCALE, width, cfg), v, table, lens, cfg)
+
+    batch = run(q, pt, lengths, max(LENS) + 3)
+    ref = ops_torch.paged_decode_fused(q, k.nan_to_num(), v.nan_to_num(), pt, lengths, SCALE, max(LENS))
+    torch.testing.assert_close(batch, ref, rtol=1e-5, atol=1e-5)
+    for b, n in enumerate(LENS):  # its own narrow table (fewer splits, another grid) and exact width
+        alone = run(q[b:b + 1], pt[b:b + 1, :-(-n // PAGE)], lengths[b:b + 1], n)
+        assert torch.equal(alone[0], batch[b]), (b, n)
+
+
+def test_fixed_split_must_be_whole_blocks():
+    decode = _triton_decode()
+    from litesys.kernels.launch import DecodeConfig
+
+    k, v = _cache()
+    with pytest.raises(ValueError, match="split_tokens .* must be a multiple of block_n"):
+        decode.fused(torch.randn(1, HKV * G, D), k, v, _tables([5], 4), torch.tensor([5], dtype=torch.int32),
+                     SCALE, DecodeConfig(block_n=16, split_tokens=24))

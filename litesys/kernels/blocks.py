@@ -30,9 +30,13 @@ def pdl_launch_dependents(PDL: tl.constexpr):
 
 
 @triton.jit
-def split_bounds(length, split, num_splits, BLOCK_N: tl.constexpr):
-    """[start, end) of one of ``num_splits`` near-equal, whole-block pieces of a sequence; per-split tokens."""
-    per = tl.cdiv(tl.cdiv(length, num_splits), BLOCK_N) * BLOCK_N
+def split_bounds(length, split, num_splits, BLOCK_N: tl.constexpr, SPLIT_TOKENS: tl.constexpr):
+    """[start, end) of one of ``num_splits`` near-equal, whole-block pieces of a sequence; per-split tokens.
+    ``SPLIT_TOKENS > 0``: pieces of that many tokens, whatever ``num_splits`` (the batch) is."""
+    if SPLIT_TOKENS > 0:
+        per = length * 0 + SPLIT_TOKENS
+    else:
+        per = tl.cdiv(tl.cdiv(length, num_splits), BLOCK_N) * BLOCK_N
     start = split * per
     return start, tl.minimum(start + per, length), per
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from litesys.kernels.common import LOG2E, choose_num_splits, dot_precision, fp8_compute_dtype, group_pad
+from litesys.kernels.common import LOG2E, cdiv, choose_num_splits, dot_precision, fp8_compute_dtype, group_pad
 from litesys.kernels.decode_logits import decode_logits
 from litesys.kernels.decode_merge import decode_merge
 from litesys.kernels.decode_softmax_v import softmax_v_split
@@ -24,12 +24,19 @@ def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Te
                num_kv_heads: int, device: torch.device,
                cfg: DecodeConfig) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
     """Number of splits and the partial (out, lse) buffers (None for one split: the kernel writes the output
-    itself, no merge). From shapes only, never from the lengths."""
+    itself, no merge). From shapes only, never from the lengths. Fixed splits (``cfg.split_tokens``): enough of
+    them for the table's capacity, and always through the merge (one code path whatever the batch)."""
     capacity = max(1, page_table.shape[1] * page_size)
-    n_splits = choose_num_splits(batch, num_kv_heads, capacity, device, cfg.programs_per_sm, cfg.max_splits,
-                                 cfg.block_n)
-    if n_splits == 1:
-        return 1, None, None
+    if cfg.split_tokens:
+        if cfg.split_tokens % cfg.block_n:
+            raise ValueError(f"DecodeConfig.split_tokens ({cfg.split_tokens}) must be a multiple of block_n "
+                             f"({cfg.block_n}, fp8 pages: fp8_block_n); pick a multiple")
+        n_splits = cdiv(capacity, cfg.split_tokens)
+    else:
+        n_splits = choose_num_splits(batch, num_kv_heads, capacity, device, cfg.programs_per_sm, cfg.max_splits,
+                                     cfg.block_n)
+        if n_splits == 1:
+            return 1, None, None
     partial = torch.empty(batch, num_q_heads, n_splits, head_dim, dtype=torch.float32, device=device)
     lse = torch.empty(batch, num_q_heads, n_splits, dtype=torch.float32, device=device)
     return n_splits, partial, lse
@@ -48,9 +55,10 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     q = _last_dim_contiguous(q.to(dtype))
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg)
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
-                 group_pad(hq // hkv), dot_precision(dtype), cfg.num_warps, cfg.num_stages, k_scale, v_scale)
+                 group_pad(hq // hkv), dot_precision(dtype), cfg.num_warps, cfg.num_stages, k_scale, v_scale,
+                 cfg.split_tokens)
     if partial is not None:
-        decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
+        decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps, cfg.split_tokens)
     return out
 
 
@@ -82,7 +90,7 @@ def softmax_v(logits_: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Te
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, logits_.device, cfg)
     softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, out, cfg.block_n,
                     group_pad(hq // hkv), dot_precision(compute), cfg.num_warps, cfg.num_stages, v_scale,
-                    compute == torch.float16)
+                    compute == torch.float16, cfg.split_tokens)
     if partial is not None:
-        decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
+        decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps, cfg.split_tokens)
     return out

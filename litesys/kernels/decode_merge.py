@@ -19,12 +19,12 @@ def _decode_merge_kernel(
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh,
     stride_ob, stride_oh, num_splits,
-    BLOCK_N: tl.constexpr, S_BLOCK: tl.constexpr, D: tl.constexpr,
+    BLOCK_N: tl.constexpr, S_BLOCK: tl.constexpr, D: tl.constexpr, SPLIT_TOKENS: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     length = tl.load(len_ptr + b)
-    _, _, per = split_bounds(length, 0, num_splits, BLOCK_N)
+    _, _, per = split_bounds(length, 0, num_splits, BLOCK_N, SPLIT_TOKENS)
     n_splits = tl.where(per > 0, tl.cdiv(length, tl.maximum(per, 1)), 0)  # splits that hold tokens
     offs_s = tl.arange(0, S_BLOCK)
     offs_d = tl.arange(0, D)
@@ -53,14 +53,15 @@ def _decode_merge_kernel(
 
 
 def decode_merge(partial: torch.Tensor, lse: torch.Tensor, lengths: torch.Tensor, out: torch.Tensor,
-                 block_n: int, num_warps: int = 4) -> None:
-    """out [B, Hq, D] <- merge of ``partial`` [B, Hq, S, D] weighted by exp2(``lse`` [B, Hq, S])."""
+                 block_n: int, num_warps: int = 4, split_tokens: int = 0) -> None:
+    """out [B, Hq, D] <- merge of ``partial`` [B, Hq, S, D] weighted by exp2(``lse`` [B, Hq, S]). Fixed splits
+    (``split_tokens > 0``) are summed in lanes of 16 whatever S is, so the sum's order depends on the length only."""
     b, hq, s, d = partial.shape
-    s_block = min(16, next_pow2(s))
+    s_block = 16 if split_tokens else min(16, next_pow2(s))
     _decode_merge_kernel[(b, hq)](
         partial, lse, lengths, out,
         partial.stride(0), partial.stride(1), partial.stride(2),
         lse.stride(0), lse.stride(1),
         out.stride(0), out.stride(1), s,
-        BLOCK_N=block_n, S_BLOCK=s_block, D=d, num_warps=num_warps,
+        BLOCK_N=block_n, S_BLOCK=s_block, D=d, SPLIT_TOKENS=split_tokens, num_warps=num_warps,
     )

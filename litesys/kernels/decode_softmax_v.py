@@ -32,6 +32,7 @@ def _softmax_v_split_kernel(
     max_len, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr, F16: tl.constexpr,
+    SPLIT_TOKENS: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -39,7 +40,7 @@ def _softmax_v_split_kernel(
     length = tl.load(len_ptr + b)
     # same splits as the merge sees (from the length); a logits row narrower than the length is read up to
     # its width only (such a split then stores an empty partial: lse -inf)
-    start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
+    start, end, _ = split_bounds(length, split, num_splits, BLOCK_N, SPLIT_TOKENS)
     end = tl.minimum(end, max_len)
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
@@ -75,7 +76,7 @@ def _softmax_v_split_kernel(
 def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
                     partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor, block_n: int,
                     group_pad: int, dot_prec: str, num_warps: int, num_stages: int,
-                    v_scale: torch.Tensor | None = None, f16: bool = False) -> None:
+                    v_scale: torch.Tensor | None = None, f16: bool = False, split_tokens: int = 0) -> None:
     """Same outputs as ``decode_split`` (partials, or ``out`` directly when ``partial`` is None), with the scores
     read from fp32 ``logits`` [B, Hq, L]. fp8 caches: ``v_scale`` [Hkv] fp32, ``f16``: V tiles to fp16 (else fp32)."""
     b, hq, max_len = logits.shape
@@ -93,6 +94,7 @@ def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: tor
         out, out.stride(0), out.stride(1),
         max_len, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], BLOCK_N=block_n,
-        DOT_PREC=dot_prec, DIRECT=direct, FP8=v_scale is not None, F16=f16, num_warps=num_warps,
+        DOT_PREC=dot_prec, DIRECT=direct, FP8=v_scale is not None, F16=f16, SPLIT_TOKENS=split_tokens,
+        num_warps=num_warps,
         num_stages=num_stages,
     )

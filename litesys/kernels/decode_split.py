@@ -35,6 +35,7 @@ def _decode_split_kernel(
     qk_scale, ks_ptr, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
+    SPLIT_TOKENS: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -43,7 +44,7 @@ def _decode_split_kernel(
     if FP8:  # fp8 pages: K's scale multiplies the scores, V's the output (one KV head per program)
         qk_scale = qk_scale * k_scale
     length = tl.load(len_ptr + b)
-    start, end, _ = split_bounds(length, split, num_splits, BLOCK_N)
+    start, end, _ = split_bounds(length, split, num_splits, BLOCK_N, SPLIT_TOKENS)
     # Short sequences leave trailing splits empty: their loop is empty (and with several splits, nothing is stored).
     offs_n = tl.arange(0, BLOCK_N)
     q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
@@ -68,10 +69,11 @@ def _decode_split_kernel(
 def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor,
                  qk_scale: float, block_n: int, group_pad: int, dot_prec: str, num_warps: int,
-                 num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
+                 num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+                 split_tokens: int = 0) -> None:
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
     tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. fp8 caches:
-    ``k_scale``/``v_scale`` [Hkv] fp32."""
+    ``k_scale``/``v_scale`` [Hkv] fp32. ``split_tokens > 0``: splits of that many tokens (``blocks.split_bounds``)."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     direct = partial is None
@@ -88,5 +90,6 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         out, out.stride(0), out.stride(1),
         qk_scale, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
-        DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, SPLIT_TOKENS=split_tokens, num_warps=num_warps,
+        num_stages=num_stages,
     )

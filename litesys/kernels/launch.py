@@ -20,6 +20,9 @@ class DecodeConfig:
     # fp8 pages: KV rows per iteration (None: block_n). Half the bytes per row, so twice the rows keep as many bytes
     # in flight (H200, batch 32 x 8K, Qwen3-8B heads: 128 rows 17% faster than 64)
     fp8_block_n: int | None = None
+    # > 0: pieces of this many tokens (a multiple of block_n) instead of a split count chosen from the batch, so a
+    # sequence's reduction order depends on its length only (deterministic mode, docs/reproducibility.md)
+    split_tokens: int = 0
 
     def for_fp8(self) -> DecodeConfig:
         return self if self.fp8_block_n is None else replace(self, block_n=self.fp8_block_n)
