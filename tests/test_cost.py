@@ -251,3 +251,39 @@ def test_runner_records_cost_timing_and_cost_model(tmp_path):
     info = run_info.collect(out)
     assert info["versions"]["torch"] and info["versions"]["transformers"] and info["versions"]["litesys"]
     assert info["gpu"] == "cpu" and info["cost_model"]["method"]["name"] == "quest"
+
+
+def test_eval_scripts_price_with_arith_intensity_or_gpu(tmp_path, capsys):
+    """eval_math.py --arith-intensity / --gpu: the recorded costs, cost_model.json and summary.json use that I (the
+    same definition as the report's flags); bad values exit 2 before writing; a resume with another I is refused."""
+    from checkpoints import make_checkpoint
+
+    from litesys.eval.tasks.math.main import main
+
+    ckpt = make_checkpoint(tmp_path / "ckpt", "qwen3")
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(2)))
+    out = tmp_path / "run"
+    base = ["--model", str(ckpt), "--task", "custom", "--data-file", str(data), "--max_len", "256", "--gen_len", "6",
+            "--device", "cpu", "--grade_workers", "1", "--output_dir", str(out)]
+    for extra, msg in ((["--gpu", "H999"], "--gpu 'H999' is not in the table"),
+                       (["--arith-intensity", "0"], "--arith-intensity must be > 0"),
+                       (["--gpu", "H200", "--arith-intensity", "5"], "pass --arith-intensity or --gpu, not both")):
+        with pytest.raises(SystemExit) as e:
+            main([*base, *extra])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert not out.exists()
+    s = main([*base, "--arith-intensity", "562.5"])
+    recs = [json.loads(line) for line in (out / "samples.0.jsonl").read_text().splitlines()]
+    assert [r["cost"]["arith_intensity"] for r in recs] == [562.5, 562.5]
+    for r in recs:
+        assert r["cost"]["eflops"] == pytest.approx(r["cost"]["flops"] + 562.5 * r["cost"]["kv_bytes"])
+    saved = json.loads((out / "cost_model.json").read_text())
+    assert saved["arith_intensity"] == 562.5 and saved["intensity_source"] == "--arith-intensity"
+    assert s["cost"]["arith_intensity"] == 562.5 and s["config"]["arith_intensity"] == 562.5
+    assert s["cost"]["eflops_per_sample"] == pytest.approx(sum(r["cost"]["eflops"] for r in recs) / 2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # the recorded eFLOPs would mix two I
+        main([*base, "--gpu", "H200"])
+    assert e.value.code == 2 and "arith_intensity: 562.5 there, 206.125 now" in capsys.readouterr().err

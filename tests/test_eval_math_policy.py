@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from functools import cache
 from pathlib import Path
@@ -444,7 +445,7 @@ def _scripted_eval(tmp_path: Path) -> tuple[list[dict], list[str], object]:
     return rows, argv, scripted_run
 
 
-def test_compare_graders_run_reports_both_scores_and_the_disagreements(tmp_path):
+def test_compare_graders_run_reports_both_scores_and_the_disagreements(tmp_path, capsys):
     """eval_math.py --compare-graders end to end (real flags, checks, runner, grading pool, summary) with the
     engine replaced by scripted responses: both scores, and the samples they disagree on, with reasons."""
     from litesys.eval.tasks.math.main import main
@@ -475,6 +476,19 @@ def test_compare_graders_run_reports_both_scores_and_the_disagreements(tmp_path)
     assert recs["gsm8k-1"]["reason"] == "hedged"
     assert recs["gsm8k-2"]["answer_source"] == "box" and recs["gsm8k-2"]["extracted"] == "70\u2009000"
     assert json.loads((out / "run_config.json").read_text())["grader"] == "litesys"
+    # the report shows each grader's scores (from the samples), and the summary's table both graders' pass@k
+    from litesys.eval import report
+
+    capsys.readouterr()
+    assert report.main([str(out), "--no-plot"]) == 0
+    block = capsys.readouterr().out.split("scores by grader (--compare-graders):\n", 1)[1].split("\n\n")[0]
+    rows = {cols[1]: cols for cols in (re.split(r"\s{2,}", line.strip()) for line in block.splitlines()[2:])}
+    assert rows["litesys"][2:4] == ["0.5000", "0.5000"]  # pass@1, pass@k (1 trial)
+    assert rows["math-verify"][2] == f"{sum(plain.values()) / 4:.4f}"
+    assert rows["math-verify"][-1] == f"{len(differ)} of 4 samples"
+    summary_rows = report.format_table(s).splitlines()
+    assert any(r.startswith("grader litesys") and r.endswith("pass@1 0.5000") for r in summary_rows)
+    assert any(r.startswith("graders disagree") and r.endswith(f"{len(differ)} samples") for r in summary_rows)
 
 
 def test_math_verify_grader_alone_and_a_changed_grader_is_refused(tmp_path, capsys):

@@ -59,6 +59,9 @@ def test_generates_gradeable_lines_and_resumes(ckpt, data, tmp_path, capsys):
     capsys.readouterr()
     summary = grade_main.main(["--output_dir", str(out), "--output_file", str(tmp_path / "v.jsonl")])
     assert summary["all"]["samples"] == 6 and summary["all"]["pass@1"] == 0.0
+    saved = json.loads((tmp_path / "v.summary.json").read_text())
+    assert saved["run_info"]["timing"]["samples_generated"] == 6 and saved["run_info"]["versions"]["torch"]
+    assert saved["run_info"]["gpu"] == "cpu" and saved["run_info"]["grade_s"] >= 0 and saved["all"] == summary["all"]
 
 
 def outputs(folder: Path) -> dict:
@@ -112,6 +115,42 @@ def test_bad_input_exits_2_before_writing(ckpt, data, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and msg in err and "\n" not in err
     assert not out.exists()
+
+
+def test_bad_model_and_long_prompts_are_handled_before_writing(ckpt, data, tmp_path, capsys):
+    """The same model checks as eval_math.py (one line naming --model, exit 2, nothing written), and a problem whose
+    prompt does not fit --max_len is skipped and counted (or, with --on-long-prompt error, refused)."""
+    out = tmp_path / "run"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{oops")
+    no_weights = tmp_path / "noweights"
+    no_weights.mkdir()
+    for f in Path(ckpt).iterdir():
+        if not f.name.endswith(".safetensors"):
+            (no_weights / f.name).symlink_to(f)
+    for model, msg in ((tmp_path / "nowhere", "does not exist"), (bad, "config.json is not valid JSON"),
+                       (no_weights, "no *.safetensors weights")):
+        with pytest.raises(SystemExit) as e:
+            main(["--model", str(model), "--data_file", data, *FLAGS, "--output_dir", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("eval_lcb.py: error: --model") and msg in err, err
+        assert "\n" not in err
+    long = tmp_path / "long.jsonl"
+    rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
+    rows[1] = dict(rows[1], question_content="Add these: " + " + ".join(map(str, range(400))))
+    long.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["--model", ckpt, "--data_file", str(long), *FLAGS[:2], "--max_len", "512", *FLAGS[4:]]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--on-long-prompt", "error", "--output_dir", str(out)])
+    assert e.value.code == 2 and "--max_len 512" in capsys.readouterr().err
+    assert not out.exists()
+    summary = main([*argv, "--output_dir", str(out)])
+    assert "warning: 1 problem(s) have prompts of >= --max_len 512 tokens (longest: addTo," in capsys.readouterr().err
+    assert summary["problems"] == 2 and summary["samples"] == 4 and summary["skipped_long_prompt"] == 1
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["skipped_problems"] == ["addTo"] and saved["expected_samples"] == 4
+    assert {r["question_id"] for r in lines(out)} == {"add", "add2"}
 
 
 def test_sparse_flags_are_part_of_the_run_config(ckpt, data, tmp_path):

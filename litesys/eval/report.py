@@ -188,6 +188,11 @@ def format_table(summary: dict) -> str:
         rows.append(("finish reasons", ", ".join(f"{k} {v}" for k, v in summary["finish_reasons"].items())))
     if "grading" in summary:
         rows.append(("grading", ", ".join(f"{k} {v}" for k, v in summary["grading"].items())))
+    for name, g in (summary.get("graders") or {}).items():
+        if isinstance(g, dict):  # --compare-graders: each grader's scores
+            rows.append((f"grader {name}", ", ".join(f"{k} {v:.4f}" for k, v in g["pass@k"].items())))
+    if "disagreements" in (summary.get("graders") or {}):
+        rows.append(("graders disagree", f"{summary['graders']['disagreements']} samples"))
     t = (summary.get("run_info") or {}).get("timing") or {}
     if t:
         rows.append(("time", f"{t['wall_s']:.1f} s wall, {t['gpu_s']:.1f} GPU-s, {t.get('tok_s') or 0:.0f} tok/s "
@@ -246,6 +251,24 @@ def budget_table(runs: list[Run], points: dict[str, list[Point]]) -> str:
             row.append(f"{hit[0].accuracy:.4f} [{hit[0].lo:.3f}, {hit[0].hi:.3f}]" if hit else "-")
         rows.append(row)
     return _grid(["budget"] + [f"pass@1 {r.label}" for r in runs], rows)
+
+
+def graders_table(runs: list[Run]) -> str | None:
+    """Each grader's pass@1 and pass@k (k = the trials) for the runs graded by both (eval_math.py
+    --compare-graders) and the samples they disagree on; None when no run was."""
+    rows = []
+    for r in runs:
+        names = sorted({g for s in r.samples for g in s.get("grades", {})})
+        if not names or any(sorted(s.get("grades", {})) != names for s in r.samples):
+            continue
+        groups = list(_per_problem(r).values())
+        n, k = [len(g) for g in groups], r.trials
+        for name in names:
+            c = [sum(s["grades"][name] for s in g) for g in groups]
+            rows.append([r.label, name, f"{mean_pass_at_k(n, c, 1):.4f}", f"{mean_pass_at_k(n, c, k):.4f}", ""])
+        differ = sum(len(set(s["grades"].values())) > 1 for s in r.samples)
+        rows[-1][-1] = f"{differ} of {len(r.samples)} samples"
+    return _grid(["run", "grader", "pass@1", "pass@k (k = trials)", "disagree"], rows) if rows else None
 
 
 def frontier_table(front: list[Point], cost: str) -> str:
@@ -335,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     everything = [p for r in runs for p in points[r.label]]
     fronts = {c: frontier(everything, c) for c in ("eflops", "gpu_s")}
     print(runs_table(runs, points), "", passk_table(runs, points), "", budget_table(runs, points), sep="\n")
+    graders = graders_table(runs)
+    if graders:
+        print(f"\nscores by grader (--compare-graders):\n{graders}")
     for r in runs:
         for note in r.notes:
             print(f"note: {r.label}: {note}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from litesys.eval import run_info
 from litesys.eval.cost import CostModel, Method, ModelShape, arith_intensity
 
-SAMPLE_FIELDS = ("correct", "num_tokens", "prompt_tokens", "finish_reason", "answer_key")
+SAMPLE_FIELDS = ("correct", "num_tokens", "prompt_tokens", "finish_reason", "answer_key", "grades")
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1, "fp8": 1}
 
 
@@ -105,7 +105,9 @@ def load_math(folder: Path, intensity: float | None) -> Run:
     trials, expected = _expected(folder, records, max(r["trial"] for r in records) + 1)
     samples = [{"problem_id": str(r["problem_id"]), "trial": int(r["trial"]), "correct": bool(r["correct"]),
                 "num_tokens": r.get("num_tokens"), "prompt_tokens": r.get("prompt_tokens"),
-                "finish_reason": r.get("finish_reason"), "answer_key": r.get("answer_key")} for r in records]
+                "finish_reason": r.get("finish_reason"), "answer_key": r.get("answer_key"),
+                **({"grades": {g: bool(v.get("correct")) for g, v in r["grades"].items()}} if r.get("grades") else {})}
+               for r in records]
     return Run(folder, "math", str(config.get("task") or "?"), config, samples, trials, expected,
                _cost_model(folder, config, intensity), run_info.timing(folder))
 

@@ -12,10 +12,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from litesys.eval import cli
+from litesys.eval import cli, run_info
 from litesys.eval.sandbox import Limits, Sandbox, SandboxError
 from litesys.eval.tasks.lcb import grade as g
 from litesys.eval.tasks.lcb.data import problem_tests
@@ -270,6 +271,7 @@ def main(argv: list[str] | None = None, prog: str = "grade_lcb.py") -> dict:
         plan = prepare(args)
     except cli.UsageError as e:
         cli.die(str(e), prog)
+    t0 = time.time()
     try:
         grade(args, plan)
     except KeyboardInterrupt:
@@ -279,7 +281,9 @@ def main(argv: list[str] | None = None, prog: str = "grade_lcb.py") -> dict:
     finally:
         plan.sandbox.close()
     rows = [plan.done[(s.key, m)] for s in plan.samples for m in plan.modes if (s.key, m) in plan.done]
-    summary = {**summarize_all(rows, plan.ks), "config": plan.config, "verdict_file": str(plan.out_file)}
+    summary = {**summarize_all(rows, plan.ks), "config": plan.config, "verdict_file": str(plan.out_file),
+               # as eval_math.py's summary: the generation's timing, versions, GPU; plus this grading's seconds
+               "run_info": {**run_info.collect(plan.out_dir), "grade_s": round(time.time() - t0, 3)}}
     summary_path = plan.out_file.with_name(plan.out_file.stem + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     n_q = len({s.question_id for s in plan.samples if not s.bad})
