@@ -80,7 +80,6 @@ class DenseMethod(SparseMethod):
         return dense_decode(layer, q, kv, meta, ops, scale)
 
 
-
 class ProcessorMethod(SparseMethod):
     """Logits processors per layer: raw fp32 logits -> each processor -> softmax·V; other layers stay dense."""
 
@@ -105,7 +104,7 @@ class PageSelector(SparseMethod):
     """Picks KV pages per (sequence, KV head) at each decode step and reads only those; other layers stay dense.
 
     A subclass writes ``select``; ``decode`` attends over its pages with the Quest page-decode kernel (Triton on
-    CUDA, ``quest_torch`` otherwise)."""
+    CUDA, its torch twin ``kernels/ref/quest.py`` otherwise)."""
 
     def __init__(self, num_layers: int, layer_skip: tuple[int, ...] = (), backend: str = "auto"):
         self.layers = frozenset(range(num_layers)) - frozenset(layer_skip)

@@ -1,15 +1,6 @@
-"""Quest (Tang et al., 2024): query-aware page selection over per-page key summaries; decode reads only those pages.
-
-* Summaries: element-wise min and max of the keys of each page, per KV head (``[L, P, Hkv, D]``, kept here).
-  On every K/V write the written pages' summaries are recomputed from the page's valid entries (the write
-  offset tells how many), so a reallocated page never keeps its previous owner's summary.
-* Score: per query head Quest's upper bound ``sum_d max(q_d min_d, q_d max_d)`` of ``q·k`` over the page; with
-  GQA the KV head's score is the sum over its query heads (an upper bound of the group-averaged logit, which
-  is what the logits processors rank by). One page set per (sequence, KV head), shared by its query heads.
-* Selection: the pages holding the first ``sink`` positions, the pages holding the last ``max(local, 1)``
-  positions (always incl. the current partial page), plus the ``quest_topk_blocks`` best-scoring pages between.
-  A sequence with no more pages than that budget attends to all of its pages (equals dense attention).
-* The engine's KV page size must equal ``quest_block_size``: Quest's blocks are the KV pages.
+"""Quest (Tang et al., 2024) as a page selector: per-page key min/max summaries, refreshed on every K/V write;
+per step and KV head the sink pages, the local pages and the ``quest_topk_blocks`` pages with the highest upper
+bound of ``q·k``; decode reads only those. Its blocks are the KV pages. Definitions: docs/sparse.md, "Quest".
 """
 from __future__ import annotations
 
