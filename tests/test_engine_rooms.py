@@ -10,7 +10,7 @@ import torch
 from checkpoints import make_checkpoint
 
 from litesys import LLM, SamplingParams
-from litesys.engine import stops
+from litesys.engine import sampler
 from litesys.engine.config import EngineConfig
 from litesys.engine.memory import CPU_KV_BYTES, GpuMemory, plan_kv_pages
 from litesys.engine.slots import SCALARS, Slots
@@ -94,8 +94,8 @@ def test_an_iterator_may_pair_prompts_with_their_params(ckpt):
 def test_a_run_without_the_repetition_stop_runs_none_of_its_checks(ckpt, monkeypatch):
     llm = LLM(ckpt, **SETTINGS)
     calls = []
-    real = stops.repetition_hits
-    monkeypatch.setattr(stops, "repetition_hits", lambda *a: calls.append(1) or real(*a))
+    real = sampler.repetition_hits
+    monkeypatch.setattr(sampler, "repetition_hits", lambda *a: calls.append(1) or real(*a))
     checked = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True, repeat_check_window=8,
                              repeat_block_size=2)
     llm.generate(PROMPTS[:2], checked)
@@ -108,14 +108,14 @@ def test_a_run_without_the_repetition_stop_runs_none_of_its_checks(ckpt, monkeyp
 # ---- slots: one packed copy --------------------------------------------------------------------------------
 def test_place_writes_every_column_pages_and_tokens_exactly():
     slots = Slots(4, 5, 16, torch.device("cpu"))
-    cols = dict(seq_len=[7, 3], gen_len=[2, 0], max_gen=[9, 4], finish_code=[0, 0], rep_group=[1, -1],
-                ignore_eos=[True, False], temperature=[0.7, 0.0], top_k=[20, 0], top_p=[0.95, 1.0],
-                min_p=[0.05, 0.0], seed=[2**62 + 5, 3])
+    cols = dict(seq_len=[7, 3], last_token=[12, 0], gen_len=[2, 0], max_gen=[9, 4], finish_code=[0, 0],
+                rep_group=[1, -1], ignore_eos=[True, False], temperature=[0.7, 0.0], top_k=[20, 0],
+                top_p=[0.95, 1.0], min_p=[0.05, 0.0], seed=[2**62 + 5, 3])
     assert set(cols) == set(SCALARS)
     slots.place(1, cols, [[4, 9], [2]], [[11, 12], []])
     for name, vals in cols.items():
-        t = getattr(slots, name)
-        assert t[1:3].tolist() == pytest.approx(vals) if t.is_floating_point() else t[1:3].tolist() == vals, name
+        got = getattr(slots, name)[1:3].tolist()
+        assert got == (pytest.approx(vals) if isinstance(vals[0], float) else vals), name
     assert slots.temperature[1].item() == torch.tensor(0.7).item()  # the float's bits, not a rounded copy
     assert slots.page_table[1:3].tolist() == [[4, 9, 0, 0, 0], [2, 0, 0, 0, 0]]
     assert slots.generated[1, :2].tolist() == [11, 12] and slots.seq_len_host[1:3].tolist() == [7, 3]

@@ -15,14 +15,12 @@ class PageAllocator:
     def __init__(self, num_pages: int, reserved: int = 1):
         # Page 0 is a scratch page that is never handed out: padded rows of a CUDA-graph batch write there.
         self.num_pages, self.reserved = num_pages, reserved
-        self.free: list[int] = []
-        self.refcount: list[int] = []
         self.reset()
 
     def reset(self) -> None:
         """Every page free again, as after construction (the engine's recovery after an error mid-run)."""
-        self.free[:] = range(self.num_pages - 1, self.reserved - 1, -1)  # pop() hands out low ids first
-        self.refcount[:] = [0] * self.num_pages
+        self.free = list(range(self.num_pages - 1, self.reserved - 1, -1))  # pop() hands out low ids first
+        self.refcount = [0] * self.num_pages
 
     @property
     def num_free(self) -> int:
@@ -56,15 +54,12 @@ class KVCache:
         self.dtype = dtype  # the model's dtype: what reads dequantise to
         self.kv_dtype = kv_dtype or dtype  # what the pages hold
         self.fp8 = kv_fp8.is_fp8(self.kv_dtype)
-        if self.fp8:  # zero bytes are fp8 zeros; uint8 storage viewed as fp8 (fill is not implemented everywhere)
-            self.k = torch.zeros(shape, dtype=torch.uint8, device=device).view(self.kv_dtype)
-            self.v = torch.zeros(shape, dtype=torch.uint8, device=device).view(self.kv_dtype)
-            self.k_scale = torch.ones(num_layers, num_kv_heads, dtype=torch.float32, device=device)
-            self.v_scale = torch.ones(num_layers, num_kv_heads, dtype=torch.float32, device=device)
-        else:
-            self.k = torch.zeros(shape, dtype=dtype, device=device)
-            self.v = torch.zeros(shape, dtype=dtype, device=device)
-            self.k_scale = self.v_scale = None
+        store = torch.uint8 if self.fp8 else dtype  # fp8: zero bytes viewed as fp8 zeros (no fp8 fill everywhere)
+        self.k = torch.zeros(shape, dtype=store, device=device).view(self.kv_dtype)
+        self.v = torch.zeros(shape, dtype=store, device=device).view(self.kv_dtype)
+        scale = dict(size=(num_layers, num_kv_heads), dtype=torch.float32, device=device)
+        self.k_scale = torch.ones(**scale) if self.fp8 else None
+        self.v_scale = torch.ones(**scale) if self.fp8 else None
         self.calibrated = [not self.fp8] * num_layers  # host flags: fp8 scales fixed (given or from a prefill)
         self.num_layers, self.num_pages, self.page_size = num_layers, num_pages, page_size
         self.num_kv_heads, self.head_dim = num_kv_heads, head_dim
@@ -75,7 +70,6 @@ class KVCache:
         """K+V bytes of one page (all layers) stored as ``dtype`` (fp8 scales are per layer, not per page)."""
         return 2 * num_layers * page_size * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
 
-    # ---- fp8 scales ------------------------------------------------------------------------------------
     def scales(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(k_scale [Hkv], v_scale [Hkv]) of a layer for the read paths; (None, None) unless fp8."""
         if not self.fp8:
@@ -100,7 +94,6 @@ class KVCache:
         """fp8 K/V [T, Hkv, D] of new tokens, exactly as ``write`` stores them."""
         return kv_fp8.quantize(k, self.k_scale[layer]), kv_fp8.quantize(v, self.v_scale[layer])
 
-    # ---- writes ----------------------------------------------------------------------------------------
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
         """Store new tokens' K/V ([T, Hkv, D]) at their flat slots (negative slot = padding, skipped)."""
         if self.fp8:
@@ -109,11 +102,8 @@ class KVCache:
                 write_fp8(k, v, self.k[layer], self.v[layer], self.k_scale[layer], self.v_scale[layer], slot_mapping)
                 return
             return self.write_quantized(layer, *self.quantize(layer, k, v), slot_mapping)
-        kc = self.k[layer].view(-1, self.num_kv_heads, self.head_dim)
-        vc = self.v[layer].view(-1, self.num_kv_heads, self.head_dim)
-        # Padding rows (CUDA-graph buckets) point at the scratch page 0, so no mask is needed here.
-        kc.index_copy_(0, slot_mapping, k.to(kc.dtype))
-        vc.index_copy_(0, slot_mapping, v.to(vc.dtype))
+        for cache, x in ((self.k, k), (self.v, v)):  # padding rows (graph buckets) write the scratch page 0: no mask
+            cache[layer].view(-1, self.num_kv_heads, self.head_dim).index_copy_(0, slot_mapping, x.to(cache.dtype))
 
     def write_quantized(self, layer: int, k8: torch.Tensor, v8: torch.Tensor, slot_mapping: torch.Tensor) -> None:
         """Store already-quantised fp8 K/V (``quantize``); index_copy_ has no fp8 kernel: copy the bytes."""

@@ -11,7 +11,7 @@ from litesys.attention.backend import Attention, select_ops
 from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import build as build_sparse
-from litesys.distributed import Dist, sparse_heads
+from litesys.distributed import Dist, agree_min, init_tensor_parallel, sparse_heads
 from litesys.engine import memory, validate
 from litesys.engine.config import CHECK_EVERY_CPU, CHECK_EVERY_CUDA, EngineConfig
 from litesys.engine.engine import Engine
@@ -30,10 +30,8 @@ def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
     name, _ = resolve(config.model_class, cfg.model_type)
     max_seq_len = config.max_seq_len or min(32768, validate.context_limit(cfg) or 32768)  # None: the model's
     validate.check_max_seq_len(cfg, max_seq_len, config.allow_long_max_seq_len)
-    dist = Dist()
-    if config.tensor_parallel_size > 1:
-        from litesys.distributed import init_tensor_parallel
-        dist = init_tensor_parallel(config.tensor_parallel_size, device)
+    tp = config.tensor_parallel_size
+    dist = init_tensor_parallel(tp, device) if tp > 1 else Dist()
     check_every = config.check_every or (CHECK_EVERY_CUDA if device.type == "cuda" else CHECK_EVERY_CPU)
 
     model = build_model(name, cfg, device, dtype, max_seq_len + check_every + 1, dist)
@@ -55,7 +53,6 @@ def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
         num_pages = memory.plan_kv_pages(page_bytes + extra, page_size, max_seq_len, config.max_num_seqs,
                                          config.gpu_memory_utilization, gpu)
         if dist.world > 1:  # one pool size per replica, or the ranks' schedules diverge (docs/tp.md)
-            from litesys.distributed import agree_min
             num_pages = agree_min(dist, num_pages, device)
     elif device.type == "cuda":  # an explicit pool: refuse now rather than run out of memory later
         memory.check_fits(num_pages * page_bytes, f"num_kv_pages={num_pages}")
@@ -79,9 +76,9 @@ def _largest_step(model, cfg: ModelConfig, dev: torch.device, dtype: torch.dtype
     kv = KVCache(cfg.num_layers, 2, page_size, model.num_kv_heads, cfg.head_dim, dtype, dev,
                  kv_dtype=kv_dtype)  # fp8: the quantising write path's temporaries too
     attn = Attention(kv, model.num_q_heads, model.num_kv_heads, cfg.head_dim, 1.0, ops=select_ops(dev))
-    meta = AttnMeta(True, torch.zeros(tokens, dtype=torch.int64, device=dev), page_size, model.num_q_heads,
+    zeros = torch.zeros(tokens, dtype=torch.int64, device=dev)  # token ids and slots (the scratch page)
+    meta = AttnMeta(True, zeros, page_size, model.num_q_heads,
                     model.num_kv_heads, cu_seqlens=torch.tensor([0, tokens], dtype=torch.int32, device=dev),
                     max_seqlen=tokens)
-    hidden = model.forward(torch.zeros(tokens, dtype=torch.int64, device=dev), torch.arange(tokens, device=dev),
-                           meta, attn)
+    hidden = model.forward(zeros, torch.arange(tokens, device=dev), meta, attn)
     model.compute_logits(hidden[:1].expand(max_seqs, -1).contiguous()).sort(dim=-1)

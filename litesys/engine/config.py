@@ -1,9 +1,6 @@
-"""``EngineConfig``: every ``LLM`` setting as one frozen, validated value, plus the engine's named tuning numbers.
-
-Each field's metadata holds a one-line ``help`` and the eval CLI's ``flag`` (None where the CLI has none), so the
-eval scripts generate their flags from this class. Settings that depend on the checkpoint or the machine
-(``max_seq_len=None``, ``check_every=None``, ``dtype="auto"``, GPU availability) are resolved by ``engine/build.py``.
-"""
+"""``EngineConfig``: every ``LLM`` setting as one frozen, validated value (metadata: a one-line ``help`` and the eval
+CLI's ``flag``, from which the CLIs make their flags), and the engine's named tuning numbers. What depends on the
+checkpoint or the machine (``None``/``"auto"`` values, GPU availability) is resolved by ``engine/build.py``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace

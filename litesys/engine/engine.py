@@ -1,8 +1,5 @@
-"""The generation loop: prefill steps for admitted prompts, decode steps for everything running (docs/engine.md).
-
-The stages have their own rooms: ``Scheduler`` (admission, page growth, the preemption choice), ``Slots`` (device
-state: placement, compaction), ``Sampler`` (tokens, stop codes), ``DecodeGraphs`` (CUDA graphs of the forward).
-"""
+"""The generation loop: prefill steps for admitted prompts, decode steps for everything running. Its stages have
+their own rooms: ``Scheduler``, ``Slots``, ``Sampler``, ``DecodeGraphs`` (docs/engine.md)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -14,12 +11,12 @@ from litesys.attention.backend import Attention
 from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.distributed import Dist
-from litesys.engine import stops, validate
+from litesys.engine import validate
 from litesys.engine.config import KV_WATERMARK_DIVISOR
 from litesys.engine.cuda_graph import DecodeGraphs
 from litesys.engine.progress import ProgressStats, RunCounters
 from litesys.engine.replay import replay
-from litesys.engine.sampler import Sampler
+from litesys.engine.sampler import FINISH_REASONS, REPETITION, RUNNING, Sampler
 from litesys.engine.scheduler import PrefillItem, Scheduler
 from litesys.engine.sequence import Request, Seq
 from litesys.engine.slots import Slots
@@ -54,17 +51,13 @@ class Engine:
             self.graphs.capture(self.decode_forward, max_seq_len)
         self.reset()
 
-    # ---- public ---------------------------------------------------------------------------------------
     def run(self, requests: Iterable[Request], on_seq_done: SeqDone,
             on_progress: Callable[[ProgressStats], None] | None = None) -> None:
-        """Generate every request; ``on_progress`` gets the counters at each check (no extra device reads).
-        A list is validated whole before anything runs; any other iterable is pulled lazily, one request at a
-        time when a slot is free, and each is validated as it is pulled."""
+        """Generate every request (a list is checked whole first; any other iterable is pulled lazily, checked as
+        pulled); ``on_progress`` gets the counters at each check (no extra device reads)."""
         eager = isinstance(requests, (list, tuple))
-        for r in requests if eager else ():
-            validate.check_request(r, self.max_seq_len, self.page_size, self.kv.num_pages)
         self.reset()  # whatever an earlier call left behind, start from a fresh engine's state
-        try:
+        try:  # a list is checked whole here, before anything runs
             self.scheduler.start(list(self._accepted(requests)) if eager else self._accepted(requests))
             self._loop(on_seq_done, on_progress)
         except BaseException:  # a callback, the tokenizer, Ctrl-C, ...: give back every slot and page
@@ -94,10 +87,9 @@ class Engine:
                 self._decode()
                 since_check += 1
             elif self.scheduler.waiting:
-                item = self.scheduler.waiting[0]
-                raise RuntimeError(f"the KV pool ({self.kv.num_pages} pages of {self.page_size}) cannot hold a "
-                                   f"prompt of {len(item.tokens)} tokens; lower max_seq_len or give the cache "
-                                   "more memory (gpu_memory_utilization / num_kv_pages)")
+                raise RuntimeError(f"the KV pool ({self.kv.num_pages} pages of {self.page_size}) cannot hold a prompt "
+                                   f"of {len(self.scheduler.waiting[0].tokens)} tokens; lower max_seq_len or give the "
+                                   "cache more memory (gpu_memory_utilization / num_kv_pages)")
             check = since_check >= self.check_every or not (self.scheduler.pending() or self.running)
             if check:
                 self._collect_finished()
@@ -108,12 +100,11 @@ class Engine:
                 on_progress(self.counts.stats(len(self.running)))
 
     def _accepted(self, requests: Iterable[Request]) -> Iterator[Request]:
-        for r in requests:  # (a list was checked whole before the run: this finds nothing new in it)
+        for r in requests:
             validate.check_request(r, self.max_seq_len, self.page_size, self.kv.num_pages)
             self.counts.add(r)
             yield r
 
-    # ---- prefill --------------------------------------------------------------------------------------
     def _prefill(self, items: list[PrefillItem]) -> None:
         if any(it.swapped is not None for it in items):  # swapped-out sequences come back without a forward
             self._swap_in([it for it in items if it.swapped is not None])
@@ -157,14 +148,15 @@ class Engine:
         self.place_new_sequences(new, logits)
 
     def place_new_sequences(self, new: list[tuple[Seq, int]], logits: torch.Tensor | None) -> None:
-        """Give new sequences the next slots, sample their next token from ``logits`` rows (None: swapped in,
-        their last token is the next input) and run the stop checks on it."""
+        """New sequences into the next slots; their next token from ``logits`` rows (None: swapped in)."""
         b0, seqs = len(self.running), [s for s, _ in new]
         self.running.extend(seqs)
         before = [s.tokens_before_preemption for s in seqs]
         columns = self.sampler.columns(seqs)
-        columns.update(seq_len=[len(s.req.prompt) + len(b) - (logits is None) for s, b in zip(seqs, before)],
-                       gen_len=[len(b) for b in before], finish_code=[stops.RUNNING] * len(seqs))
+        swapped = logits is None  # its last token is not in the KV cache yet: the next input
+        columns.update(seq_len=[len(s.req.prompt) + len(b) - swapped for s, b in zip(seqs, before)],
+                       last_token=[b[-1] if swapped else 0 for b in before], gen_len=[len(b) for b in before],
+                       finish_code=[RUNNING] * len(seqs))
         self.slots.place(b0, columns, [s.pages for s in seqs], before)
         for s in seqs:
             self.counts.preempted_tokens -= len(s.tokens_before_preemption)  # live again from the next check on
@@ -180,15 +172,10 @@ class Engine:
         for it in items:
             it.seq.pages = self.allocator.alloc(it.swapped.num_pages)
             self.swap.swap_in(it.swapped, it.seq.pages)
-        b0, st = len(self.running), self.slots
         self.place_new_sequences([(it.seq, -1) for it in items], None)
-        rows = torch.arange(b0, b0 + len(items), device=self.device)
-        st.last_token[rows] = st.generated[rows, st.gen_len[rows] - 1].long()
 
-    def _replay_recomputed(self, items: list[PrefillItem], page_lists: list[list[int]],
-                           logits: torch.Tensor) -> torch.Tensor:
-        """Sparse attention: a recomputed sequence's generated positions go through the decode path again (its
-        method's selections, replay.py) instead of keeping the dense prefill's K/V; its next token's logits."""
+    def _replay_recomputed(self, items: list[PrefillItem], page_lists: list[list[int]], logits: torch.Tensor):
+        """A recomputed sequence's generated positions through its sparse method's decode again (replay.py)."""
         if not self.attn.method.needs_replay:
             return logits
         for row, (it, pages) in enumerate(zip(items, page_lists)):
@@ -199,7 +186,6 @@ class Engine:
                                      it.seq.tokens_before_preemption, it.seq.seed)[0]
         return logits
 
-    # ---- decode ---------------------------------------------------------------------------------------
     def _decode(self) -> None:
         self._grow_pages()
         B, st = len(self.running), self.slots
@@ -227,8 +213,7 @@ class Engine:
         return self.model.compute_logits(hidden)
 
     def _grow_pages(self) -> None:
-        """A new page for each sequence whose next token starts one. Short of pages: collect the finished first
-        (never recompute one of those), then preempt the scheduler's choice until the rest fit."""
+        """A page for each sequence whose next token starts one; short: collect the finished, then preempt."""
         collected = False
         while (need := self.scheduler.page_growth(self.slots.seq_len_host[:len(self.running)],
                                                   self.allocator.num_free)) is None:
@@ -253,7 +238,6 @@ class Engine:
         self._remove_slots([b])
         self.stats["preemptions"] += 1
 
-    # ---- finishing ------------------------------------------------------------------------------------
     def _collect_finished(self) -> None:
         """Finished sequences leave their slots and pages; their outputs wait in ``_finished`` for the caller."""
         B, counts, st = len(self.running), self.counts, self.slots
@@ -268,10 +252,10 @@ class Engine:
         for i, b in enumerate(done.tolist()):
             seq, n, code = self.running[b], int(lens[b]), int(codes[b])
             counts.finish(seq.req, n)
-            keep = max(0, n - seq.req.params.repeat_block_size) if code == stops.REPETITION else n
+            keep = max(0, n - seq.req.params.repeat_block_size) if code == REPETITION else n
             self.allocator.release(seq.pages)
             seq.pages = []
-            self._finished.append((seq, CompletionOutput(tokens[i, :keep].tolist(), "", stops.FINISH_REASONS[code])))
+            self._finished.append((seq, CompletionOutput(tokens[i, :keep].tolist(), "", FINISH_REASONS[code])))
         self._remove_slots(done.tolist())
 
     def _remove_slots(self, rows: list[int]) -> None:

@@ -181,6 +181,7 @@ class LLM:
             reqs = [self._request(i, prompt, p) for i, (prompt, p) in enumerate(zip(prompts, params))]
             pulled[0] = len(reqs)
         results: dict[int, RequestOutput] = {}
+        samples: dict[int, list[CompletionOutput | None]] = {}  # request index -> its samples so far
         bar = ProgressBar(len(prompts) if not lazy else None, "generate", "req", progress)
         has_tok = self._has_tokenizer()
         rank0 = self.dist.rank == 0
@@ -188,10 +189,10 @@ class LLM:
         def seq_done(seq: Seq, out: CompletionOutput) -> None:
             r = seq.req
             out.text = self.decode(out.token_ids) if has_tok else ""
-            r.outputs[seq.sample] = out
-            r.pending -= 1
-            if r.pending == 0:
-                results[r.index] = RequestOutput(prompt_token_ids=r.prompt, samples=list(r.outputs))
+            done = samples.setdefault(r.index, [None] * r.params.n)
+            done[seq.sample] = out
+            if all(o is not None for o in done):
+                results[r.index] = RequestOutput(prompt_token_ids=r.prompt, samples=samples.pop(r.index))
                 bar.done(1)
                 if on_finish is not None and rank0:
                     on_finish(r.index, results[r.index])

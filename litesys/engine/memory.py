@@ -25,9 +25,8 @@ class GpuMemory:  # bytes, measured once before the pool is planned
 
 def plan_kv_pages(page_bytes: int, page_size: int, max_seq_len: int, max_seqs: int, utilization: float,
                   gpu: GpuMemory | None) -> int:
-    """Pages of ``page_bytes`` each (K+V of every layer as stored, plus a sparse method's bytes per page) that fit
-    ``utilization`` of the GPU (``gpu=None``: a CPU run, CPU_KV_BYTES), never more than every slot at full
-    length needs (+ the scratch page)."""
+    """Pages of ``page_bytes`` (K+V of all layers as stored + a method's per-page bytes) in ``utilization`` of the
+    GPU (``gpu=None``: CPU, CPU_KV_BYTES), at most what every slot at full length needs (+ the scratch page)."""
     cap = max_seqs * (cdiv(max_seq_len, page_size) + 1) + 1
     if gpu is None:
         return int(min(cap, max(CPU_KV_BYTES // page_bytes, 2)))

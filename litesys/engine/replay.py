@@ -13,9 +13,8 @@ LOGIT_BYTES = 256 << 20  # raw-logits buffer [rows, Hq, len] fp32 of one chunk
 
 
 class _WholeWrites:
-    """The sparse method seen by a replay chunk: its writes are many tokens of one sequence, so per-page state is
-    refreshed as a prefill refreshes it (once per page, from its last written entry) rather than once per row,
-    where rows of the same page would race."""
+    """The method seen by a replay chunk: its writes are many tokens of one sequence, so per-page state is refreshed
+    as a prefill does (once per page), not once per row (rows of one page would race)."""
 
     def __init__(self, method):
         self.inner = method
@@ -29,9 +28,8 @@ class _WholeWrites:
 
 @torch.inference_mode()
 def replay(model, attn, page_row: torch.Tensor, start: int, tokens: list[int], seq_id: int) -> torch.Tensor:
-    """Decode ``tokens`` at positions ``start ..`` (their K/V overwrite whatever the prefill wrote) through the
-    decode path of ``attn``; ``page_row`` [max_pages] int32 holds the sequence's pages. -> the last row's logits
-    [1, vocab] (the next token's)."""
+    """Decode ``tokens`` at positions ``start ..`` of the sequence in ``page_row`` [max_pages] through the decode path
+    of ``attn`` (overwriting the prefill's K/V) -> the last row's logits [1, vocab]."""
     dev, ps = page_row.device, attn.kv.page_size
     n = len(tokens)
     rows = max(1, min(n, LOGIT_BYTES // (4 * attn.num_q_heads * (start + n))))

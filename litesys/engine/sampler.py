@@ -1,6 +1,6 @@
 """Batched, counter-based sampling on the device (greedy, temperature, top-k, top-p, min-p: the draw for token ``t``
-of seed ``s`` is a hash of ``(s, t)``), and ``Sampler``: params -> slot columns -> tokens -> stop codes
-(docs/engine.md, "Sampling")."""
+of seed ``s`` is a hash of ``(s, t)``), the stop checks, and ``Sampler``: params -> slot columns -> tokens -> stop
+codes (docs/engine.md, "Sampling")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import torch
 
 from litesys.distributed import Dist
-from litesys.engine import stops
 from litesys.engine.config import TOPK_CHUNK_FACTOR, TOPK_CHUNKS
 from litesys.engine.sequence import Seq
 from litesys.engine.slots import Slots
@@ -34,8 +33,7 @@ class SamplingTensors:  # per-row sampling parameters on the device (rows = batc
 
 
 def topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise top-k, sorted descending. A vocabulary-wide topk is slow on the GPU; taking the top-k of each
-    of C chunks first and then of the C·k survivors gives the same set far faster."""
+    """Row-wise top-k, sorted descending; on the GPU the top-k of C chunks first, then of the C·k (far faster)."""
     B, V = x.shape
     chunks = next((c for c in TOPK_CHUNKS if V % c == 0 and V // c >= TOPK_CHUNK_FACTOR * k), 0)
     if not x.is_cuda or chunks == 0:
@@ -50,10 +48,7 @@ def candidates(logits: torch.Tensor, p: SamplingTensors, need_full_sort: bool, m
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Filtered candidates sorted by probability: (probs [B, K] with zeros for dropped, token ids [B, K])."""
     # order candidates on the raw logits (temperature does not change the order), then scale only those
-    if need_full_sort:
-        vals, idx = logits.sort(dim=-1, descending=True)
-    else:
-        vals, idx = topk(logits, max_top_k)
+    vals, idx = logits.sort(dim=-1, descending=True) if need_full_sort else topk(logits, max_top_k)
     vals = vals.float() / p.temperature.clamp_min(1e-6).unsqueeze(1)
     K = vals.shape[1]
     rank = torch.arange(K, device=logits.device).unsqueeze(0)
@@ -84,6 +79,27 @@ def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_gr
     pick = torch.minimum(pick, (probs > 0).sum(-1, keepdim=True) - 1)
     tok = idx.gather(1, pick).squeeze(1)
     return torch.where(p.temperature == 0, greedy, tok)
+
+
+# finish codes kept on the device; names as reported to the user
+RUNNING, STOP, LENGTH, REPETITION = 0, 1, 2, 3
+FINISH_REASONS = {STOP: "stop", LENGTH: "length", REPETITION: "repetition"}
+
+
+def repetition_hits(gen: torch.Tensor, rows: torch.Tensor, gen_len: torch.Tensor, window: int, block: int,
+                    threshold: int) -> torch.Tensor:
+    """Which rows repeat: their last ``window`` tokens (of gen [S, cap], rows [B], gen_len [B]) hold the trailing
+    ``block`` at least ``threshold`` times at any offset -> bool [B] (False while gen_len < window)."""
+    B = rows.shape[0]
+    if gen.shape[1] < window:
+        return torch.zeros(B, dtype=torch.bool, device=gen.device)
+    start = (gen_len - window).clamp_min(0)
+    cols = start.unsqueeze(1) + torch.arange(window, device=gen.device).unsqueeze(0)
+    win = gen[rows.unsqueeze(1), cols.clamp(max=gen.shape[1] - 1)]  # [B, window]
+    tail = win[:, window - block:]  # [B, block]
+    frames = win.unfold(1, block, 1)  # [B, window - block + 1, block]
+    count = (frames == tail.unsqueeze(1)).all(-1).sum(-1)
+    return (count >= threshold) & (gen_len >= window)
 
 
 class Sampler:
@@ -122,7 +138,7 @@ class Sampler:
         tok = sample(logits, params, steps, self.all_greedy, self.need_full_sort, self.max_top_k)
         # Tensor parallel: every rank goes on with tp-rank 0's tokens, so scheduling can never diverge (docs/tp.md)
         tok = self.dist.broadcast_first(tok)
-        live = st.finish_code[rows] == stops.RUNNING
+        live = st.finish_code[rows] == RUNNING
         # finished rows (not yet collected) keep their state; live rows append the new token
         write_col = steps.clamp(max=st.generated.shape[1] - 1)
         old = st.generated[rows, write_col]
@@ -131,11 +147,11 @@ class Sampler:
         st.gen_len[rows] = gen_len
         st.last_token[rows] = tok
         code = torch.zeros_like(st.finish_code[rows])
-        code = torch.where(torch.isin(tok, self.eos) & ~st.ignore_eos[rows], stops.STOP, code)
-        code = torch.where((code == 0) & (gen_len >= st.max_gen[rows]), stops.LENGTH, code)
+        code = torch.where(torch.isin(tok, self.eos) & ~st.ignore_eos[rows], STOP, code)
+        code = torch.where((code == 0) & (gen_len >= st.max_gen[rows]), LENGTH, code)
         for g, (window, block, thr) in enumerate(self.rep_groups):
-            hit = stops.repetition_hits(st.generated, rows, gen_len, window, block, thr) & (st.rep_group[rows] == g)
-            code = torch.where((code == 0) & hit, stops.REPETITION, code)
+            hit = repetition_hits(st.generated, rows, gen_len, window, block, thr) & (st.rep_group[rows] == g)
+            code = torch.where((code == 0) & hit, REPETITION, code)
         st.finish_code[rows] = torch.where(live, code.to(st.finish_code.dtype), st.finish_code[rows])
 
     def _rep_group(self, p: SamplingParams) -> int:

@@ -21,10 +21,6 @@ class PrefillItem:
     swapped: object | None = None  # its pages in host memory (engine/swap.py): copied back, not recomputed
 
     @property
-    def prefill_tokens(self) -> int:  # what it costs of a prefill step's token budget
-        return 0 if self.swapped is not None else len(self.tokens)
-
-    @property
     def num_samples(self) -> int:  # slots it will occupy
         return self.request.params.n if self.request is not None else 1
 
@@ -48,8 +44,7 @@ class Scheduler:
         self.waiting.clear()
         self.source = None
 
-    def pending(self) -> bool:
-        """Anything waiting, or possibly still to come from the source."""
+    def pending(self) -> bool:  # anything waiting, or possibly still to come from the source
         return bool(self.waiting) or self.source is not None
 
     def _pull(self) -> bool:
@@ -75,18 +70,17 @@ class Scheduler:
 
     def admit(self, free_pages: int, running: int) -> list[PrefillItem]:
         """Pop the waiting items that fit this prefill step (FIFO; stops at the first that does not fit)."""
-        batch: list[PrefillItem] = []
-        tokens = 0
+        batch, tokens = [], 0
         while self.waiting or running < self.max_slots and self._pull():
             item = self.waiting[0]
             need = self.pages_needed(item)
             reserve = self.watermark if running else 0
-            if running + item.num_samples > self.max_slots or need + reserve > free_pages:
-                break
-            if batch and tokens + item.prefill_tokens > self.max_batched_tokens:
+            cost = 0 if item.swapped is not None else len(item.tokens)  # of the step's token budget
+            over_budget = batch and tokens + cost > self.max_batched_tokens
+            if running + item.num_samples > self.max_slots or need + reserve > free_pages or over_budget:
                 break
             batch.append(self.waiting.popleft())
-            tokens += item.prefill_tokens
+            tokens += cost
             free_pages -= need
             running += item.num_samples
         return batch

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from litesys.outputs import CompletionOutput
 from litesys.sampling_params import SamplingParams
 
 
@@ -13,18 +12,11 @@ class Request:
     prompt: list[int]
     params: SamplingParams
     seeds: list[int]  # one per sample
-    outputs: list[CompletionOutput | None] = field(default_factory=list)
-    pending: int = 0  # samples not finished yet
-
-    def __post_init__(self) -> None:
-        self.outputs = [None] * self.params.n
-        self.pending = self.params.n
 
 
 @dataclass
 class Seq:
-    """One sample in flight. ``tokens_before_preemption``: what a preempted sequence had generated (empty once it
-    runs again)."""
+    """One sample in flight (``tokens_before_preemption``: what it had generated when preempted, until it resumes)."""
 
     req: Request
     sample: int

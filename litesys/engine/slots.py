@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 # the per-slot scalars ``place`` writes, in the packed copy's column order (floats travel as their int32 bits)
-SCALARS = ("seq_len", "gen_len", "max_gen", "finish_code", "rep_group", "ignore_eos", "temperature", "top_k",
-           "top_p", "min_p", "seed")
+SCALARS = ("seq_len", "last_token", "gen_len", "max_gen", "finish_code", "rep_group", "ignore_eos", "temperature",
+           "top_k", "top_p", "min_p", "seed")
 _FLOATS = ("temperature", "top_p", "min_p")
 
 
@@ -21,7 +21,7 @@ class Slots:
         self.generated = torch.zeros(S, gen_capacity, **i32)  # generated tokens
         self.gen_len = torch.zeros(S, **i64)
         self.max_gen = torch.ones(S, **i64)
-        self.finish_code = torch.zeros(S, dtype=torch.int8, device=dev)  # stops.RUNNING/STOP/LENGTH/REPETITION
+        self.finish_code = torch.zeros(S, dtype=torch.int8, device=dev)  # sampler.RUNNING/STOP/LENGTH/REPETITION
         self.ignore_eos = torch.zeros(S, dtype=torch.bool, device=dev)
         self.temperature = torch.zeros(S, dtype=torch.float32, device=dev)
         self.top_k = torch.zeros(S, **i64)
@@ -33,15 +33,12 @@ class Slots:
         self.max_slots, self.device = S, dev
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.page_table, self.last_token, self.generated, *(getattr(self, n) for n in SCALARS)]
+        return [self.page_table, self.generated, *(getattr(self, n) for n in SCALARS)]
 
     def reset(self) -> None:
-        """Every slot empty, as after construction (in place: captured CUDA graphs keep reading these tensors)."""
+        """Every slot empty (in place: captured CUDA graphs keep reading these tensors; ``place`` fills a slot)."""
         for t in self.tensors():
             t.zero_()
-        self.max_gen.fill_(1)
-        self.top_p.fill_(1.0)
-        self.rep_group.fill_(-1)
         self.seq_len_host[:] = 0
 
     def place(self, b0: int, columns: dict[str, list], pages: list[list[int]], generated: list[list[int]]) -> None:

@@ -1,9 +1,5 @@
-"""Swap space: a preempted sequence's pages go to host memory and come back byte for byte (docs/engine.md).
-
-Every paged tensor ``[num_layers, num_pages, ...]`` is copied (K, V and the sparse method's per-page state) through
-``uint8`` views, into pinned buffers of PyTorch's caching host allocator, stream-ordered: no synchronisation. Over
-the budget, or when the host allocation fails, ``swap_out`` returns None: the engine recomputes instead.
-"""
+"""Swap space: a preempted sequence's pages (K, V and the method's per-page state) go to pinned host memory and
+come back byte for byte, stream-ordered; over budget ``swap_out`` returns None: recompute (docs/engine.md)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from litesys.distributed import Dist
+from litesys.distributed import Dist, agree_min
 
 CHUNK_BYTES = 64 << 20  # largest single copy: bounds the device-side gather buffer
 
@@ -36,11 +32,10 @@ class SwapSpace:
     def swap_out(self, pages: list[int]) -> Swapped | None:
         """Copy ``pages`` (all layers, every paged tensor) to host memory; None when it does not fit."""
         need = len(pages) * self.page_bytes()
-        host = self._alloc(len(pages)) if self.used + need <= self.budget else None
-        if self.dist.world > 1 and self.used + need <= self.budget:  # every rank swaps, or none does
-            from litesys.distributed import agree_min
-            if agree_min(self.dist, int(host is not None), self.paged()[0].device) == 0:
-                host = None
+        fits = self.used + need <= self.budget
+        host = self._alloc(len(pages)) if fits else None
+        if fits and self.dist.world > 1 and agree_min(self.dist, int(host is not None), self.paged()[0].device) == 0:
+            host = None  # every rank swaps, or none does
         if host is None:
             self.stats["fallbacks"] += 1
             return None
@@ -66,8 +61,7 @@ class SwapSpace:
         item.host = []
         self.stats["swapped_in"] += 1
 
-    def clear(self) -> None:
-        """Forget every swapped sequence (the engine's reset): the budget is free again."""
+    def clear(self) -> None:  # forget every swapped sequence (the engine's reset): the budget is free again
         self.used = 0
 
     def _alloc(self, n_pages: int) -> list[torch.Tensor] | None:
