@@ -1,7 +1,7 @@
 """Grade LiveCodeBench programs: code extraction, sandboxed runs judged in the grader, a pool that never hangs.
 
 Each program runs in its own sandbox process (litesys/eval/sandbox.py) through harness.py, which gets
-the test inputs only and reports what the program produced; lcb_judge.py compares that with the expected
+the test inputs only and reports what the program produced; judge.py compares that with the expected
 outputs here, in the grader. The pool drives ``workers`` programs at once from threads; every run has a
 hard wall limit, and a worker thread still busy well past it is written off: its slot's processes are
 killed, its sample is marked, and a fresh worker (with a fresh slot) takes over.

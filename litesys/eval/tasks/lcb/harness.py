@@ -2,7 +2,7 @@
 
 Standalone (stdlib only, Python 3.9+) because the sandbox interpreter may not be the grader's. Usage inside the
 sandbox: ``harness.py JOB.json``; the job holds the code, the I/O mode and the path of a file with the test
-*inputs* (and ``fn_name``). The expected outputs never enter this process: the grader (lcb_judge.py) compares.
+*inputs* (and ``fn_name``). The expected outputs never enter this process: the grader (judge.py) compares.
 
 Channel: the harness's private copy of the original stdout; fds 0-2 become /dev/null before any program code
 runs, so nothing the program prints reaches it. Messages are one JSON header line, followed by ``n`` raw bytes
