@@ -20,6 +20,12 @@ SHAPES = {
     "qwen3_linear": ("qwen3", dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4})),
     "qwen2_bias_gqa2": ("qwen2", dict(num_attention_heads=4, num_key_value_heads=2)),
     "qwen2_bias_gqa4": ("qwen2", dict(num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=True)),
+    "llama_gqa2": ("llama", dict(num_attention_heads=4, num_key_value_heads=2)),
+    # Llama 3.1 RoPE: with head_dim 16 and an original context of 64 its frequencies fall in all three bands
+    "llama3_rope_tied": ("llama", dict(num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=True,
+                                       rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                        "high_freq_factor": 4.0, "rope_theta": 5e5,
+                                                        "original_max_position_embeddings": 64})),
 }
 
 
@@ -53,10 +59,32 @@ def test_prefill_logits_match_transformers(ckpts, shape):
             start += len(p)
 
 
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_checkpoint_table_is_the_checkpoint(ckpts, shape):
+    """The executor's table names every tensor transformers saved, with its shape: what RandomCheckpoint makes."""
+    path = ckpts[shape]
+    cfg = ModelConfig.from_dir(path)
+    _, cls = resolve(None, cfg.model_type)
+    shapes = cls(cfg, "cpu", torch.float32, 64).checkpoint_shapes()
+    ckpt = Checkpoint(path)
+    assert set(shapes) == set(ckpt.weight_map)
+    assert all(shapes[n] == ckpt.shape(n) for n in shapes)
+
+
+def test_llama_refuses_mlp_bias(ckpts):
+    from litesys.models.llama import LlamaForCausalLM
+
+    cfg = ModelConfig.from_dir(ckpts["llama_gqa2"])
+    cfg = ModelConfig(**{**vars(cfg), "raw": {**cfg.raw, "mlp_bias": True}})
+    with pytest.raises(ValueError, match="mlp_bias=true .* the llama executor does not load") as e:
+        LlamaForCausalLM(cfg, "cpu", torch.float32, 64)
+    assert "\n" not in str(e.value)
+
+
 GREEDY = SamplingParams(temperature=0, max_new_tokens=32, ignore_eos=True, repeat_check=False)
 
 
-@pytest.mark.parametrize("shape", ["qwen3_gqa4_hd32", "qwen2_bias_gqa2", "qwen3_yarn"])
+@pytest.mark.parametrize("shape", ["qwen3_gqa4_hd32", "qwen2_bias_gqa2", "qwen3_yarn", "llama3_rope_tied"])
 def test_greedy_generation_matches_transformers(ckpts, shape):
     prompts = _prompts(10)
     ref = hf_greedy(ckpts[shape], prompts, 32)
@@ -87,20 +115,20 @@ def test_n_samples_share_prompt_pages(ckpts, monkeypatch):
     llm = LLM(str(path), device="cpu", dtype=torch.float32, max_seq_len=256, page_size=16, num_kv_pages=64)
     prompt = _prompts(8)[6]  # 40 tokens: 2 full pages + 1 partial page
     used = []
-    orig = Engine._place
+    orig = Engine.place_new_sequences
 
-    def spy(self, new, logits, items):
-        used.append(self.kv.num_pages - 1 - self.alloc.num_free)
-        return orig(self, new, logits, items)
+    def spy(self, new, logits):
+        used.append(self.kv.num_pages - 1 - self.allocator.num_free)
+        return orig(self, new, logits)
 
-    monkeypatch.setattr(Engine, "_place", spy)
+    monkeypatch.setattr(Engine, "place_new_sequences", spy)
     single = llm.generate([prompt], GREEDY)[0]
     out = llm.generate([prompt], SamplingParams(temperature=0, max_new_tokens=32, ignore_eos=True, n=4,
                                                 repeat_check=False))[0]
     # prefilled once: 3 prompt pages, the 2 full ones shared, the partial one copied for samples 2..4
     assert used == [3, 3 + 3]
     assert len(out.samples) == 4 and all(s.token_ids == single.token_ids for s in out.samples)
-    assert llm.engine.alloc.num_free == llm.kv.num_pages - 1  # everything returned
+    assert llm.engine.allocator.num_free == llm.kv.num_pages - 1  # everything returned
 
 
 def test_sampling_is_independent_of_the_batch(ckpts):
