@@ -72,12 +72,34 @@ def test_launches_and_gpu_time_per_step_from_profiler_events():
                                      "cudaMemcpyAsync": 1}
 
 
-def test_a_ragged_run_on_cpu(tmp_path):
+def _tiny_config(tmp_path: Path) -> tuple[Path, dict]:
     import transformers
     from checkpoints import BASE
 
     cfg, shape = tmp_path / "tiny.json", transformers.Qwen3Config(**BASE).to_dict()
     cfg.write_text(json.dumps(shape))
+    return cfg, shape
+
+
+def test_the_profiled_window_covers_its_steps_and_unwraps_the_engine(tmp_path, monkeypatch):
+    from litesys import LLM, SamplingParams
+
+    cfg, _ = _tiny_config(tmp_path)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text(cfg.read_text())
+    llm = LLM(str(tmp_path / "ckpt"), device="cpu", dtype=torch.float32, max_seq_len=64, load_format="random")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)  # the CPU profiler stands in for CUDA's
+    ids, budgets = throughput.workload(3, (3, 9), (30, 40))
+    params = [SamplingParams(max_new_tokens=g, ignore_eos=True, repeat_check=False) for g in budgets]
+    got = throughput.profile_steps(llm, ids, params)
+    assert got["profiled_steps"] == throughput.PROFILE_STEPS and got["launches_per_step"] == 0  # no CUDA here
+    assert throughput.DECODE_STEP not in vars(llm.engine)  # the class's decode step again
+    short = [SamplingParams(max_new_tokens=14, ignore_eos=True, repeat_check=False)] * 3  # 13 decode steps
+    assert throughput.profile_steps(llm, ids, short)["profiled_steps"] == 13 - throughput.PROFILE_SKIP
+
+
+def test_a_ragged_run_on_cpu(tmp_path):
+    cfg, shape = _tiny_config(tmp_path)
     out = tmp_path / "res.json"
     res = throughput.main(["--device", "cpu", "--config", str(cfg), "-n", "6", "--prompt-range", "3-12",
                            "--gen-range", "2-7", "--json", str(out)])
