@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litesys.kernels.ref import attention_invariant as inv
+from litesys.kernels.ref import ops_invariant as inv
 from litesys.kernels.ref import ops_torch
 
 PAGES, PAGE, HKV, G, D = 96, 4, 2, 3, 16

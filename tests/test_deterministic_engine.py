@@ -1,6 +1,6 @@
-"""The whole engine on CPU (fp32) with the batch-invariant kernels: a request gives bitwise the same logits at
-every step, and the same tokens, alone, among 7 or among 64 random requests, and when the KV pool is so small
-that it is preempted (swapped out and back, or recomputed by a prefill).
+"""The whole engine on CPU (fp32) with ``deterministic=True``: a request gives bitwise the same logits at every step,
+and the same tokens, alone, among 7 or among 64 random requests, and when the KV pool is so small that it is
+preempted (swapped out and back, or recomputed).
 
 The logits are recorded at the model's ``compute_logits`` (every row of every step) and the request's rows from
 its solo run must all appear, bit for bit, among the rows of the batched run. Without the invariant kernels the
@@ -16,7 +16,7 @@ from checkpoints import make_checkpoint
 
 from litesys import LLM, SamplingParams
 from litesys.kernels.gemm_invariant import invariant_linear
-from litesys.kernels.ref import attention_invariant, ops_torch
+from litesys.kernels.ref import ops_invariant
 
 VOCAB = 1024  # a small vocabulary: every logits row of a run is kept
 
@@ -27,13 +27,9 @@ def ckpt(tmp_path_factory):
 
 
 @pytest.fixture
-def invariant_kernels(monkeypatch):
-    """The deterministic-mode kernels in place of F.linear and the CPU attention ops (until LLM(deterministic=
-    True) selects them itself). One intra-op thread: the many tiny ops of these runs only lose to thread hand-offs
-    on a shared 2-core machine (invariance holds at any fixed thread count)."""
-    monkeypatch.setattr(torch.nn.functional, "linear", invariant_linear)
-    for name in ("paged_decode_fused", "paged_decode_logits", "paged_softmax_v", "prefill_attention"):
-        monkeypatch.setattr(ops_torch, name, getattr(attention_invariant, name))
+def one_thread():
+    """One intra-op thread: the many tiny ops of these runs only lose to thread hand-offs on a shared 2-core machine
+    (invariance holds at any fixed thread count)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -82,8 +78,8 @@ def _assert_same_as_alone(alone, alone_rows: list[bytes], out, seen: set[bytes])
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_alone_in_7_and_in_64(ckpt, invariant_kernels, temperature):
-    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128)
+def test_alone_in_7_and_in_64(ckpt, one_thread, temperature):
+    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True)
     (alone,), _, alone_rows = _run(llm, [TARGET], [_target_params(temperature)])
     assert len(alone_rows) == 40
     for n, seed in ((6, 1), (63, 2)):
@@ -96,10 +92,10 @@ def test_alone_in_7_and_in_64(ckpt, invariant_kernels, temperature):
 
 
 @pytest.mark.parametrize("swap_space_gb", [0.0, 4.0])  # 0: preempted sequences are recomputed by a prefill
-def test_preempted_request(ckpt, invariant_kernels, swap_space_gb):
-    solo = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128)
+def test_preempted_request(ckpt, one_thread, swap_space_gb):
+    solo = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True)
     (alone,), _, alone_rows = _run(solo, [TARGET], [_target_params(0.8)])
-    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, num_kv_pages=24,
+    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True, num_kv_pages=24,
               swap_space_gb=swap_space_gb)
     prefills: list[list[int]] = []
     forward = llm.model.forward
@@ -119,3 +115,16 @@ def test_preempted_request(ckpt, invariant_kernels, swap_space_gb):
         assert llm.engine.swap.stats["swapped_out"] > 0 and not recomputed
     else:  # the pool size is chosen so that the target itself is preempted (retune it if scheduling changes)
         assert recomputed, "the target request was not preempted: lower num_kv_pages"
+
+
+def test_the_flag_selects_the_invariant_kernels(ckpt, tmp_path):
+    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=64, deterministic=True)
+    assert llm.model.linear is invariant_linear and llm.attn.ops is ops_invariant
+    assert llm.attn.method.needs_replay  # a recomputed sequence replays its decode steps
+    plain = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=64)
+    assert plain.model.linear is torch.nn.functional.linear and plain.attn.ops is not ops_invariant
+    assert not plain.attn.method.needs_replay
+    moe = make_checkpoint(tmp_path / "moe", "qwen3_moe", with_tokenizer=False, vocab_size=VOCAB, num_experts=4,
+                          num_experts_per_tok=2, moe_intermediate_size=32)
+    with pytest.raises(ValueError, match="deterministic=True covers dense models"):
+        LLM(str(moe), device="cpu", dtype=torch.float32, max_seq_len=64, deterministic=True)

@@ -12,7 +12,7 @@ from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import build as build_sparse
 from litesys.distributed import Dist, agree_min, init_tensor_parallel, sparse_heads
-from litesys.engine import memory, validate
+from litesys.engine import deterministic, memory, validate
 from litesys.engine.config import CHECK_EVERY_CPU, CHECK_EVERY_CUDA, EngineConfig
 from litesys.engine.engine import Engine
 from litesys.models.config import ModelConfig
@@ -30,8 +30,7 @@ def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
     name, _ = resolve(config.model_class, cfg.model_type)
     max_seq_len = config.max_seq_len or min(32768, validate.context_limit(cfg) or 32768)  # None: the model's
     validate.check_max_seq_len(cfg, max_seq_len, config.allow_long_max_seq_len)
-    tp = config.tensor_parallel_size
-    dist = init_tensor_parallel(tp, device) if tp > 1 else Dist()
+    dist = init_tensor_parallel(config.tensor_parallel_size, device) if config.tensor_parallel_size > 1 else Dist()
     check_every = config.check_every or (CHECK_EVERY_CUDA if device.type == "cuda" else CHECK_EVERY_CPU)
 
     model = build_model(name, cfg, device, dtype, max_seq_len + check_every + 1, dist)
@@ -62,7 +61,8 @@ def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
         kv.set_scales(*kv_fp8.load_scales(config.kv_scales, L, cfg.num_kv_heads, getattr(model, "kv_heads", None)))
 
     method.bind(kv)  # its per-page state now, before any graph capture
-    attn = Attention(kv, n_q, n_kv, D, D ** -0.5, ops=select_ops(device, config.attention_backend), method=method)
+    deterministic.apply(config, model, method)  # batch-invariant GEMMs and recompute path (docs/reproducibility.md)
+    attn = Attention(kv, n_q, n_kv, D, D ** -0.5, ops=deterministic.attention_ops(device, config), method=method)
     return Engine(model, kv, attn, max_slots=config.max_num_seqs, max_seq_len=max_seq_len,
                     max_batched_tokens=config.max_num_batched_tokens, eos_ids=cfg.eos_token_ids,
                     check_every=check_every, cuda_graphs=config.cuda_graphs,

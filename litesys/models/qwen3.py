@@ -61,6 +61,8 @@ class Qwen3ForCausalLM:
     qkv_bias = False  # q/k/v bias even without attention_bias (Qwen2)
     o_bias = True  # o_proj has a bias when the config says attention_bias (as transformers; Qwen2: never)
     qk_norm = True
+    # every projection goes through this (deterministic mode: kernels.gemm_invariant.invariant_linear)
+    linear = staticmethod(F.linear)
 
     def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int):
         self.cfg, self.device, self.dtype = cfg, torch.device(device), dtype
@@ -141,10 +143,10 @@ class Qwen3ForCausalLM:
         res = None  # residual stream; each add is fused into the following RMSNorm
         for i, w in enumerate(self.layers):
             x, res = add_rms_norm(h, res, w.ln1, eps)
-            qkv = F.linear(x, w.qkv, w.qkv_bias)
+            qkv = self.linear(x, w.qkv, w.qkv_bias)
             q, k, v = qk_norm_rope(qkv, w.q_norm, w.k_norm, self.rope, positions, nq, nkv, eps)
             o = attn(i, q, k, v, meta)
-            h = self.reduce(F.linear(o.reshape(T, nq * D), w.o))
+            h = self.reduce(self.linear(o.reshape(T, nq * D), w.o))
             if w.o_bias is not None:  # after the reduce: added once, not once per rank
                 h = h + w.o_bias
             x, res = add_rms_norm(h, res, w.ln2, eps)
@@ -152,7 +154,7 @@ class Qwen3ForCausalLM:
         return add_rms_norm(h, res, self.norm, eps)[0]
 
     def mlp(self, i: int, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
-        return self.reduce(F.linear(silu_mul(F.linear(x, w.gate_up)), w.down))
+        return self.reduce(self.linear(silu_mul(self.linear(x, w.gate_up)), w.down))
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.embed)
@@ -165,4 +167,4 @@ class Qwen3ForCausalLM:
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[B, H] -> logits [B, vocab] in the model dtype (the sampler upcasts only the candidates it keeps: a
         full fp32 copy would cost a vocabulary-sized pass per step)."""
-        return F.linear(hidden, self.lm_head)
+        return self.linear(hidden, self.lm_head)

@@ -1,4 +1,4 @@
-"""Batch-invariant attention in PyTorch: the CPU path of deterministic mode and the twin of the fixed-split decode.
+"""Batch-invariant attention in PyTorch: the CPU path of deterministic mode, twin of ``kernels/ops_invariant.py``.
 
 The four functions of ``ops_torch`` with the same signatures. Every query row is reduced over its own keys in
 blocks of ``BLOCK`` positions counted from 0, one online-softmax step per block, in the same order whatever the
