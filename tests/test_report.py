@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from litesys.eval.cost import CostModel, Method, ModelShape
-from litesys.eval.report import build_parser, frontier, load_runs, main, run_points, tokens_label
+from litesys.eval.report import build_parser, load_runs, main
+from litesys.eval.report_points import frontier, run_points, tokens_label
 
 matplotlib = pytest.importorskip("matplotlib")
 

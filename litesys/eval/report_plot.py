@@ -5,7 +5,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from litesys.eval.report import Point, tokens_label
+from litesys.eval.report_points import Point, tokens_label
 from litesys.eval.report_runs import Run
 
 FRONTIER_STYLE = dict(color="black", linewidth=1.6, marker="D", markersize=5, zorder=5, label="Pareto frontier")
