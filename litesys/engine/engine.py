@@ -12,7 +12,6 @@ from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.distributed import Dist
 from litesys.engine import validate
-from litesys.engine.config import KV_WATERMARK_DIVISOR
 from litesys.engine.cuda_graph import DecodeGraphs
 from litesys.engine.progress import ProgressStats, RunCounters
 from litesys.engine.replay import replay
@@ -38,8 +37,7 @@ class Engine:
         # finished sequences may run up to check_every - 1 steps past their end before the host sees them
         self.max_pages = cdiv(max_seq_len + self.check_every, self.page_size)
         self.slots = Slots(max_slots, self.max_pages, max_seq_len + self.check_every, self.device)
-        self.scheduler = Scheduler(self.page_size, max_slots, max_batched_tokens,
-                                   watermark_pages=max(1, kv.num_pages // KV_WATERMARK_DIVISOR))
+        self.scheduler = Scheduler(self.page_size, max_slots, max_batched_tokens, kv.num_pages)
         self.allocator = kv.allocator
         self.sampler = Sampler(self.slots, eos_ids, max_seq_len, self.dist)
         # preempted sequences' pages go to host memory and come back as they were (swap.py); recompute if full

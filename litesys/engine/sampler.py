@@ -141,13 +141,12 @@ class Sampler:
         live = st.finish_code[rows] == RUNNING
         # finished rows (not yet collected) keep their state; live rows append the new token
         write_col = steps.clamp(max=st.generated.shape[1] - 1)
-        old = st.generated[rows, write_col]
-        st.generated[rows, write_col] = torch.where(live, tok.int(), old)
+        st.generated[rows, write_col] = torch.where(live, tok.int(), st.generated[rows, write_col])
         gen_len = steps + live.long()
         st.gen_len[rows] = gen_len
         st.last_token[rows] = tok
-        code = torch.zeros_like(st.finish_code[rows])
-        code = torch.where(torch.isin(tok, self.eos) & ~st.ignore_eos[rows], STOP, code)
+        is_eos = torch.isin(tok, self.eos) & ~st.ignore_eos[rows]
+        code = torch.where(is_eos, STOP, torch.zeros_like(tok, dtype=torch.int8))
         code = torch.where((code == 0) & (gen_len >= st.max_gen[rows]), LENGTH, code)
         for g, (window, block, thr) in enumerate(self.rep_groups):
             hit = repetition_hits(st.generated, rows, gen_len, window, block, thr) & (st.rep_group[rows] == g)

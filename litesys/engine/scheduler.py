@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from litesys.engine.config import KV_WATERMARK_DIVISOR
 from litesys.engine.sequence import Request, Seq
 from litesys.kernels.common import cdiv
 
@@ -26,14 +27,14 @@ class PrefillItem:
 
 
 class Scheduler:
-    def __init__(self, page_size: int, max_slots: int, max_batched_tokens: int, watermark_pages: int):
-        self.page_size, self.max_slots = page_size, max_slots
-        self.max_batched_tokens, self.watermark = max_batched_tokens, watermark_pages
+    def __init__(self, page_size: int, max_slots: int, max_batched_tokens: int, num_pages: int):
+        self.page_size, self.max_slots, self.max_batched_tokens = page_size, max_slots, max_batched_tokens
+        self.watermark = max(1, num_pages // KV_WATERMARK_DIVISOR)  # pages kept free for running sequences to grow
         self.waiting: deque[PrefillItem] = deque()
         self.source: Iterator[Request] | None = None  # requests not pulled yet
 
     def start(self, requests: Iterable[Request]) -> None:
-        """A list waits whole; any other iterable is pulled one request at a time, when a slot is free."""
+        """A list waits whole; any other iterable is pulled one request at a time, as slots and pages free up."""
         self.clear()
         if isinstance(requests, (list, tuple)):
             self.waiting.extend(PrefillItem(tokens=r.prompt, request=r) for r in requests)
@@ -71,7 +72,9 @@ class Scheduler:
     def admit(self, free_pages: int, running: int) -> list[PrefillItem]:
         """Pop the waiting items that fit this prefill step (FIFO; stops at the first that does not fit)."""
         batch, tokens = [], 0
-        while self.waiting or running < self.max_slots and self._pull():
+        # pull the next request only with a slot free and pages beyond the reserve (it could not start otherwise)
+        while self.waiting or running < self.max_slots and free_pages > (self.watermark if running else 0) \
+                and self._pull():
             item = self.waiting[0]
             need = self.pages_needed(item)
             reserve = self.watermark if running else 0

@@ -67,8 +67,7 @@ class Slots:
 
     def add_pages(self, rows: np.ndarray, pages: list[int], page_size: int) -> None:
         """Append one page to each of ``rows`` (their next token starts it): one small host->device copy."""
-        cols = self.seq_len_host[rows] // page_size
-        upd = torch.from_numpy(np.stack([rows, cols, np.asarray(pages)]).astype(np.int64))
+        upd = torch.from_numpy(np.stack([rows, self.seq_len_host[rows] // page_size, pages]).astype(np.int64))
         if self.device.type == "cuda":
             upd = upd.pin_memory()
         upd = upd.to(self.device, non_blocking=True)
