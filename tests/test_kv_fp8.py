@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -332,12 +331,9 @@ def test_quest_over_fp8_pages_follows_quest_over_full_pages(ckpt) -> None:
 def test_memory_plan_counts_fp8_pages() -> None:
     from litesys.engine.memory import CPU_KV_BYTES, plan_kv_pages
 
-    cfg = SimpleNamespace(num_layers=2, head_dim=16)
-    fake = SimpleNamespace(cfg=cfg, model=SimpleNamespace(num_kv_heads=2), max_seq_len=1 << 20,
-                           device=torch.device("cpu"), dtype=torch.bfloat16)
-    bf16 = plan_kv_pages(fake, 16, 64, 1024, 0.9)
-    fake.kv_dtype = F8
-    fp8 = plan_kv_pages(fake, 16, 64, 1024, 0.9)
+    # the plan is a pure function of one page's bytes as stored (engine/build.py passes the KV dtype's)
+    bf16 = plan_kv_pages(KVCache.bytes_per_page(2, 16, 2, 16, torch.bfloat16), 16, 1 << 20, 1024, 0.9, None)
+    fp8 = plan_kv_pages(KVCache.bytes_per_page(2, 16, 2, 16, F8), 16, 1 << 20, 1024, 0.9, None)
     assert bf16 == CPU_KV_BYTES // (2 * 2 * 16 * 2 * 16 * 2) and fp8 == 2 * bf16  # K+V x layers x page x Hkv x D
 
 
@@ -351,7 +347,7 @@ def test_bad_kv_arguments_are_one_line_errors(ckpt) -> None:
 
 
 def test_resume_refuses_a_changed_kv_dtype(ckpt, tmp_path, capsys) -> None:
-    from litesys.eval.math_eval import main
+    from litesys.eval.tasks.math.main import main
 
     data = tmp_path / "p.jsonl"
     data.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"

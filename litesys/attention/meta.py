@@ -8,11 +8,8 @@ import torch
 
 @dataclass
 class AttnMeta:
-    """Everything attention needs for one forward step, built once per step on the device.
-
-    Token-major layout: a step processes ``T`` new tokens. For a decode step ``T == B`` (one token per
-    sequence); for a prefill step the tokens of ``B`` prompts are packed back to back (``cu_seqlens``).
-    """
+    """Everything attention needs for one forward step: ``T`` new tokens, token-major (decode: ``T == B``, one per
+    sequence; prefill: the ``B`` prompts packed back to back, ``cu_seqlens``)."""
 
     is_prefill: bool
     slot_mapping: torch.Tensor  # [T] int64: flat KV slot (page * page_size + offset) of each new token
