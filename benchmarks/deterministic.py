@@ -13,13 +13,20 @@
 4. Decode attention with fixed-size splits (``DecodeConfig.split_tokens``) vs the default adaptive splits at 4K
    and 32K context, batch 1/16/64, Qwen3-8B heads: time, error vs default, and whether each sequence computed
    alone (its own narrow page table) is bitwise equal to itself inside the ragged batch.
+5. The engine, Qwen3-0.6B shapes with random weights, CUDA graphs on: 64 sampled requests (T 0.8) of random
+   prompt lengths, 256 new tokens each, run as one batch, then 4 of them alone, then the batch with a KV pool so
+   small that sequences are preempted (swap off: recomputed); samples that differ from the full batch's, and
+   output tok/s of the full batch, for ``deterministic=False`` and ``True``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import random
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +76,9 @@ if SMOKE:
     CHECK_MS, TIME_MS, PREFILL_M = (1, 3, 7), (1, 8), 40
     SWEEP = [GemmTiles(16, 32, 32, 4, 1), GemmTiles(32, 32, 32, 4, 1)]
     ATT_CTX, ATT_BATCH, ATT_HEADS, SPLITS, PAGE = (200,), (1, 3), (4, 2, 16), (64, 128), 16
+    ENGINE = dict(requests=6, prompt=(2, 20), new=24, alone=2, small_pool=8,
+                  config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=16, vocab_size=512))
 else:
     MODELS = [Model("Qwen3-0.6B", 1024, 16, 8, 128, 3072, 151936, 28),
               Model("Qwen3-8B", 4096, 32, 8, 128, 12288, 151936, 36)]
@@ -76,6 +86,7 @@ else:
     SWEEP = [GemmTiles(64, 128, 64, 4, 4), GemmTiles(64, 64, 128, 4, 4), GemmTiles(64, 32, 128, 4, 4),
              GemmTiles(128, 128, 64, 8, 3), GemmTiles(128, 256, 64, 8, 3), GemmTiles(64, 256, 64, 4, 3)]
     ATT_CTX, ATT_BATCH, ATT_HEADS, SPLITS, PAGE = (4096, 32768), (1, 16, 64), (32, 8, 128), (256, 512, 1024), 16
+    ENGINE = dict(requests=64, prompt=(16, 256), new=256, alone=4, small_pool=400, config={})  # 400 x 16 tokens
 
 RESULTS: dict = {"device": "cpu (smoke)" if SMOKE else torch.cuda.get_device_name(), "torch": torch.__version__}
 
@@ -197,6 +208,47 @@ def attention_case(ctx: int, batch: int) -> dict:
     return res
 
 
+# ---- 5: the engine --------------------------------------------------------------------------------------------
+def engine_runs() -> dict:
+    from litesys import LLM, SamplingParams
+
+    src = json.loads((Path(__file__).parent / "configs" / "qwen3_0.6b.json").read_text())
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "config.json").write_text(json.dumps({**src, **ENGINE["config"]}))
+    rng = random.Random(0)
+    vocab = ENGINE["config"].get("vocab_size", src["vocab_size"])
+    prompts = [[rng.randrange(vocab) for _ in range(rng.randint(*ENGINE["prompt"]))] for _ in range(ENGINE["requests"])]
+    params = [SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=ENGINE["new"], ignore_eos=True,
+                             repeat_check=False, seed=1000 + i) for i in range(len(prompts))]
+    alone = rng.sample(range(len(prompts)), ENGINE["alone"])
+    res = {}
+    for det in (False, True):
+        kw = dict(device=DEV, dtype=torch.float32 if SMOKE else DT, load_format="random", deterministic=det,
+                  max_seq_len=ENGINE["prompt"][1] + ENGINE["new"] + 8, max_num_seqs=ENGINE["requests"])
+        llm = LLM(str(tmp), **kw)
+        llm.generate(prompts[:2], params[:2])  # warm-up: kernels compiled, graphs captured
+        t = time.perf_counter()
+        full = [o.token_ids for o in llm.generate(prompts, params)]
+        wall = time.perf_counter() - t
+        solo = {i: llm.generate([prompts[i]], [params[i]])[0].token_ids for i in alone}
+        llm.close()
+        small = LLM(str(tmp), **kw, num_kv_pages=ENGINE["small_pool"], swap_space_gb=0)
+        tight = [o.token_ids for o in small.generate(prompts, params)]
+        preemptions = small.engine.stats["preemptions"]
+        small.close()
+        name = "deterministic" if det else "default"
+        res[name] = dict(tok_per_s=len(prompts) * ENGINE["new"] / wall, wall_s=wall,
+                         alone_differ=sum(solo[i] != full[i] for i in alone), alone_checked=len(alone),
+                         preempted_differ=sum(a != b for a, b in zip(tight, full)), preemptions=preemptions)
+        log(f"engine {name}: {res[name]['tok_per_s']:.0f} tok/s; alone differ {res[name]['alone_differ']}/"
+            f"{len(alone)}, small pool ({preemptions} preemptions) differ {res[name]['preempted_differ']}/"
+            f"{len(prompts)}")
+        free()
+    shutil.rmtree(tmp, ignore_errors=True)
+    res["tok_per_s_ratio"] = res["deterministic"]["tok_per_s"] / res["default"]["tok_per_s"]
+    return res
+
+
 def summary() -> None:
     print("\n== invariant GEMM (bf16): bitwise rows across M, time / cuBLAS ==")
     ms = (*TIME_MS, PREFILL_M)
@@ -216,6 +268,13 @@ def summary() -> None:
         print(f"ctx {a['ctx']:6} batch {a['batch']:3}: " + "  ".join(
             f"{n} {r['us']:8.1f} ({'=' if r['alone_equals_batch'] else 'x'}, err {r['rel_err_vs_default']:.0e})"
             for n, r in a.items() if isinstance(r, dict)))
+    e = RESULTS["engine"]
+    print("\n== engine, Qwen3-0.6B shapes, random weights, sampled ==")
+    for name in ("default", "deterministic"):
+        r = e[name]
+        print(f"{name:14} {r['tok_per_s']:8.0f} tok/s  alone != batch: {r['alone_differ']}/{r['alone_checked']}  "
+              f"preempted (x{r['preemptions']}) != batch: {r['preempted_differ']}")
+    print(f"deterministic / default tok/s: {e['tok_per_s_ratio']:.3f}")
     print(f"\nall invariant paths bitwise: {RESULTS['all_invariant']}")
 
 
@@ -234,8 +293,11 @@ def main() -> None:
         for b in ATT_BATCH:
             RESULTS["attention"].append(attention_case(ctx, b))
             free()
+    RESULTS["engine"] = engine_runs()
+    det = RESULTS["engine"]["deterministic"]
     RESULTS["all_invariant"] = (all(s["invariant"] for s in RESULTS["gemm"]) and all(
-        r["alone_equals_batch"] for a in RESULTS["attention"] for n, r in a.items() if n.startswith("split_")))
+        r["alone_equals_batch"] for a in RESULTS["attention"] for n, r in a.items() if n.startswith("split_"))
+        and det["alone_differ"] == 0 and det["preempted_differ"] == 0)
     summary()
     if ARGS.out:
         Path(ARGS.out).mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_smoke_run_writes_every_section(tmp_path):
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # tiny ops
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "deterministic.py"), "--smoke", "--out",
                         str(tmp_path)], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -28,4 +28,7 @@ def test_smoke_run_writes_every_section(tmp_path):
         assert set(a) == {"ctx", "batch", "default", "split_64", "split_128"}
         assert a["split_64"]["alone_equals_batch"] and a["split_128"]["alone_equals_batch"]
         assert a["split_64"]["rel_err_vs_default"] < 1e-2
+    det = res["engine"]["deterministic"]
+    assert det["alone_differ"] == 0 and det["preempted_differ"] == 0 and det["preemptions"] > 0
+    assert res["engine"]["default"]["tok_per_s"] > 0 and res["engine"]["tok_per_s_ratio"] > 0
     assert "invariant GEMM" in r.stdout and "all invariant paths bitwise: True" in r.stdout
