@@ -14,7 +14,6 @@ import torch
 
 from litesys.attention.backend import select_ops
 from litesys.engine.config import EngineConfig
-from litesys.kernels.gemm_invariant import invariant_linear
 from litesys.kernels.ref import ops_invariant as ref_ops_invariant
 from litesys.kernels.ref import ops_torch
 from litesys.models.qwen3_moe import Qwen3MoeForCausalLM
@@ -39,5 +38,7 @@ def apply(config: EngineConfig, model, method) -> None:
     if isinstance(model, Qwen3MoeForCausalLM):
         raise ValueError("deterministic=True covers dense models (qwen2, qwen3, llama) so far: Qwen3-MoE's expert "
                          "sums are not batch-invariant yet; leave deterministic off for this checkpoint")
+    from litesys.kernels.gemm_invariant import invariant_linear  # imports triton: only in deterministic mode
+
     model.linear = invariant_linear
     method.needs_replay = True  # even dense: a recomputing prefill would reduce differently from decode
