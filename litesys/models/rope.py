@@ -1,4 +1,4 @@
-"""Rotary position embeddings computed as transformers does (default, linear, yarn), with their cos/sin table."""
+"""Rotary position embeddings computed as transformers does (default, linear, yarn, llama3) and their cos/sin table."""
 from __future__ import annotations
 
 import math
