@@ -29,6 +29,12 @@ from litesys.eval.cli_flags import (  # noqa: F401 - the flag helpers the tasks 
 )
 
 
+def __getattr__(name: str):
+    if name == "API_FLAGS":  # API argument name -> flag, from the configs' field metadata (built on first use)
+        return api_flags()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and exit code 2."""
 
@@ -104,8 +110,6 @@ def add_run_args(parser: argparse.ArgumentParser, default_output: str = "outputs
 
 def validate_run(args: argparse.Namespace) -> None:
     """The run flags' checks, and those across configs (the configs check their own fields); UsageError."""
-    from litesys.eval.cost import resolve_intensity
-
     if args.trial < 1:
         raise UsageError(f"--trial must be >= 1, got {args.trial}")
     if args.limit is not None and args.limit < 1:
@@ -119,10 +123,6 @@ def validate_run(args: argparse.Namespace) -> None:
                          "(it counts prompt + generation) or lower --gen_len")
     if args.kv_scales and not os.path.isfile(args.kv_scales):
         raise UsageError(f"--kv_scales {args.kv_scales} is not a file; pass a JSON file with k_scale/v_scale")
-    try:
-        resolve_intensity(args.arith_intensity, args.gpu)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     if getattr(args, "wandb", None):
         try:
             import wandb  # noqa: F401

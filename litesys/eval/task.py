@@ -126,6 +126,10 @@ def prepare(task: Task, args: argparse.Namespace, tensor_parallel_size: int = 1)
     """Every check that can fail on bad input, before anything is written; raises UsageError/DataError/RunError."""
     cli.validate_run(args)
     task.check_args(args)
+    try:
+        intensity = cost.resolve_intensity(args.arith_intensity, args.gpu)  # --arith-intensity / --gpu
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
     sampling = cli.sampling_params(args)
     sparse = cli.sparse_config(args)
     devices = cli.resolve_devices(args)
@@ -144,7 +148,6 @@ def prepare(task: Task, args: argparse.Namespace, tensor_parallel_size: int = 1)
         problems = replace(problems, items=[p for p, i in zip(problems.items, ids) if i not in drop])
     config = {"task": task.task_name(args), "model": engine.model, "dtype": dtype, **problems.record,
               **task.run_config(args), **configs.run_record(engine.config, sampling, sparse, args.seed)}
-    intensity = cost.resolve_intensity(args.arith_intensity, args.gpu)
     if intensity is not None:  # the recorded eFLOPs use it: a resume must not mix two (only when set: old runs resume)
         config["arith_intensity"] = intensity[0]
     out = cli.output_dir(args, task.run_name(args))
