@@ -11,10 +11,12 @@ from __future__ import annotations
 import random
 
 import pytest
+import sparse_cases
 import torch
 from checkpoints import make_checkpoint
 
 from litesys import LLM, SamplingParams
+from litesys.attention.sparse import SparseConfig
 from litesys.kernels.gemm_invariant import invariant_linear
 from litesys.kernels.ref import ops_invariant
 
@@ -91,12 +93,12 @@ def test_alone_in_7_and_in_64(ckpt, one_thread, temperature):
         _assert_same_as_alone(alone, alone_rows, outs[at], seen)
 
 
-@pytest.mark.parametrize("swap_space_gb", [0.0, 4.0])  # 0: preempted sequences are recomputed by a prefill
-def test_preempted_request(ckpt, one_thread, swap_space_gb):
-    solo = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True)
+def _preempted_run(ckpt, swap_space_gb: float, pages: int, **kw) -> None:
+    """The target alone, then last of 64 requests in a pool of ``pages`` (the target itself preempted)."""
+    solo = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True, **kw)
     (alone,), _, alone_rows = _run(solo, [TARGET], [_target_params(0.8)])
-    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True, num_kv_pages=24,
-              swap_space_gb=swap_space_gb)
+    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True, num_kv_pages=pages,
+              swap_space_gb=swap_space_gb, **kw)
     prefills: list[list[int]] = []
     forward = llm.model.forward
 
@@ -114,7 +116,18 @@ def test_preempted_request(ckpt, one_thread, swap_space_gb):
     if swap_space_gb:
         assert llm.engine.swap.stats["swapped_out"] > 0 and not recomputed
     else:  # the pool size is chosen so that the target itself is preempted (retune it if scheduling changes)
-        assert recomputed, "the target request was not preempted: lower num_kv_pages"
+        assert recomputed, "the target request was not preempted: retune num_kv_pages"
+
+
+@pytest.mark.parametrize("swap_space_gb", [0.0, 4.0])  # 0: preempted sequences are recomputed
+def test_preempted_request(ckpt, one_thread, swap_space_gb):
+    _preempted_run(ckpt, swap_space_gb, 24)
+
+
+@pytest.mark.parametrize("method", list(sparse_cases.METHODS))
+def test_sparse_methods_in_a_batch_of_64_with_recompute(ckpt, one_thread, method):
+    """Every sparse method: alone == last of 64 requests in a pool of 80 pages of 4 tokens (recomputed: replayed)."""
+    _preempted_run(ckpt, 0.0, 80, page_size=sparse_cases.PAGE, sparse=SparseConfig(**sparse_cases.METHODS[method]))
 
 
 def test_the_flag_selects_the_invariant_kernels(ckpt, tmp_path):
