@@ -91,6 +91,25 @@ def run_or_exit(runner: Callable[..., Any], prog: str, output_dir: Path, *args: 
         sys.exit(130)
 
 
+def task_parser(task: Any, prog: str) -> Parser:
+    """An eval script's flags: the task's own (``task.add_args``), ``--on-long-prompt``, then the engine, sampling,
+    repetition, run and sparse-attention flags every task shares (``task``: a ``litesys.eval.task.Task``)."""
+    p = Parser(prog=prog, description=task.description)
+    g = p.add_argument_group("task")
+    task.add_args(g)
+    add(g, "--on-long-prompt", choices=("skip", "error"), default="skip",
+        help="a problem whose prompt leaves no room within --max_len: skip it (counted in the summary as "
+             "skipped_long_prompt; default) or stop before anything is written")
+    add_engine_args(p)
+    add_sampling_args(p)
+    add_repetition_args(p)
+    add_run_args(p, f"outputs/{task.run_dir}/<model name>", wandb=task.wandb)
+    if task.enable_thinking is not None:
+        p.set_defaults(enable_thinking=task.enable_thinking)
+    add_sparse_args(p)
+    return p
+
+
 def add_run_args(parser: argparse.ArgumentParser, default_output: str = "outputs/<task>/<model name>",
                  wandb: bool = True) -> None:
     """Run flags; ``wandb=False`` for tasks with no metrics at generation time (eval_lcb.py grades separately)."""

@@ -106,20 +106,7 @@ class Task:
 
 
 def build_parser(task: Task, prog: str | None = None) -> cli.Parser:
-    p = cli.Parser(prog=prog or task.prog, description=task.description)
-    g = p.add_argument_group("task")
-    task.add_args(g)
-    cli.add(g, "--on-long-prompt", choices=("skip", "error"), default="skip",
-            help="a problem whose prompt leaves no room within --max_len: skip it (counted in the summary as "
-                 "skipped_long_prompt; default) or stop before anything is written")
-    cli.add_engine_args(p)
-    cli.add_sampling_args(p)
-    cli.add_repetition_args(p)
-    cli.add_run_args(p, f"outputs/{task.run_dir}/<model name>", wandb=task.wandb)
-    if task.enable_thinking is not None:
-        p.set_defaults(enable_thinking=task.enable_thinking)
-    cli.add_sparse_args(p)
-    return p
+    return cli.task_parser(task, prog or task.prog)
 
 
 def prepare(task: Task, args: argparse.Namespace, tensor_parallel_size: int = 1) -> Plan:
