@@ -105,6 +105,10 @@ def test_engine_config_and_record_from_flags(tmp_path) -> None:
                                               "--kv_scales", str(scales)])
     rec = configs.run_record(cli.engine_config(ns, "cpu", "float32"), cli.sampling_params(ns), None, 0)
     assert rec["kv_cache_dtype"] == "fp8_e4m3" and rec["kv_scales"] == str(scales.resolve())
+    assert "deterministic" not in rec  # off: not recorded, as before the field existed
+    ns = math_main.build_parser().parse_args(["--task", "gsm8k", "--model", "m", "--deterministic"])
+    eng = cli.engine_config(ns, "cpu", "float32")
+    assert eng.deterministic is True and configs.run_record(eng, cli.sampling_params(ns), None, 0)["deterministic"]
     # the engine's own checks, in the CLI's words
     bad = math_main.build_parser().parse_args(["--task", "gsm8k", "--model", "m", "--max_num_seqs", "0"])
     with pytest.raises(cli.UsageError, match="max_num_seqs") as e:

@@ -13,7 +13,7 @@ from typing import Any
 # EngineConfig fields that change the samples, recorded under their flag's name.
 ENGINE_RECORD = ("max_seq_len", "enable_thinking", "model_class")
 # ... recorded only when set, so that runs made before these existed (all with the defaults) keep resuming.
-ENGINE_RECORD_IF_SET = {"kv_cache_dtype": "auto", "kv_scales": None}
+ENGINE_RECORD_IF_SET = {"kv_cache_dtype": "auto", "kv_scales": None, "deterministic": False}
 # SamplingParams fields that change the samples (the seed is per (problem, trial), derived from the run seed).
 SAMPLING_RECORD = ("temperature", "top_p", "top_k", "min_p", "max_new_tokens", "repeat_check", "repeat_check_window",
                    "repeat_block_size")
