@@ -174,3 +174,25 @@ def test_fixed_split_must_be_whole_blocks():
     with pytest.raises(ValueError, match="split_tokens .* must be a multiple of block_n"):
         decode.fused(torch.randn(1, HKV * G, D), k, v, _tables([5], 4), torch.tensor([5], dtype=torch.int32),
                      SCALE, DecodeConfig(block_n=16, split_tokens=24))
+
+
+def test_deterministic_gpu_ops_module():
+    """kernels/ops_invariant.py (what deterministic mode runs on CUDA): ops_torch's values, batch-invariant."""
+    _triton_decode()
+    from litesys.kernels import ops_invariant
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    lens = [260, 5, 40]  # across the 256-token splits
+    k, v = (t.to(dev) for t in _cache())
+    pt = _tables(lens, 80).to(dev)
+    lengths = torch.tensor(lens, dtype=torch.int32, device=dev)
+    q = torch.randn(3, HKV * G, D, device=dev)
+    out = ops_invariant.paged_decode_fused(q, k, v, pt, lengths, SCALE)
+    torch.testing.assert_close(out, ops_torch.paged_decode_fused(q, k.nan_to_num(), v.nan_to_num(), pt, lengths,
+                                                                   SCALE, 260), rtol=1e-5, atol=1e-5)
+    logits = ops_invariant.paged_decode_logits(q, k, pt, lengths, SCALE, 270)
+    torch.testing.assert_close(ops_invariant.paged_softmax_v(logits, v, pt, lengths), out, rtol=1e-5, atol=1e-5)
+    for b, n in enumerate(lens):
+        alone = ops_invariant.paged_decode_fused(q[b:b + 1], k, v, pt[b:b + 1, :-(-n // PAGE)], lengths[b:b + 1],
+                                                 SCALE)
+        assert torch.equal(alone[0], out[b]), b
