@@ -9,8 +9,9 @@ fp8 pages, and how many sequences of ``--seq-len`` tokens it holds. ``accuracy``
 distributions with fp8 vs bf16 pages on the same random prompts: one prefill per prompt, which (as the engine's
 prefill does) attends to the K/V as the cache stores them; the fp8 scales are calibrated on the first prompt and
 then fixed. Reports KL(bf16 || fp8), top-1 agreement and the logit error. Random weights (N(0, 0.02), unit norms),
-so the numbers describe the quantisation of such activations, not of a trained model. ``kernel``: the fused
-decode kernel at batch 32 x 8K context with Qwen3-8B heads, bf16 vs fp8 pages, K+V bytes over the copy bandwidth.
+so the numbers describe the quantisation of such activations, not of a trained model. ``kernel``: decode attention
+alone (imports only litesys.kernels): the fused kernel and the softmax·V stage at batch 32 x 8K with Qwen3-8B heads and
+64 x 4K with Qwen3-0.6B heads, bf16 vs fp8 pages, bytes read over the copy bandwidth.
 JSON to $OUT if set.
 """
 from __future__ import annotations
@@ -21,19 +22,14 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import copy_bandwidth, graph_ms, log  # noqa: E402
-
-from litesys import LLM  # noqa: E402
-from litesys.attention.backend import Attention  # noqa: E402
-from litesys.attention.kv_cache import KVCache  # noqa: E402
-from litesys.attention.kv_fp8 import FP8_DTYPE  # noqa: E402
-from litesys.attention.meta import AttnMeta  # noqa: E402
-from litesys.kernels.ref import ops_torch  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -46,6 +42,8 @@ def checkpoint_dir(config: str) -> Path:
 
 
 def capacity(a: argparse.Namespace) -> dict:
+    from litesys import LLM
+
     res = dict(config=a.config, seq_len=a.seq_len, gpu_memory_utilization=a.gpu_memory_utilization)
     for kv in ("auto", "fp8_e4m3"):
         llm = LLM(str(checkpoint_dir(a.config)), device="cuda", dtype=torch.bfloat16, max_seq_len=a.seq_len,
@@ -66,8 +64,10 @@ def capacity(a: argparse.Namespace) -> dict:
 
 
 @torch.inference_mode()
-def prompt_logits(model, attn: Attention, ids: torch.Tensor, chunk: int = 512):
+def prompt_logits(model, attn, ids: torch.Tensor, chunk: int = 512):
     """Hidden states of one prompt's prefill, and a generator of fp32 logits over row chunks (saves memory)."""
+    from litesys.attention.meta import AttnMeta
+
     n = ids.shape[0]
     meta = AttnMeta(True, torch.arange(attn.kv.page_size, attn.kv.page_size + n, device=ids.device),
                     attn.kv.page_size, model.num_q_heads, model.num_kv_heads,
@@ -78,6 +78,12 @@ def prompt_logits(model, attn: Attention, ids: torch.Tensor, chunk: int = 512):
 
 @torch.inference_mode()
 def accuracy(a: argparse.Namespace) -> dict:
+    from litesys import LLM
+    from litesys.attention.backend import Attention
+    from litesys.attention.kv_cache import KVCache
+    from litesys.attention.kv_fp8 import FP8_DTYPE
+    from litesys.kernels.ref import ops_torch
+
     llm = LLM(str(checkpoint_dir(a.config)), device="cuda", dtype=torch.bfloat16, max_seq_len=a.tokens + 16,
               load_format="random", cuda_graphs=False, num_kv_pages=4)
     model, cfg = llm.model, llm.cfg
@@ -119,40 +125,58 @@ def accuracy(a: argparse.Namespace) -> dict:
     return res
 
 
-def kernel(a: argparse.Namespace) -> dict:
-    from litesys.attention.kv_fp8 import calibrate, quantize
-    from litesys.kernels import decode
-    from litesys.kernels.launch import DecodeConfig
+KERNEL_SHAPES = {"qwen3_8b": (32, 8192, 32, 8), "qwen3_0.6b": (64, 4096, 16, 8)}  # batch, context, Hq, Hkv
 
-    b, ctx, hq, hkv, d, page = 32, 8192, 32, 8, 128, 16
-    n_pages = b * ctx // page + 1
-    g = torch.Generator(device="cuda").manual_seed(0)
-    k = torch.randn(n_pages * page, hkv, d, device="cuda", generator=g, dtype=torch.bfloat16)
-    v = torch.randn(n_pages * page, hkv, d, device="cuda", generator=g, dtype=torch.bfloat16)
-    ks, vs = calibrate(k[:4096]), calibrate(v[:4096])
-    caches = {"bf16": (k.view(n_pages, page, hkv, d), v.view(n_pages, page, hkv, d), None, None),
-              "fp8": (quantize(k, ks).view(n_pages, page, hkv, d), quantize(v, vs).view(n_pages, page, hkv, d),
-                      ks, vs)}
-    pt = (torch.randperm(n_pages - 1, device="cuda", generator=g)[: b * ctx // page] + 1).int().view(b, -1)
-    lengths = torch.full((b,), ctx, dtype=torch.int32, device="cuda")
-    q = torch.randn(b, hq, d, device="cuda", generator=g, dtype=torch.bfloat16)
-    bw = copy_bandwidth()
-    rows = []
+
+def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 128, page: int = 16,
+                 device: str = "cuda") -> dict:
+    """Decode attention alone at one shape, bf16 vs fp8 pages (a ragged first row): the fused kernel with the
+    default launch configuration and a few split counts, and the processors' softmax·V stage. Imports only
+    litesys.kernels. Bytes: K+V rows read once (softmax·V: V and the fp32 logits)."""
+    from litesys.kernels import decode
+    from litesys.kernels.launch import DECODE
+
+    n_pages = batch * ctx // page + 1
+    g = torch.Generator(device=device).manual_seed(0)
+    k = torch.randn(n_pages * page, hkv, d, device=device, generator=g, dtype=torch.bfloat16)
+    v = torch.randn(n_pages * page, hkv, d, device=device, generator=g, dtype=torch.bfloat16)
+    # kv_fp8.calibrate / quantize (first 4096 rows, margin 2), inlined to stay inside litesys.kernels
+    ks, vs = (2 * x[:4096].float().abs().amax(dim=(0, 2)) / 448 for x in (k, v))
+    k8, v8 = ((x.float() / s[None, :, None]).clamp(-448, 448).to(torch.float8_e4m3fn) for x, s in ((k, ks), (v, vs)))
+    caches = {"bf16": (k, v, None, None), "fp8": (k8, v8, ks, vs)}
+    caches = {n: (kc.view(n_pages, page, hkv, d), vc.view(n_pages, page, hkv, d), s_k, s_v)
+              for n, (kc, vc, s_k, s_v) in caches.items()}
+    pt = (torch.randperm(n_pages - 1, device=device, generator=g)[: batch * ctx // page] + 1).int().view(batch, -1)
+    lengths = torch.full((batch,), ctx, dtype=torch.int32, device=device)
+    lengths[0] -= 37
+    q = torch.randn(batch, hq, d, device=device, generator=g, dtype=torch.bfloat16)
+    tokens, scale = int(lengths.sum()), d ** -0.5
+    rows, outs = [], {}
     for name, (kc, vc, s_k, s_v) in caches.items():
-        for block_n, pps in ((64, 8), (128, 8), (64, 16), (128, 4)):
-            cfg = DecodeConfig(block_n=block_n, programs_per_sm=pps)
-            ms = graph_ms(lambda kc=kc, vc=vc, cfg=cfg, s_k=s_k, s_v=s_v: decode.fused(
-                q, kc, vc, pt, lengths, d ** -0.5, cfg, k_scale=s_k, v_scale=s_v))
-            nbytes = 2 * b * ctx * hkv * d * kc.element_size()
-            rows.append(dict(kv=name, block_n=block_n, programs_per_sm=pps, us=ms * 1e3,
-                             bw_frac=nbytes / (ms / 1e3) / bw))
-            log(f"{name} block_n {block_n} programs/SM {pps}: {ms * 1e3:.1f} us, {rows[-1]['bw_frac']:.0%} of copy bw")
-    out_bf16 = decode.fused(q, *caches["bf16"][:2], pt, lengths, d ** -0.5)
-    out_fp8 = decode.fused(q, *caches["fp8"][:2], pt, lengths, d ** -0.5, k_scale=ks, v_scale=vs)
-    err = ((out_fp8.float() - out_bf16.float()).norm() / out_bf16.float().norm()).item()
-    best = {n: min(r["us"] for r in rows if r["kv"] == n) for n in caches}
-    return dict(shape=dict(batch=b, context=ctx, hq=hq, hkv=hkv, head_dim=d, page=page), hbm_copy_TBps=bw / 1e12,
-                rows=rows, speedup_fp8=best["bf16"] / best["fp8"], fp8_vs_bf16_rel_err=err)
+        nbytes = 2 * tokens * hkv * d * kc.element_size()
+        cfgs = {"default": DECODE, **{f"programs_per_sm={p}": replace(DECODE, programs_per_sm=p, fp8_resident_per_sm=0)
+                                      for p in (4, 8)}}
+        for label, cfg in cfgs.items():
+            fn = partial(decode.fused, q, kc, vc, pt, lengths, scale, cfg, k_scale=s_k, v_scale=s_v)
+            ms = graph_ms(fn)
+            rows.append(dict(kv=name, path="fused", config=label, us=ms * 1e3, bw_frac=nbytes / (ms / 1e3) / bw))
+            if name not in outs:
+                outs[name] = fn()
+        lg = decode.logits(q, kc, pt, lengths, scale, ctx, k_scale=s_k)
+        ms = graph_ms(partial(decode.softmax_v, lg, vc, pt, lengths, DECODE, s_v, torch.bfloat16))
+        rows.append(dict(kv=name, path="softmax_v", config="default", us=ms * 1e3,
+                         bw_frac=(nbytes / 2 + lg.numel() * 4) / (ms / 1e3) / bw))
+        for r in rows[-len(cfgs) - 1:]:
+            log(f"{name} {r['path']} {r['config']}: {r['us']:.1f} us, {r['bw_frac']:.0%} of copy bw")
+    err = ((outs["fp8"].float() - outs["bf16"].float()).norm() / outs["bf16"].float().norm()).item()
+    us = {n: next(r["us"] for r in rows if r["kv"] == n and r["config"] == "default") for n in caches}
+    return dict(shape=dict(batch=batch, context=ctx, hq=hq, hkv=hkv, head_dim=d, page=page), rows=rows,
+                speedup_fp8_default=us["bf16"] / us["fp8"], fp8_vs_bf16_rel_err=err)
+
+
+def kernel(a: argparse.Namespace) -> dict:
+    bw = copy_bandwidth()
+    return dict(hbm_copy_TBps=bw / 1e12, **{n: kernel_shape(*dims, bw) for n, dims in KERNEL_SHAPES.items()})
 
 
 def main() -> None:

@@ -139,8 +139,22 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 LENGTHS = [1, 15, 16, 17, 40]
 
 
+# fp8 splits that fill whole waves: 10 (sequence, KV head) pairs, 4 resident programs (CPU: 1 SM) -> 2 splits
+WAVES = DecodeConfig(max_splits=4, block_n=16, fp8_resident_per_sm=4)
+
+
+def test_wave_splits_by_hand() -> None:
+    # 256 pairs, 396 slots (H200: 132 SMs x 3): cost ceil(256 s / 396) / s = 1, 1, 2/3, 3/4, 4/5 for s = 1..5
+    # (5 = the first count with 3 waves): 3 splits; 512 pairs: 2, 3/2, 4/3 for s = 1..3 -> 3
+    assert decode.wave_splits(256, 396, 64) == 3 and decode.wave_splits(512, 396, 64) == 3
+    assert decode.wave_splits(256, 396, 2) == 1  # 1 and 2 splits both fill 2 waves: the fewer wins
+    assert decode.wave_splits(10, 4, 4) == 2 and decode.wave_splits(1, 1, 1) == 1
+    assert decode.wave_splits(8, 396, 64) == 49  # one short batch: 392 of 396 slots in one wave
+
+
 @pytest.mark.parametrize("qdtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("group,cfg", [(1, SMALL), (4, SMALL), (2, None)], ids=["g1", "g4", "g2-default"])
+@pytest.mark.parametrize("group,cfg", [(1, SMALL), (4, SMALL), (2, None), (2, WAVES)],
+                         ids=["g1", "g4", "g2-default", "g2-waves"])
 def test_fused_decode_fp8(qdtype: torch.dtype, group: int, cfg: DecodeConfig | None) -> None:
     c = fp8_case(LENGTHS, hq=2 * group, hkv=2, d=16, page=8, qdtype=qdtype, seed=group)
     d = c["dev"]

@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from litesys.kernels.common import LOG2E, cdiv, choose_num_splits, dot_precision, fp8_compute_dtype, group_pad
+from litesys.kernels.common import (
+    LOG2E,
+    cdiv,
+    choose_num_splits,
+    dot_precision,
+    fp8_compute_dtype,
+    group_pad,
+    num_sms,
+)
 from litesys.kernels.decode_logits import decode_logits
 from litesys.kernels.decode_merge import decode_merge
 from litesys.kernels.decode_softmax_v import softmax_v_split
@@ -20,18 +28,38 @@ def _compute_dtype(q: torch.Tensor, cache: torch.Tensor, scale: torch.Tensor | N
     return cache.dtype if scale is None else fp8_compute_dtype(q.dtype)
 
 
+def wave_splits(pairs: int, slots: int, max_splits: int, min_waves: int = 3) -> int:
+    """Splits per (sequence, KV head) for ``pairs`` of them when the GPU runs ``slots`` programs at once: the count
+    that minimises waves x work per program, ``ceil(pairs * s / slots) / s`` (a part-filled last wave costs about
+    a full one), among the counts up to the first that gives ``min_waves`` waves (past that, more splits only add
+    per-program and merge costs); the fewest splits among equals. H200, batch 32 x 8K (256 pairs, 396 slots): 3."""
+    limit = max(1, min(max_splits, cdiv(min_waves * slots, max(1, pairs))))
+    best, best_cost = 1, float("inf")
+    for s in range(1, limit + 1):
+        cost = cdiv(pairs * s, max(1, slots)) / s
+        if cost < best_cost * (1 - 1e-9):
+            best, best_cost = s, cost
+    return best
+
+
 def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Tensor, page_size: int,
-               num_kv_heads: int, device: torch.device,
-               cfg: DecodeConfig) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+               num_kv_heads: int, device: torch.device, cfg: DecodeConfig,
+               resident_per_sm: int = 0) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
     """Number of splits and the partial (out, lse) buffers (None for one split: the kernel writes the output
     itself, no merge). From shapes only, never from the lengths. Fixed splits (``cfg.split_tokens``): enough of
-    them for the table's capacity, and always through the merge (one code path whatever the batch)."""
+    them for the table's capacity, and always through the merge (one code path whatever the batch).
+    ``resident_per_sm > 0``: splits that fill whole waves of that many programs per SM (``wave_splits``)."""
     capacity = max(1, page_table.shape[1] * page_size)
     if cfg.split_tokens:
         if cfg.split_tokens % cfg.block_n:
             raise ValueError(f"DecodeConfig.split_tokens ({cfg.split_tokens}) must be a multiple of block_n "
                              f"({cfg.block_n}, fp8 pages: fp8_block_n); pick a multiple")
         n_splits = cdiv(capacity, cfg.split_tokens)
+    elif resident_per_sm:
+        n_splits = wave_splits(batch * num_kv_heads, resident_per_sm * num_sms(device),
+                               min(cfg.max_splits, cdiv(capacity, cfg.block_n)))
+        if n_splits == 1:
+            return 1, None, None
     else:
         n_splits = choose_num_splits(batch, num_kv_heads, capacity, device, cfg.programs_per_sm, cfg.max_splits,
                                      cfg.block_n)
@@ -53,7 +81,8 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     if b == 0:
         return out
     q = _last_dim_contiguous(q.to(dtype))
-    _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg)
+    resident = 0 if k_scale is None else cfg.fp8_resident_per_sm
+    _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg, resident)
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
                  group_pad(hq // hkv), dot_precision(dtype), cfg.num_warps, cfg.num_stages, k_scale, v_scale,
                  cfg.split_tokens)

@@ -12,6 +12,7 @@ import triton.language as tl
 
 from litesys.kernels.blocks import (
     fp8_scales,
+    fp8_v_staged,
     online_softmax_step,
     softmax_state,
     split_bounds,
@@ -63,6 +64,7 @@ def _softmax_v_split_kernel(
                 v = v.to(tl.float16)
             else:
                 v = v.to(tl.float32)
+            v = fp8_v_staged(v, valid, v_ptr.dtype.element_ty)
         acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
     if FP8:
         acc = acc * v_scale

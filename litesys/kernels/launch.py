@@ -20,6 +20,10 @@ class DecodeConfig:
     # fp8 pages: KV rows per iteration (None: block_n). Half the bytes per row, so twice the rows keep as many bytes
     # in flight (H200, batch 32 x 8K, Qwen3-8B heads: 128 rows 17% faster than 64)
     fp8_block_n: int | None = None
+    # fp8 pages, fused kernel: programs one SM holds at once (H200/H100: 168 registers x 128 threads and 72 KB of
+    # shared memory each -> 3). > 0: splits chosen to fill whole waves of that many (``decode.wave_splits``): at
+    # batch 32 x 8K, Qwen3-8B heads, 5 splits (3.2 waves) ran 211 us, 3 splits (1.9 waves) 192 us. 0: programs_per_sm
+    fp8_resident_per_sm: int = 0
     # > 0: pieces of this many tokens (a multiple of block_n) instead of a split count chosen from the batch, so a
     # sequence's reduction order depends on its length only (deterministic mode, docs/reproducibility.md)
     split_tokens: int = 0
@@ -36,7 +40,7 @@ class PrefillConfig:
     num_stages: int = 3
 
 
-DECODE = DecodeConfig(fp8_block_n=128)
+DECODE = DecodeConfig(fp8_block_n=128, fp8_resident_per_sm=3)
 
 
 def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
