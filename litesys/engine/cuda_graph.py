@@ -61,7 +61,7 @@ class DecodeGraphs:
                     self._capture(forward, key, key[1])
             except Exception as e:  # a processor that syncs with the host or has data-dependent shapes
                 warnings.warn(f"decode step could not be captured as a CUDA graph ({type(e).__name__}: {e}); "
-                              "running eagerly (mark processors graph_safe = False to skip the attempt)",
+                              "running eagerly (set graph_safe = False on the method or processor to skip the attempt)",
                               stacklevel=2)
                 self.eager_only = True
                 torch.cuda.synchronize()
