@@ -140,7 +140,8 @@ def validate_run(args: argparse.Namespace) -> None:
     if args.gen_len > args.max_len:
         raise UsageError(f"--gen_len {args.gen_len} is larger than --max_len {args.max_len}; raise --max_len "
                          "(it counts prompt + generation) or lower --gen_len")
-    if args.kv_scales and not os.path.isfile(args.kv_scales):
+    # (scales without fp8: EngineConfig refuses the pair, with the flags' names)
+    if args.kv_scales and args.kv_cache_dtype != "auto" and not os.path.isfile(args.kv_scales):
         raise UsageError(f"--kv_scales {args.kv_scales} is not a file; pass a JSON file with k_scale/v_scale")
     if getattr(args, "wandb", None):
         try:
