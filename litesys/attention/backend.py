@@ -49,5 +49,7 @@ class Attention:
         self.method.on_write(layer, kv, k_new, meta)
         if meta.is_prefill:
             ks, vs = kv.scales(layer)
+            if meta.context is not None:  # prompts that start with cached pages attend to them too
+                return meta.context.attend(self.ops, q, k, v, kv.k[layer], kv.v[layer], self.scale, ks, vs)
             return self.ops.prefill_attention(q, k, v, meta.cu_seqlens, meta.max_seqlen, self.scale, ks, vs)
         return self.method.decode(layer, q, kv, meta, self.ops, self.scale)

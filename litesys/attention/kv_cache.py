@@ -22,6 +22,8 @@ class PageAllocator:
         self.free = list(range(self.num_pages - 1, self.reserved - 1, -1))  # pop() hands out low ids first
         self.refcount = [0] * self.num_pages
 
+    clear = reset  # the prefix cache's allocator keeps its pages on reset, drops them on clear (prefix_cache.py)
+
     @property
     def num_free(self) -> int:
         return len(self.free)

@@ -44,6 +44,7 @@ class EngineConfig:
     kv_cache_dtype: str = _f("auto", "KV pages: auto (the model dtype) or fp8_e4m3", "--kv_cache_dtype")
     kv_scales: Any = _f(None, "fixed fp8 K/V scales: JSON file, dict or tensor (None: calibrated)", "--kv_scales")
     swap_space_gb: float = _f(4.0, "host memory for preempted sequences' pages (0: recompute them)")
+    enable_prefix_cache: bool = _f(True, "reuse cached prompt KV pages across requests (docs/prefix_cache.md)")
     deterministic: bool = _f(False, "batch-invariant kernels: a sample does not depend on its batch", "--deterministic")
 
     def __post_init__(self) -> None:

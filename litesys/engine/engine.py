@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-import numpy as np
 import torch
 
 from litesys.attention.backend import Attention
@@ -13,6 +12,7 @@ from litesys.attention.meta import AttnMeta
 from litesys.distributed import Dist
 from litesys.engine import validate
 from litesys.engine.cuda_graph import DecodeGraphs
+from litesys.engine.prefix_cache import CachingAllocator, cache_prompts, prefill_layout
 from litesys.engine.progress import ProgressStats, RunCounters
 from litesys.engine.replay import replay
 from litesys.engine.sampler import FINISH_REASONS, REPETITION, RUNNING, Sampler
@@ -29,7 +29,7 @@ SeqDone = Callable[[Seq, CompletionOutput], None]
 class Engine:
     def __init__(self, model, kv: KVCache, attn: Attention, *, max_slots: int, max_seq_len: int,
                  max_batched_tokens: int, eos_ids: list[int], check_every: int = 1, cuda_graphs: bool = False,
-                 swap_space_bytes: int = 0):
+                 swap_space_bytes: int = 0, prefix_cache: bool = False):
         self.model, self.kv, self.attn = model, kv, attn
         self.dist: Dist = getattr(model, "dist", None) or Dist()
         self.device, self.page_size, self.max_seq_len = kv.k.device, kv.page_size, max_seq_len
@@ -38,7 +38,7 @@ class Engine:
         self.max_pages = cdiv(max_seq_len + self.check_every, self.page_size)
         self.slots = Slots(max_slots, self.max_pages, max_seq_len + self.check_every, self.device)
         self.scheduler = Scheduler(self.page_size, max_slots, max_batched_tokens, kv.num_pages)
-        self.allocator = kv.allocator
+        self.allocator = kv.allocator = CachingAllocator(kv.num_pages, kv.page_size) if prefix_cache else kv.allocator
         self.sampler = Sampler(self.slots, eos_ids, max_seq_len, self.dist)
         # preempted sequences' pages go to host memory and come back as they were (swap.py); recompute if full
         self.swap = SwapSpace(paged_tensors(kv, attn.method), swap_space_bytes, self.dist) if swap_space_bytes else None
@@ -59,6 +59,7 @@ class Engine:
             self.scheduler.start(list(self._accepted(requests)) if eager else self._accepted(requests))
             self._loop(on_seq_done, on_progress)
         except BaseException:  # a callback, the tokenizer, Ctrl-C, ...: give back every slot and page
+            self.allocator.clear()  # the prefix cache's pages too (a plain reset keeps them)
             self.reset()
             raise
 
@@ -109,19 +110,12 @@ class Engine:
             items = [it for it in items if it.swapped is None]
             if not items:
                 return
-        ps, dev = self.page_size, self.device
-        lens = [len(it.tokens) for it in items]
-        ids = torch.tensor([t for it in items for t in it.tokens], dtype=torch.int64)
-        positions = torch.cat([torch.arange(n) for n in lens])
-        page_lists = [self.allocator.alloc(cdiv(n, ps)) for n in lens]
-        slots = torch.cat([torch.tensor(pl).repeat_interleave(ps)[:n] * ps + torch.arange(n) % ps
-                           for pl, n in zip(page_lists, lens)])
-        cu = torch.tensor([0] + list(np.cumsum(lens)), dtype=torch.int32)
-        meta = AttnMeta(True, slots.to(dev), ps, self.attn.num_q_heads, self.attn.num_kv_heads,
-                        cu_seqlens=cu.to(dev), max_seqlen=max(lens))
-        hidden = self.model.forward(ids.to(dev), positions.to(dev), meta, self.attn)
-        logits = self.model.compute_logits(hidden[(cu[1:] - 1).long().to(dev)])
+        ps = self.page_size  # cached prefix pages, then the new tokens on fresh pages (prefix_cache.py)
+        ids, positions, meta, page_lists = prefill_layout(items, self.allocator, self.attn, self.device, self.counts)
+        hidden = self.model.forward(ids, positions, meta, self.attn)
+        logits = self.model.compute_logits(hidden[meta.cu_seqlens[1:].long() - 1])
         logits = self._replay_recomputed(items, page_lists, logits)
+        cache_prompts(self.allocator, items, page_lists)
         self.stats["prefill_steps"] += 1
 
         # fork fresh requests into their samples; resumed sequences keep their pages

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from litesys.attention.kv_cache import PageAllocator
+from litesys.attention.meta import AttnMeta
+from litesys.kernels.common import cdiv
 
 
 @dataclass
@@ -32,8 +34,7 @@ class CachingAllocator(PageAllocator):
     """``PageAllocator`` plus the prefix index; ``num_free`` includes the evictable cached pages."""
 
     def __init__(self, num_pages: int, page_size: int, reserved: int = 1):
-        self.page_size = page_size
-        self.hit_tokens = self.query_tokens = 0  # over the cache's life: prompt tokens found / looked up
+        self.page_size, self.evictions = page_size, 0
         super().__init__(num_pages, reserved)
 
     # ---- the pool --------------------------------------------------------------------------------------------
@@ -117,11 +118,6 @@ class CachingAllocator(PageAllocator):
             node.last_used = clock
             parent = node
 
-    def count_lookup(self, hit: int, looked_up: int) -> None:
-        """Hit-rate bookkeeping: ``hit`` of ``looked_up`` prompt tokens came from the cache."""
-        self.hit_tokens += hit
-        self.query_tokens += looked_up
-
     # ---- eviction --------------------------------------------------------------------------------------------
     def _evictable_leaf(self, node: _Node) -> bool:
         return node.children == 0 and self.refcount[node.page] == 1 and self.node_of.get(node.page) is node
@@ -141,6 +137,7 @@ class CachingAllocator(PageAllocator):
                 continue
             del self.index[node.key], self.node_of[node.page]
             self.evictable -= 1
+            self.evictions += 1
             super().release([node.page])
             if node.parent is not None:
                 node.parent.children -= 1
@@ -202,3 +199,42 @@ class CachedContext:
         out = ops.prefill_attention(self.whole(q, None), self.whole(k, k_cache), self.whole(v, v_cache),
                                     self.cu_seqlens, self.max_seqlen, scale, k_scale, v_scale)
         return out.index_select(0, self.new_pos)
+
+
+def prefill_layout(items: list, allocator: PageAllocator, attn, device: torch.device,
+                   counts=None) -> tuple[torch.Tensor, torch.Tensor, AttnMeta, list[list[int]]]:
+    """One prefill step of ``items`` (scheduler.PrefillItem): each item's cached prefix pages (pinned; none without
+    the cache), then its new tokens on fresh pages -> (ids, positions, meta, each item's pages in order)."""
+    ps = attn.kv.page_size
+    cached = [_cached_prefix(allocator, it, ps) for it in items]
+    starts = [len(c) * ps for c in cached]  # new tokens start on a fresh page after the cached ones
+    lens = [len(it.tokens) - s for it, s in zip(items, starts)]
+    if counts is not None:
+        counts.prefix_hit_tokens += sum(starts)
+        counts.prefix_tokens += sum(len(it.tokens) for it in items if it.swapped is None)
+    fresh = [allocator.alloc(cdiv(n, ps)) for n in lens]  # may evict cached pages, never the pinned ones
+    ids = torch.tensor([t for it, s in zip(items, starts) for t in it.tokens[s:]], dtype=torch.int64)
+    positions = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lens)])
+    slots = torch.cat([torch.tensor(pl, dtype=torch.int64).repeat_interleave(ps)[:n] * ps + torch.arange(n) % ps
+                       for pl, n in zip(fresh, lens)])
+    cu = torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32)
+    context = CachedContext.build(cached, lens, ps, device) if any(starts) else None
+    meta = AttnMeta(True, slots.to(device), ps, attn.num_q_heads, attn.num_kv_heads, cu_seqlens=cu.to(device),
+                    max_seqlen=max(lens), context=context)
+    return ids.to(device), positions.to(device), meta, [c + f for c, f in zip(cached, fresh)]
+
+
+def _cached_prefix(allocator: PageAllocator, item, ps: int) -> list[int]:
+    """The cached full pages of the item's prompt (a recompute's generated tokens are never looked up: a sparse
+    replay rewrites them), leaving at least one token to prefill for the logits."""
+    if not isinstance(allocator, CachingAllocator) or item.swapped is not None:
+        return []
+    prompt = (item.request or item.seq.req).prompt
+    return allocator.acquire(item.tokens, min(len(prompt) // ps, (len(item.tokens) - 1) // ps))
+
+
+def cache_prompts(allocator: PageAllocator, items: list, page_lists: list[list[int]]) -> None:
+    """After a prefill: the full pages of each item's prompt into the cache (no-op without it)."""
+    if isinstance(allocator, CachingAllocator):
+        for it, pages in zip(items, page_lists):
+            allocator.insert((it.request or it.seq.req).prompt, pages)

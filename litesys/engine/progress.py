@@ -22,6 +22,12 @@ class ProgressStats:
     samples: int  # samples in this call (sum of n)
     budget: int  # token budget of the call: sum over samples of min(max_new_tokens, max_seq_len - prompt)
     budget_done: int  # finished samples' whole budget + the tokens of the unfinished ones
+    prefix_hit_tokens: int = 0  # prompt tokens found in the prefix cache (engine/prefix_cache.py)
+    prefix_tokens: int = 0  # prompt tokens of the prefill steps so far (recomputes included)
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        return self.prefix_hit_tokens / self.prefix_tokens if self.prefix_tokens else 0.0
 
     @property
     def budget_left(self) -> int:
@@ -57,7 +63,8 @@ class ProgressBar:
         elapsed = max(self.clock() - self.t0, 1e-9)
         rate = stats.generated / elapsed
         eta = _eta(stats.budget_left / rate) if rate > 0 else "?"
-        return f"tok/s={rate:.0f} batch={stats.running} eta={eta}"
+        cache = f" cache={stats.prefix_hit_rate:.0%}" if stats.prefix_tokens else ""
+        return f"tok/s={rate:.0f} batch={stats.running}{cache} eta={eta}"
 
     def update(self, stats: ProgressStats) -> None:
         self.stats = stats
@@ -100,6 +107,8 @@ class RunCounters:
     finished_budget: int = 0
     preempted_tokens: int = 0  # tokens of preempted sequences waiting to be recomputed
     live_tokens: int = 0  # tokens of the running, unfinished sequences at the last check
+    prefix_hit_tokens: int = 0  # prompt tokens found in the prefix cache
+    prefix_tokens: int = 0  # prompt tokens prefilled or found
 
     def budget_of(self, r) -> int:
         """Tokens one sample of request ``r`` may generate at most."""
@@ -119,4 +128,5 @@ class RunCounters:
     def stats(self, running: int) -> ProgressStats:
         in_flight = self.live_tokens + self.preempted_tokens
         return ProgressStats(generated=self.finished_tokens + in_flight, running=running, finished=self.finished,
-                             samples=self.samples, budget=self.budget, budget_done=self.finished_budget + in_flight)
+                             samples=self.samples, budget=self.budget, budget_done=self.finished_budget + in_flight,
+                             prefix_hit_tokens=self.prefix_hit_tokens, prefix_tokens=self.prefix_tokens)

@@ -63,7 +63,7 @@ def check_engine_config(c) -> None:
     check_int("seed", c.seed)
     if c.enable_thinking is not None:
         check_bool("enable_thinking", c.enable_thinking)
-    for name in ("cuda_graphs", "allow_long_max_seq_len", "deterministic"):
+    for name in ("cuda_graphs", "allow_long_max_seq_len", "deterministic", "enable_prefix_cache"):
         check_bool(name, getattr(c, name))
     if c.attention_backend not in ("auto", "torch", "triton"):
         raise ValueError(f"attention_backend must be 'auto', 'torch' or 'triton', got {c.attention_backend!r}")
