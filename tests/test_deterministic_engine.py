@@ -99,20 +99,23 @@ def _preempted_run(ckpt, swap_space_gb: float, pages: int, **kw) -> None:
     (alone,), _, alone_rows = _run(solo, [TARGET], [_target_params(0.8)])
     llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True, num_kv_pages=pages,
               swap_space_gb=swap_space_gb, **kw)
-    prefills: list[list[int]] = []
+    prefills: list[tuple[list[int], list[int]]] = []
     forward = llm.model.forward
 
-    def record(ids, *args, **kwargs):
-        prefills.append(ids.tolist())
-        return forward(ids, *args, **kwargs)
+    def record(ids, positions, *args, **kwargs):
+        prefills.append((ids.tolist(), positions.tolist()))
+        return forward(ids, positions, *args, **kwargs)
 
     llm.model.forward = record
     prompts, params = _others(63, 3)
     outs, seen, _ = _run(llm, prompts + [TARGET], params + [_target_params(0.8)])  # last: the newest, preempted
     del llm.model.forward
     _assert_same_as_alone(alone, alone_rows, outs[-1], seen)
-    resumed = TARGET + alone.token_ids[:1]  # a prefill of the prompt and a generated token: a recomputation
-    recomputed = any(ids[i:i + len(resumed)] == resumed for ids in prefills for i in range(len(ids)))
+    # a recomputation: a prefill of the prompt's last token and a generated token at their positions (the prompt's
+    # full pages may come from the prefix cache)
+    resumed, at = TARGET[-1:] + alone.token_ids[:1], len(TARGET) - 1
+    recomputed = any(ids[i:i + 2] == resumed and pos[i:i + 2] == [at, at + 1] for ids, pos in prefills
+                     for i in range(len(ids)))
     if swap_space_gb:
         assert llm.engine.swap.stats["swapped_out"] > 0 and not recomputed
     else:  # the pool size is chosen so that the target itself is preempted (retune it if scheduling changes)

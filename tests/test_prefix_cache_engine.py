@@ -123,3 +123,11 @@ def test_deterministic_mode_is_bitwise(ckpt, monkeypatch):
         generate(ckpt, prompts, params, deterministic=True, enable_prefix_cache=cache, max_num_batched_tokens=PS * 6)
         runs.append(list(rows))
     assert len(runs[0]) == len(runs[1]) and all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_fp8_pages_are_reused_as_stored(ckpt):
+    """fp8 KV pages: the cached rows are gathered as the quantised bytes with the layer's fixed scales."""
+    prompts = PROMPTS["many pages"]
+    (off,), _ = generate(ckpt, prompts, kv_cache_dtype="fp8_e4m3", enable_prefix_cache=False)
+    (first, second), llm = generate(ckpt, prompts, calls=2, kv_cache_dtype="fp8_e4m3", max_num_batched_tokens=PS * 6)
+    assert off == first == second and llm.engine.counts.prefix_hit_tokens > 0

@@ -23,9 +23,9 @@ class AttnMeta:
     # prefill
     cu_seqlens: torch.Tensor | None = None  # [B+1] int32 prefix sums of prompt lengths
     max_seqlen: int = 0
-    context: object | None = None  # cached prefix pages the prompts start with (engine/prefix_cache.CachedContext)
     # [B] int64 per-sequence id (the sample's seed): the random sparse methods' noise is a function of it
     seq_ids: torch.Tensor | None = None
+    context: object | None = None  # cached prefix pages the prompts start with (engine/prefix_cache.CachedContext)
 
     @property
     def group_size(self) -> int:

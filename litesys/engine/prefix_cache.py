@@ -160,6 +160,7 @@ class CachedContext:
     cached_slots: torch.Tensor  # [P] int64: its flat KV slot
     cu_seqlens: torch.Tensor  # [B+1] int32: whole-prompt prefix sums
     max_seqlen: int
+    total: int  # whole-prompt tokens (on the host: no device read per layer)
 
     @classmethod
     def build(cls, cached_pages: list[list[int]], new_lens: list[int], page_size: int,
@@ -177,13 +178,13 @@ class CachedContext:
         cat = (lambda xs: torch.cat(xs).to(device) if xs else torch.zeros(0, dtype=torch.int64, device=device))
         lens = [b - a for a, b in zip(cu[:-1], cu[1:])]
         return cls(cat(new_pos), cat(cached_pos), cat(slots), torch.tensor(cu, dtype=torch.int32, device=device),
-                   max(lens))
+                   max(lens), at)
 
     def whole(self, new: torch.Tensor, cache: torch.Tensor | None) -> torch.Tensor:
         """[T_whole, H, D]: ``new`` rows at their places, the cached rows gathered from ``cache`` (one layer's
         [num_pages, page_size, H, D]; None: zeros, e.g. the queries of cached tokens, whose outputs are unused)."""
         raw = new.view(torch.uint8) if new.element_size() == 1 else new  # fp8: index_copy_ has no fp8 kernel
-        out = raw.new_zeros((int(self.cu_seqlens[-1]), *new.shape[1:]))
+        out = raw.new_zeros((self.total, *new.shape[1:]))
         out.index_copy_(0, self.new_pos, raw)
         if cache is not None and len(self.cached_pos):
             flat = cache.reshape(-1, *cache.shape[2:])
