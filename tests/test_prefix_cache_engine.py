@@ -8,6 +8,7 @@ from checkpoints import hf_greedy, make_checkpoint
 
 from litesys import LLM, SamplingParams
 from litesys.attention.sparse.config import SparseConfig
+from litesys.engine.config import EngineConfig
 from litesys.engine.prefix_cache import CachingAllocator
 from litesys.engine.progress import ProgressBar
 
@@ -49,7 +50,7 @@ def test_greedy_equals_uncached_and_transformers(ckpt, share):
     prompts = PROMPTS[share]
     ref = hf_greedy(ckpt, prompts, GREEDY.max_new_tokens)
     (off,), llm_off = generate(ckpt, prompts, enable_prefix_cache=False)
-    assert not isinstance(llm_off.engine.allocator, CachingAllocator)
+    assert not isinstance(llm_off.engine.allocator, CachingAllocator) and llm_off.engine.counts.prefix_hit_tokens == 0
     # one prompt per prefill step: later prompts find the earlier ones' pages; the second call finds everything
     (first, second), llm = generate(ckpt, prompts, calls=2, max_num_batched_tokens=PS * 6)
     assert off == first == second == [[r] for r in ref]
@@ -131,3 +132,9 @@ def test_fp8_pages_are_reused_as_stored(ckpt):
     (off,), _ = generate(ckpt, prompts, kv_cache_dtype="fp8_e4m3", enable_prefix_cache=False)
     (first, second), llm = generate(ckpt, prompts, calls=2, kv_cache_dtype="fp8_e4m3", max_num_batched_tokens=PS * 6)
     assert off == first == second and llm.engine.counts.prefix_hit_tokens > 0
+
+
+def test_the_switch_is_checked_once():
+    with pytest.raises(ValueError, match=r"^enable_prefix_cache must be True or False, got 'yes' \(str\)$"):
+        EngineConfig(enable_prefix_cache="yes")
+    assert EngineConfig().enable_prefix_cache is True
