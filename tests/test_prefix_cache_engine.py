@@ -17,6 +17,15 @@ BASE = dict(device="cpu", dtype=torch.float32, max_seq_len=96, page_size=PS)
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True, repeat_check=False)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these runs are many tiny ops, which only lose to thread hand-offs on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("pc") / "m", "qwen3", with_tokenizer=False, vocab_size=1024)
