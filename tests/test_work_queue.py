@@ -25,9 +25,12 @@ def _made(folder: str, rank: int) -> set[int]:
     return set(map(int, path.read_text().split())) if path.exists() else set()
 
 
-def _claim_all(folder: str, n: int, rank: int) -> None:
-    """A worker whose samples take no time: each claim is "on disk" at once."""
+def _claim_all(folder: str, n: int, rank: int, start=None) -> None:
+    """A worker whose samples take no time: each claim is "on disk" at once. ``start``: a barrier, so that on busy
+    cores no worker drains the queue before the others have even started."""
     q = wq.FileQueue(Path(folder), n, rank, on_disk=lambda r: _made(folder, r))
+    if start is not None:
+        start.wait(60)
     with open(_shard(folder, rank), "a") as shard:
         while (i := q.claim()) is not None:
             shard.write(f"{i}\n")
@@ -38,7 +41,8 @@ def _claim_all(folder: str, n: int, rank: int) -> None:
 def test_every_item_is_claimed_exactly_once_by_concurrent_workers(tmp_path):
     n, workers = 3000, 4
     wq.reset_queue(tmp_path)
-    procs = [CTX.Process(target=_claim_all, args=(str(tmp_path), n, r)) for r in range(workers)]
+    start = CTX.Barrier(workers)
+    procs = [CTX.Process(target=_claim_all, args=(str(tmp_path), n, r, start)) for r in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
