@@ -17,9 +17,16 @@
    prompt lengths, 256 new tokens each, run as one batch, then 4 of them alone, then the batch with a KV pool so
    small that sequences are preempted (swap off: recomputed); samples that differ from the full batch's, and
    output tok/s of the full batch, for ``deterministic=False`` and ``True``.
+
+Issue 17's scale (engine section only, flags): ``--engine-only --requests 256 --prompt-range 32-1024 --new 512
+--alone 4 --pool-fraction 0.5 --resume-max-num-seqs 96 --modes deterministic,default``: the small pool is that
+fraction of the pages the full batch needs, run with swap off (recompute) and with swap on; the resume re-runs the
+second half of the requests in a fresh engine at another ``max_num_seqs``; every sample is compared with the full
+batch's. The JSON is written after each mode.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -33,7 +40,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_args  # noqa: E402  (parsed before torch touches the GPU: --help answers anywhere)
 
-ARGS = bench_args(__doc__, "deterministic.json", None if __name__ == "__main__" else [])
+
+def _engine_flags(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The engine section's scale flags (issue 17); the rest go to ``bench_args``."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--engine-only", action="store_true", help="only section 5")
+    ap.add_argument("--requests", type=int, default=None)
+    ap.add_argument("--prompt-range", default=None, metavar="LO-HI")
+    ap.add_argument("--new", type=int, default=None)
+    ap.add_argument("--alone", type=int, default=None)
+    ap.add_argument("--pool-fraction", type=float, default=None,
+                    help="small pool = this fraction of the pages the full batch needs (also run with swap on)")
+    ap.add_argument("--resume-max-num-seqs", type=int, default=None,
+                    help="re-run the second half of the requests at this max_num_seqs")
+    ap.add_argument("--modes", default="default,deterministic")
+    flags, rest = ap.parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        print(ap.format_help().replace("usage:", "engine flags:", 1))
+    return flags, rest
+
+
+EFLAGS, _REST = _engine_flags(None if __name__ == "__main__" else [])
+ARGS = bench_args(__doc__, "deterministic.json", _REST)
 SMOKE = ARGS.smoke or os.environ.get("BENCH_SMOKE") == "1"
 if SMOKE:
     os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
@@ -87,6 +115,21 @@ else:
              GemmTiles(128, 128, 64, 8, 3), GemmTiles(128, 256, 64, 8, 3), GemmTiles(64, 256, 64, 4, 3)]
     ATT_CTX, ATT_BATCH, ATT_HEADS, SPLITS, PAGE = (4096, 32768), (1, 16, 64), (32, 8, 128), (256, 512, 1024), 16
     ENGINE = dict(requests=64, prompt=(16, 256), new=256, alone=4, small_pool=400, config={})  # 400 x 16 tokens
+
+if EFLAGS.requests is not None:
+    ENGINE["requests"] = EFLAGS.requests
+if EFLAGS.prompt_range is not None:
+    try:
+        lo, _, hi = EFLAGS.prompt_range.partition("-")
+        ENGINE["prompt"] = (int(lo), int(hi or lo))
+    except ValueError:
+        sys.exit(f"deterministic.py: --prompt-range takes LO-HI (e.g. 32-1024), got {EFLAGS.prompt_range!r}")
+for _key in ("new", "alone"):
+    if getattr(EFLAGS, _key) is not None:
+        ENGINE[_key] = getattr(EFLAGS, _key)
+MODES = [m.strip() for m in EFLAGS.modes.split(",")]
+if not MODES or set(MODES) - {"default", "deterministic"}:
+    sys.exit(f"deterministic.py: --modes takes default and/or deterministic, got {EFLAGS.modes!r}")
 
 RESULTS: dict = {"device": "cpu (smoke)" if SMOKE else torch.cuda.get_device_name(), "torch": torch.__version__}
 
@@ -209,7 +252,7 @@ def attention_case(ctx: int, batch: int) -> dict:
 
 
 # ---- 5: the engine --------------------------------------------------------------------------------------------
-def engine_runs() -> dict:
+def engine_runs(save=lambda res: None) -> dict:
     from litesys import LLM, SamplingParams
 
     src = json.loads((Path(__file__).parent / "configs" / "qwen3_0.6b.json").read_text())
@@ -221,8 +264,17 @@ def engine_runs() -> dict:
     params = [SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=ENGINE["new"], ignore_eos=True,
                              repeat_check=False, seed=1000 + i) for i in range(len(prompts))]
     alone = rng.sample(range(len(prompts)), ENGINE["alone"])
-    res = {}
-    for det in (False, True):
+    small_pool = ENGINE["small_pool"]
+    if EFLAGS.pool_fraction is not None:  # of the pages every sequence needs at its full length (+ the null page)
+        need = sum(-(-(len(p) + ENGINE["new"]) // 16) for p in prompts)
+        small_pool = max(int(EFLAGS.pool_fraction * need), -(-(ENGINE["prompt"][1] + ENGINE["new"]) // 16) + 2)
+    res = dict(requests=len(prompts), prompt=list(ENGINE["prompt"]), new=ENGINE["new"], small_pool=small_pool)
+
+    def differ(outs: list[list[int]], ref: list[list[int]]) -> int:
+        return sum(a != b for a, b in zip(outs, ref))
+
+    for name in MODES:
+        det = name == "deterministic"
         kw = dict(device=DEV, dtype=torch.float32 if SMOKE else DT, load_format="random", deterministic=det,
                   max_seq_len=ENGINE["prompt"][1] + ENGINE["new"] + 8, max_num_seqs=ENGINE["requests"])
         llm = LLM(str(tmp), **kw)
@@ -232,20 +284,35 @@ def engine_runs() -> dict:
         wall = time.perf_counter() - t
         solo = {i: llm.generate([prompts[i]], [params[i]])[0].token_ids for i in alone}
         llm.close()
-        small = LLM(str(tmp), **kw, num_kv_pages=ENGINE["small_pool"], swap_space_gb=0)
+        small = LLM(str(tmp), **kw, num_kv_pages=small_pool, swap_space_gb=0)
         tight = [o.token_ids for o in small.generate(prompts, params)]
         preemptions = small.engine.stats["preemptions"]
         small.close()
-        name = "deterministic" if det else "default"
         res[name] = dict(tok_per_s=len(prompts) * ENGINE["new"] / wall, wall_s=wall,
                          alone_differ=sum(solo[i] != full[i] for i in alone), alone_checked=len(alone),
-                         preempted_differ=sum(a != b for a, b in zip(tight, full)), preemptions=preemptions)
+                         preempted_differ=differ(tight, full), preemptions=preemptions)
+        if EFLAGS.pool_fraction is not None:  # the same pool with swap on (the default swap space)
+            small = LLM(str(tmp), **kw, num_kv_pages=small_pool)
+            swapped = [o.token_ids for o in small.generate(prompts, params)]
+            res[name].update(swap_preempted_differ=differ(swapped, full),
+                             swap_preemptions=small.engine.stats["preemptions"],
+                             swap_stats=dict(small.engine.swap.stats))
+            small.close()
+        if EFLAGS.resume_max_num_seqs is not None:  # the second half again, in another batch
+            half = len(prompts) // 2
+            again = LLM(str(tmp), **{**kw, "max_num_seqs": EFLAGS.resume_max_num_seqs})
+            resumed = [o.token_ids for o in again.generate(prompts[half:], params[half:])]
+            again.close()
+            res[name].update(resume_differ=differ(resumed, full[half:]), resume_checked=len(prompts) - half,
+                             resume_max_num_seqs=EFLAGS.resume_max_num_seqs)
         log(f"engine {name}: {res[name]['tok_per_s']:.0f} tok/s; alone differ {res[name]['alone_differ']}/"
             f"{len(alone)}, small pool ({preemptions} preemptions) differ {res[name]['preempted_differ']}/"
-            f"{len(prompts)}")
+            f"{len(prompts)}" + "".join(f", {k} {v}" for k, v in res[name].items() if k.startswith(("swap", "resume"))))
         free()
+        save(res)
     shutil.rmtree(tmp, ignore_errors=True)
-    res["tok_per_s_ratio"] = res["deterministic"]["tok_per_s"] / res["default"]["tok_per_s"]
+    if {"default", "deterministic"} <= set(res):
+        res["tok_per_s_ratio"] = res["deterministic"]["tok_per_s"] / res["default"]["tok_per_s"]
     return res
 
 
@@ -278,8 +345,35 @@ def summary() -> None:
     print(f"\nall invariant paths bitwise: {RESULTS['all_invariant']}")
 
 
+def write() -> None:
+    if ARGS.out:
+        Path(ARGS.out).mkdir(parents=True, exist_ok=True)
+        path = Path(ARGS.out) / "deterministic.json"
+        path.write_text(json.dumps(RESULTS, indent=1, default=str))
+        log(f"wrote {path}")
+
+
+def engine_summary() -> None:
+    e = RESULTS["engine"]
+    print(f"\n== engine, Qwen3-0.6B shapes, random weights, sampled: {e['requests']} requests, prompts "
+          f"{e['prompt'][0]}-{e['prompt'][1]}, {e['new']} new tokens ==")
+    for name in MODES:
+        r = e[name]
+        extra = "".join(f"  {k}: {r[k]}" for k in ("swap_preempted_differ", "swap_preemptions", "resume_differ")
+                        if k in r)
+        print(f"{name:14} {r['tok_per_s']:8.0f} tok/s  alone != batch: {r['alone_differ']}/{r['alone_checked']}  "
+              f"preempted (x{r['preemptions']}) != batch: {r['preempted_differ']}{extra}")
+    if "tok_per_s_ratio" in e:
+        print(f"deterministic / default tok/s: {e['tok_per_s_ratio']:.3f}")
+
+
 def main() -> None:
     log(f"device {RESULTS['device']}")
+    if EFLAGS.engine_only:
+        RESULTS["engine"] = engine_runs(lambda res: (RESULTS.__setitem__("engine", res), write()))
+        engine_summary()
+        write()
+        return
     RESULTS["gemm"], RESULTS["step"] = [], {}
     for model in MODELS:
         shapes = []
@@ -299,11 +393,7 @@ def main() -> None:
         r["alone_equals_batch"] for a in RESULTS["attention"] for n, r in a.items() if n.startswith("split_"))
         and det["alone_differ"] == 0 and det["preempted_differ"] == 0)
     summary()
-    if ARGS.out:
-        Path(ARGS.out).mkdir(parents=True, exist_ok=True)
-        path = Path(ARGS.out) / "deterministic.json"
-        path.write_text(json.dumps(RESULTS, indent=1, default=str))
-        log(f"wrote {path}")
+    write()
 
 
 if __name__ == "__main__":

@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-cuda-graphs", action="store_true")
     ap.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8_e4m3"),
                     help="KV pages: auto = bf16, fp8_e4m3 = FP8 (docs/kv_fp8.md)")
+    ap.add_argument("--deterministic", action="store_true", help="deterministic=True: batch-invariant kernels")
     ap.add_argument("--compare-hf", action="store_true")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of a profiled run")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only runs the logic at tiny sizes (tests)")
@@ -291,9 +292,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(summary_line(a, res))
     shape = ("" if p_range[0] == p_range[1] else f"_p{p_range[0]}-{p_range[1]}") + \
         ("" if g_range[0] == g_range[1] else f"_g{g_range[0]}-{g_range[1]}")
+    tag = f"{'' if a.kv_cache_dtype == 'auto' else '_' + a.kv_cache_dtype}{'_det' if a.deterministic else ''}"
     for path in filter(None, [a.json, os.environ.get("OUT") and
                               f"{os.environ['OUT']}/throughput_{a.config}{shape}{'_logits' if a.logits_path else ''}"
-                              f"{'' if a.kv_cache_dtype == 'auto' else '_' + a.kv_cache_dtype}.json"]):
+                              f"{tag}.json"]):
         Path(path).write_text(json.dumps(res, indent=1))
     return res
 
@@ -308,7 +310,8 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     llm = LLM(str(tmp), device=a.device, dtype=torch.bfloat16 if cuda else torch.float32,
               max_seq_len=p_range[1] + g_range[1] + 8, load_format="random",
               max_num_seqs=a.max_num_seqs or a.num_requests, page_size=a.page_size,
-              cuda_graphs=cuda and not a.no_cuda_graphs, check_every=a.check_every, kv_cache_dtype=a.kv_cache_dtype)
+              cuda_graphs=cuda and not a.no_cuda_graphs, check_every=a.check_every, kv_cache_dtype=a.kv_cache_dtype,
+              deterministic=a.deterministic)
     if a.logits_path:  # an identity processor on every layer: logits kernel -> processor -> softmax·V kernel
         from litesys.attention.sparse.base import ProcessorMethod
         llm.attn.method = ProcessorMethod({i: [identity] for i in range(llm.cfg.num_layers)})
@@ -348,7 +351,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     res = dict(config=a.config, n=a.num_requests, p=_shape(*p_range), g=_shape(*g_range),
                device=torch.cuda.get_device_name() if cuda else "cpu",
                torch=torch.__version__, logits_path=a.logits_path, cuda_graphs=cuda and not a.no_cuda_graphs,
-               kv_cache_dtype=a.kv_cache_dtype, kv_dtype=str(llm.kv.k.dtype),
+               kv_cache_dtype=a.kv_cache_dtype, kv_dtype=str(llm.kv.k.dtype), deterministic=a.deterministic,
                hbm_copy_TBps=bw / 1e12, kv_pages=llm.kv.num_pages, page_size=a.page_size,
                tok_s=tok_s, total_s=t_total, prefill_s=t_prefill, decode_steps=steps,
                decode_ms_per_step=(t_total - t_prefill) / max(steps, 1) * 1e3,
@@ -376,6 +379,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
 
 def summary_line(a: argparse.Namespace, res: dict) -> str:
     tags = (" logits-path" if a.logits_path else "") + ("" if a.kv_cache_dtype == "auto" else f" kv {a.kv_cache_dtype}")
+    tags += " deterministic" if a.deterministic else ""
     line = (f"{a.config} {a.num_requests}x{res['p']}->{res['g']}{tags}: "
             f"{res['tok_s']:,.0f} tok/s, graphs {res['graphs_captured']} (fallback {res['graph_eager_fallback']}), "
             f"{res['decode_ms_per_step']:.2f} ms/step, floor {res['floor_tok_s']:,.0f} tok/s "
