@@ -41,9 +41,9 @@ def derive_seed(*parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingParams:
-    """How to sample one request. ``temperature=0`` is greedy.
+    """How to sample one request (frozen: validated once, when made). ``temperature=0`` is greedy.
 
     The repetition stop (LiteSys semantics): every step, a sequence with at least ``repeat_check_window``
     generated tokens stops with finish reason ``"repetition"`` when its last ``repeat_check_window`` tokens

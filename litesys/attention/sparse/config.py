@@ -21,7 +21,7 @@ _METHOD_FLAGS = {
 _DEFAULT_QUEST_BLOCK = 16
 
 
-@dataclass
+@dataclass(frozen=True)
 class SparseConfig:
     attn_local: int | None = None  # StreamingLLM window alone; the local window with any other method
     attn_topk: int | None = None  # positions per KV group
@@ -41,7 +41,7 @@ class SparseConfig:
     quest_topk_blocks: int | None = None  # pages selected per step besides sink/local pages
 
     def __post_init__(self) -> None:
-        self.attn_layer_skip = list(self.attn_layer_skip)
+        object.__setattr__(self, "attn_layer_skip", list(self.attn_layer_skip))  # frozen: the one normalisation
         self.validate()
 
     @property
