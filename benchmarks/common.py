@@ -11,9 +11,12 @@ SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # run a script's logic on CPU at t
 T0 = time.time()
 
 
-def bench_args(doc: str, json_name: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """The GPU check scripts' flags: ``--smoke`` (= BENCH_SMOKE=1) and ``--out`` (a folder for the JSON)."""
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_args(doc: str, json_name: str, argv: list[str] | None = None,
+               parents: list[argparse.ArgumentParser] | None = None) -> argparse.Namespace:
+    """The GPU check scripts' flags: ``--smoke`` (= BENCH_SMOKE=1) and ``--out`` (a folder for the JSON), plus
+    those of ``parents`` (parsers made with ``add_help=False``): one parser, one ``--help``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 parents=parents or [])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET), = BENCH_SMOKE=1")
     ap.add_argument("--out", default=os.environ.get("OUT"), help=f"folder for {json_name} (default: $OUT, if set)")
     return ap.parse_args(argv)

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_args  # noqa: E402  (parsed before torch touches the GPU: --help answers anywhere)
 
 
-def _engine_flags(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """The engine section's scale flags (issue 17); the rest go to ``bench_args``."""
+def _engine_flags() -> argparse.ArgumentParser:
+    """The engine section's scale flags (issue 17), a parent of ``bench_args``'s parser."""
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--engine-only", action="store_true", help="only section 5")
     ap.add_argument("--requests", type=int, default=None)
@@ -54,14 +54,11 @@ def _engine_flags(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]
     ap.add_argument("--resume-max-num-seqs", type=int, default=None,
                     help="re-run the second half of the requests at this max_num_seqs")
     ap.add_argument("--modes", default="default,deterministic")
-    flags, rest = ap.parse_known_args(argv)
-    if "-h" in rest or "--help" in rest:
-        print(ap.format_help().replace("usage:", "engine flags:", 1))
-    return flags, rest
+    return ap
 
 
-EFLAGS, _REST = _engine_flags(None if __name__ == "__main__" else [])
-ARGS = bench_args(__doc__, "deterministic.json", _REST)
+ARGS = bench_args(__doc__, "deterministic.json", None if __name__ == "__main__" else [], parents=[_engine_flags()])
+EFLAGS = ARGS
 SMOKE = ARGS.smoke or os.environ.get("BENCH_SMOKE") == "1"
 if SMOKE:
     os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
