@@ -137,3 +137,18 @@ def store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G: tl.constexpr
     out = acc / tl.where(den > 0, den, 1.0)[:, None]
     ptrs = out_ptr + b * stride_ob + (kvh * G + offs_g)[:, None] * stride_oh + offs_d[None, :]
     tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=(offs_g < G)[:, None])
+
+
+@triton.jit
+def store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
+                stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G: tl.constexpr, G_PAD: tl.constexpr,
+                D: tl.constexpr, FP8: tl.constexpr, DIRECT: tl.constexpr):
+    """A split-KV program's end: V's fp8 scale once on the output, then ``out`` directly (one split) or this
+    split's partial + lse (a split that starts past the row's length writes nothing: the merge skips it)."""
+    if FP8:
+        acc = acc * v_scale
+    if DIRECT:
+        store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G, G_PAD, D)
+    elif start < length:
+        store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
+                      stride_lb, stride_lh, G, G_PAD, D)

@@ -16,8 +16,7 @@ from litesys.kernels.blocks import (
     online_softmax_step,
     softmax_state,
     split_bounds,
-    store_final,
-    store_partial,
+    store_split,
 )
 
 
@@ -66,13 +65,8 @@ def _softmax_v_split_kernel(
                 v = v.to(tl.float32)
             v = fp8_v_staged(v, valid, v_ptr.dtype.element_ty)
         acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
-    if FP8:
-        acc = acc * v_scale
-    if DIRECT:
-        store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G, G_PAD, D)
-    elif start < length:
-        store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
-                      stride_lb, stride_lh, G, G_PAD, D)
+    store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
+                stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G, G_PAD, D, FP8, DIRECT)
 
 
 def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,

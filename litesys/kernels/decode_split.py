@@ -17,8 +17,7 @@ from litesys.kernels.blocks import (
     load_q_group,
     softmax_state,
     split_bounds,
-    store_final,
-    store_partial,
+    store_split,
 )
 
 
@@ -57,13 +56,8 @@ def _decode_split_kernel(
         slot = pos % PAGE
         acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks,
                                          stride_kh, stride_vp, stride_vs, stride_vh, qk_scale, D, DOT_PREC)
-    if FP8:
-        acc = acc * v_scale
-    if DIRECT:
-        store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G, G_PAD, D)
-    elif start < length:
-        store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
-                      stride_lb, stride_lh, G, G_PAD, D)
+    store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
+                stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G, G_PAD, D, FP8, DIRECT)
 
 
 def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
