@@ -3,12 +3,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # run a script's logic on CPU at tiny sizes before spending GPU time
 T0 = time.time()
+
+
+class UsageExit(SystemExit):
+    """A bad flag: its one line goes to stderr and the script exits 2, as the eval scripts do (``str()`` is the
+    line, so ``pytest.raises(SystemExit, match=...)`` reads it)."""
+
+    def __init__(self, message: str) -> None:
+        print(message, file=sys.stderr)
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def bench_args(doc: str, json_name: str, argv: list[str] | None = None,

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_args  # noqa: E402  (parsed before torch touches the GPU: --help answers anywhere)
+from common import UsageExit, bench_args  # noqa: E402  (parsed before torch touches the GPU: --help answers anywhere)
 
 
 def _engine_flags() -> argparse.ArgumentParser:
@@ -120,13 +120,14 @@ if EFLAGS.prompt_range is not None:
         lo, _, hi = EFLAGS.prompt_range.partition("-")
         ENGINE["prompt"] = (int(lo), int(hi or lo))
     except ValueError:
-        sys.exit(f"deterministic.py: --prompt-range takes LO-HI (e.g. 32-1024), got {EFLAGS.prompt_range!r}")
+        raise UsageExit("deterministic.py: --prompt-range takes LO-HI (e.g. 32-1024), "
+                        f"got {EFLAGS.prompt_range!r}") from None
 for _key in ("new", "alone"):
     if getattr(EFLAGS, _key) is not None:
         ENGINE[_key] = getattr(EFLAGS, _key)
 MODES = [m.strip() for m in EFLAGS.modes.split(",")]
 if not MODES or set(MODES) - {"default", "deterministic"}:
-    sys.exit(f"deterministic.py: --modes takes default and/or deterministic, got {EFLAGS.modes!r}")
+    raise UsageExit(f"deterministic.py: --modes takes default and/or deterministic, got {EFLAGS.modes!r}")
 
 RESULTS: dict = {"device": "cpu (smoke)" if SMOKE else torch.cuda.get_device_name(), "torch": torch.__version__}
 

@@ -27,6 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import UsageExit  # noqa: E402
+
 from litesys import LLM, SamplingParams  # noqa: E402
 from litesys.engine.config import KV_WATERMARK_DIVISOR  # noqa: E402
 
@@ -156,8 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     need = tokens_to_preempt(a.prompt, a.page_size)
     a.new = a.new or need + (64 if cuda else 8)
     if a.new <= need:
-        sys.exit(f"swap_vs_recompute.py: --new must exceed {need} at --prompt {a.prompt}: the tight pool preempts "
-                 "only after that many decode tokens")
+        raise UsageExit(f"swap_vs_recompute.py: --new must exceed {need} at --prompt {a.prompt}: the tight pool "
+                        "preempts only after that many decode tokens")
     out = dict(device=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__, runs=[])
     for config in a.configs.split(","):
         out["runs"].append(measure(config, a, cuda))

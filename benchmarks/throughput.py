@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported (tests)
-from common import copy_bandwidth  # noqa: E402
+from common import UsageExit, copy_bandwidth  # noqa: E402
 from moe_stats import ExpertStats  # noqa: E402
 
 from litesys import LLM, SamplingParams  # noqa: E402
@@ -56,9 +56,9 @@ def parse_range(text: str, flag: str) -> tuple[int, int]:
         lo, _, hi = text.partition("-")
         lo, hi = int(lo), int(hi or lo)
     except ValueError:
-        raise SystemExit(f"throughput.py: {flag} takes LO-HI (e.g. 64-512), got {text!r}") from None
+        raise UsageExit(f"throughput.py: {flag} takes LO-HI (e.g. 64-512), got {text!r}") from None
     if not 1 <= lo <= hi:
-        raise SystemExit(f"throughput.py: {flag} {text} needs 1 <= LO <= HI")
+        raise UsageExit(f"throughput.py: {flag} {text} needs 1 <= LO <= HI")
     return lo, hi
 
 
@@ -274,12 +274,12 @@ def main(argv: list[str] | None = None) -> dict:
     p_range = parse_range(a.prompt_range, "--prompt-range") if a.prompt_range else (a.prompt_len, a.prompt_len)
     g_range = parse_range(a.gen_range, "--gen-range") if a.gen_range else (a.gen_len, a.gen_len)
     if g_range[0] < 2:
-        sys.exit("throughput.py: generation lengths (-g / --gen-range) must be >= 2: the first token comes from the "
-                 "prefill, the rest are the decode steps measured")
+        raise UsageExit("throughput.py: generation lengths (-g / --gen-range) must be >= 2: the first token comes "
+                        "from the prefill, the rest are the decode steps measured")
     ragged = p_range[0] < p_range[1] or g_range[0] < g_range[1]
     if a.compare_hf and ragged:
-        sys.exit("throughput.py: --compare-hf needs one prompt and one generation length (HF generate pads a batch "
-                 "to one shape); drop --prompt-range/--gen-range")
+        raise UsageExit("throughput.py: --compare-hf needs one prompt and one generation length (HF generate pads "
+                        "a batch to one shape); drop --prompt-range/--gen-range")
     cuda = a.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         sys.exit("throughput.py needs a CUDA GPU")
