@@ -21,3 +21,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# The eval CLI tests' tiny model and the offline data folder (tests/test_eval_math_cli.py, test_deterministic_eval.py;
+# a module that defines its own ``ckpt`` fixture overrides this one)
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    from checkpoints import make_checkpoint
+
+    return str(make_checkpoint(tmp_path_factory.mktemp("ckpt"), "qwen3"))
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> str:
+    if not (DATA / "gsm8k.jsonl").is_file():
+        pytest.skip(f"real data not found at {DATA} (the shared data folder is absent)")
+    return str(DATA)

@@ -11,25 +11,12 @@ import time
 
 import pytest
 import torch
-from test_eval_math_cli import DATA, ROOT, flags, results, samples
+from test_eval_math_cli import ROOT, flags, results, samples
 
 from litesys.eval.tasks.math.main import main
 
 COMMON = [*flags(), "--gen_len", "24", "--temperature", "0.8", "--deterministic"]
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from checkpoints import make_checkpoint
-
-    return str(make_checkpoint(tmp_path_factory.mktemp("ckpt"), "qwen3"))
-
-
-@pytest.fixture(scope="module")
-def data_dir():
-    if not (DATA / "gsm8k.jsonl").is_file():
-        pytest.skip(f"real data not found at {DATA} (the shared data folder is absent)")
-    return str(DATA)
 
 
 @pytest.fixture(scope="module", autouse=True)

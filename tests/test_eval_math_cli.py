@@ -16,7 +16,6 @@ import pytest
 from litesys.eval.tasks.math.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 
 
 def flags(trial: int = 2) -> list[str]:
@@ -25,19 +24,6 @@ def flags(trial: int = 2) -> list[str]:
 
 FLAGS = flags()
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from checkpoints import make_checkpoint
-
-    return str(make_checkpoint(tmp_path_factory.mktemp("ckpt"), "qwen3"))
-
-
-@pytest.fixture(scope="module")
-def data_dir():
-    if not (DATA / "gsm8k.jsonl").is_file():
-        pytest.skip(f"real data not found at {DATA} (the shared data folder is absent)")
-    return str(DATA)
 
 
 def samples(folder: Path) -> dict:
