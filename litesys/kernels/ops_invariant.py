@@ -1,8 +1,9 @@
 """GPU attention ops of deterministic mode: ``ops_triton`` with decode split into pieces of ``SPLIT_TOKENS`` tokens.
 
-Same four functions and signatures. A sequence's decode reduction then depends on its length only, not on the
+Same five functions and signatures. A sequence's decode reduction then depends on its length only, not on the
 batch, the CUDA-graph bucket or the page table's width (``DecodeConfig.split_tokens``). Prefill is the varlen
-kernel: each prompt's rows are reduced within that prompt alone, so packing does not change them; a recomputed
+kernel: each prompt's rows are reduced within that prompt alone, so packing does not change them, nor does
+chunking (the paged variant folds a row's key blocks exactly as the whole prompt's prefill); a recomputed
 sequence's generated positions are replayed through decode (engine/deterministic.py), not prefilled.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from litesys.kernels import decode
 from litesys.kernels.launch import DECODE
-from litesys.kernels.ops_triton import prefill_attention  # noqa: F401  (part of this ops module's interface)
+from litesys.kernels.ops_triton import paged_prefill_attention, prefill_attention  # noqa: F401  (this module's interface)
 
 SPLIT_TOKENS = 256  # a multiple of the fp8 block (128) too; 32K context = 128 splits per (sequence, KV head)
 INVARIANT = dataclasses.replace(DECODE, split_tokens=SPLIT_TOKENS)

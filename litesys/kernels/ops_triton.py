@@ -1,4 +1,4 @@
-"""GPU attention ops: the four functions of ``ops_torch`` with the same signatures, backed by Triton kernels.
+"""GPU attention ops: the five functions of ``ops_torch`` with the same signatures, backed by Triton kernels.
 
 FP8 caches pass ``k_scale``/``v_scale`` [Hkv] fp32 (per layer); K/V are dequantised in registers.
 
@@ -60,4 +60,23 @@ def prefill_attention(
     cfg = prefill_config(q.shape[2], q.dtype)
     prefill(q, k, v, cu_seqlens, max_seqlen, out, scale * LOG2E, cfg.block_m, cfg.block_n, dot_precision(q.dtype),
             cfg.num_warps, cfg.num_stages, k_scale, v_scale)
+    return out
+
+
+def paged_prefill_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cu_seqlens: torch.Tensor,
+    page_table: torch.Tensor, lengths: torch.Tensor, max_seqlen: int, scale: float,
+    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal attention of packed chunks over their sequences' pages (chunk ``b``: the last rows of its
+    ``lengths[b]`` positions, its K/V already written) -> [T, Hq, D]; the varlen kernel's rows bit for bit."""
+    out = torch.empty_like(q)
+    if q.shape[0] == 0:
+        return out
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    if k_scale is not None:  # as prefill_attention: fp8 pages meet q in fp16 (16-bit models) or fp32
+        q = q.to(fp8_compute_dtype(q.dtype))
+    cfg = prefill_config(q.shape[2], q.dtype)
+    prefill(q, k_cache, v_cache, cu_seqlens, max_seqlen, out, scale * LOG2E, cfg.block_m, cfg.block_n,
+            dot_precision(q.dtype), cfg.num_warps, cfg.num_stages, k_scale, v_scale, page_table, lengths)
     return out

@@ -1,10 +1,17 @@
-"""Varlen causal flash-attention forward for packed prompts (``cu_seqlens``), GQA by head index.
+"""Varlen causal flash-attention forward for packed prompts (``cu_seqlens``), GQA by head index; or, with a page
+table, for packed *chunks* whose keys/values are their sequences' pages in the paged KV cache.
 
 Grid: (query heads, prompts, query blocks of the longest prompt); blocks past a prompt's end exit. The
 query-block axis is the slowest one and runs backwards, so the heaviest (last, longest-causal) blocks start
 first and the tail is short; heads sharing a KV head run side by side and reuse its K/V from L2. Each program
 streams its prompt's K/V blocks: the blocks strictly below the diagonal need no mask, the diagonal ones mask
 causally and at the prompt end.
+
+Paged (chunked prefill, cached prefixes): sequence ``b``'s queries are the last ``cu[b+1] - cu[b]`` of its
+``lengths[b]`` positions (a chunk after its cached pages and earlier chunks, already written), and key position
+``n`` is read from page ``page_table[b, n // PAGE]``. Key blocks stay aligned at multiples of ``BLOCK_N`` from
+position 0 and every row folds them in the same order as in a whole-prompt prefill (a block wholly past a row
+changes nothing), so a chunk's rows are the whole prefill's rows, bit for bit, at the same tiles.
 """
 from __future__ import annotations
 
@@ -17,20 +24,36 @@ from litesys.kernels.common import cdiv
 
 
 @triton.jit
+def _key_rows(table_ptr, start, kn, valid, PAGE: tl.constexpr):
+    """Rows of key positions ``kn`` in the K/V tensors: flat slots of the sequence's pages (PAGE > 0), or the
+    packed prompt's rows from ``start``."""
+    if PAGE > 0:
+        page = tl.load(table_ptr + kn // PAGE, mask=valid, other=0)
+        return page.to(tl.int64) * PAGE + kn % PAGE
+    else:
+        return start + kn
+
+
+@triton.jit
 def _prefill_kernel(
-    q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr, table_ptr, len_ptr,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_tb,
     qk_scale, ks_ptr, vs_ptr,
     G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
-    FP8: tl.constexpr,
+    FP8: tl.constexpr, PAGE: tl.constexpr,
 ):
     h = tl.program_id(0)
     seq = tl.program_id(1)
     m_block = tl.num_programs(2) - 1 - tl.program_id(2)
     start = tl.load(cu_ptr + seq)
-    seqlen = tl.load(cu_ptr + seq + 1) - start
+    seqlen = tl.load(cu_ptr + seq + 1) - start  # query rows
     m0 = m_block * BLOCK_M
     if m0 < seqlen:
+        if PAGE > 0:  # a chunk: the last seqlen of the sequence's kv_len positions
+            kv_len = tl.load(len_ptr + seq)
+        else:
+            kv_len = seqlen
+        q0 = kv_len - seqlen  # position of the first query row
         kvh = h // G
         k_scale, v_scale = fp8_scales(ks_ptr, vs_ptr, kvh, FP8)
         if FP8:  # fp8 K/V (as the cache holds them): K's scale on the scores, V's on the output
@@ -38,6 +61,7 @@ def _prefill_kernel(
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, D)
+        pos = q0 + offs_m
         tok = (start + offs_m).to(tl.int64)
         m_valid = offs_m < seqlen
         q = tl.load(q_ptr + tok[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
@@ -45,25 +69,30 @@ def _prefill_kernel(
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         den = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D], tl.float32)
-        k_base = k_ptr + start.to(tl.int64) * stride_kt + kvh * stride_kh
-        v_base = v_ptr + start.to(tl.int64) * stride_vt + kvh * stride_vh
-        # below the diagonal: every key precedes every query of the block and lies inside the prompt
-        for n0 in range(0, m0, BLOCK_N):
+        k_base = k_ptr + kvh * stride_kh
+        v_base = v_ptr + kvh * stride_vh
+        table = table_ptr + seq.to(tl.int64) * stride_tb
+        first = q0 + m0  # the block's first query position (whole prompts: m0, a multiple of BLOCK_N)
+        below = first // BLOCK_N * BLOCK_N
+        # below the diagonal: every key precedes every query of the block and lies inside the sequence
+        for n0 in range(0, below, BLOCK_N):
             kn = n0 + offs_n
-            k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :]).to(q.dtype)
+            rows = _key_rows(table, start.to(tl.int64), kn, kn < kv_len, PAGE)
+            k = tl.load(k_base + rows[:, None] * stride_kt + offs_d[None, :]).to(q.dtype)
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-            v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :]).to(q.dtype)
+            v = tl.load(v_base + rows[:, None] * stride_vt + offs_d[None, :]).to(q.dtype)
             acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
-        # diagonal blocks: causal mask and prompt end
-        hi = tl.minimum(m0 + BLOCK_M, seqlen)
-        for n0 in range(m0, hi, BLOCK_N):
+        # diagonal blocks: causal mask and sequence end
+        hi = tl.minimum(first + BLOCK_M, kv_len)
+        for n0 in range(below, hi, BLOCK_N):
             kn = n0 + offs_n
-            kv_valid = kn < seqlen
-            k = tl.load(k_base + kn[:, None] * stride_kt + offs_d[None, :], mask=kv_valid[:, None],
+            kv_valid = kn < kv_len
+            rows = _key_rows(table, start.to(tl.int64), kn, kv_valid, PAGE)
+            k = tl.load(k_base + rows[:, None] * stride_kt + offs_d[None, :], mask=kv_valid[:, None],
                         other=0.0).to(q.dtype)
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-            s = tl.where((kn[None, :] <= offs_m[:, None]) & kv_valid[None, :], s, float("-inf"))
-            v = tl.load(v_base + kn[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None],
+            s = tl.where((kn[None, :] <= pos[:, None]) & kv_valid[None, :], s, float("-inf"))
+            v = tl.load(v_base + rows[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None],
                         other=0.0).to(q.dtype)
             acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
         if FP8:
@@ -76,17 +105,26 @@ def _prefill_kernel(
 def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
             out: torch.Tensor, qk_scale: float, block_m: int, block_n: int, dot_prec: str,
             num_warps: int, num_stages: int, k_scale: torch.Tensor | None = None,
-            v_scale: torch.Tensor | None = None) -> None:
+            v_scale: torch.Tensor | None = None, page_table: torch.Tensor | None = None,
+            lengths: torch.Tensor | None = None) -> None:
     """out [T, Hq, D] <- causal attention within each prompt of the packed q [T, Hq, D], k/v [T, Hkv, D]
-    (fp8 k/v: with their ``k_scale``/``v_scale`` [Hkv] fp32)."""
+    (fp8 k/v: with their ``k_scale``/``v_scale`` [Hkv] fp32). With ``page_table`` [B, max_pages] int32 and
+    ``lengths`` [B] int32: k/v are one layer's pages [P, page, Hkv, D] and prompt ``b``'s rows are the last of
+    its ``lengths[b]`` positions (``max_seqlen``: the longest chunk)."""
     assert block_m % block_n == 0, "the unmasked loop assumes key blocks tile the query block"
     hq, d = q.shape[1], q.shape[2]
     num_seqs = cu_seqlens.shape[0] - 1
+    page = 0
+    if page_table is not None:
+        page = k.shape[1]
+        k, v = k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:])  # flat slots (views of the pool)
     grid = (hq, num_seqs, cdiv(max_seqlen, block_m))
+    table = cu_seqlens if page_table is None else page_table
     _prefill_kernel[grid](
-        q, k, v, cu_seqlens, out,
+        q, k, v, cu_seqlens, out, table, cu_seqlens if lengths is None else lengths,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        table.stride(0),
         qk_scale, cu_seqlens if k_scale is None else k_scale, cu_seqlens if v_scale is None else v_scale,
         G=hq // k.shape[1], D=d, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_prec, FP8=k_scale is not None,
-        num_warps=num_warps, num_stages=num_stages,
+        PAGE=page, num_warps=num_warps, num_stages=num_stages,
     )

@@ -1,6 +1,6 @@
 """Batch-invariant attention in PyTorch: the CPU path of deterministic mode, twin of ``kernels/ops_invariant.py``.
 
-The four functions of ``ops_torch`` with the same signatures. Every query row is reduced over its own keys in
+The five functions of ``ops_torch`` with the same signatures. Every query row is reduced over its own keys in
 blocks of ``BLOCK`` positions counted from 0, one online-softmax step per block, in the same order whatever the
 batch, its longest sequence or the page table's width: blocks past a row's length change nothing (their weights
 are exactly 0). Prefill runs every prompt token through the same per-row reduction as a decode step at that
@@ -130,4 +130,23 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
         # every query row sees the whole prompt (a broadcast view, no copy); its length masks the rest
         out[s:e] = _attend(q[s:e], ks.expand(n, *ks.shape), vs.expand(n, *vs.shape),
                            torch.arange(1, n + 1, device=q.device), scale, block).to(q.dtype)
+    return out
+
+
+def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cu_seqlens: torch.Tensor,
+                            page_table: torch.Tensor, lengths: torch.Tensor, max_seqlen: int, scale: float,
+                            k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+                            block: int = BLOCK) -> torch.Tensor:
+    """Chunks over their sequences' pages (``ops_torch.paged_prefill_attention``), the row at position ``t`` reduced
+    exactly as ``prefill_attention`` (and a decode step) reduce it: a chunked prefill is the whole one, bit for bit."""
+    out = torch.empty_like(q)
+    bounds, lens = cu_seqlens.tolist(), lengths.tolist()
+    for b, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+        n, m = lens[b], e - s
+        if m == 0:
+            continue
+        pad = _padded_len(n, block)
+        k, v = (_gather(c, page_table[b:b + 1], pad, sc)[0] for c, sc in ((k_cache, k_scale), (v_cache, v_scale)))
+        out[s:e] = _attend(q[s:e], k.expand(m, *k.shape), v.expand(m, *v.shape),
+                           torch.arange(n - m + 1, n + 1, device=q.device), scale, block).to(q.dtype)
     return out

@@ -88,3 +88,26 @@ def prefill_attention(
             qs.unsqueeze(0), ks.unsqueeze(0), vs.unsqueeze(0), is_causal=True, scale=scale)
         out[s:e] = o[0].transpose(0, 1)
     return out
+
+
+def paged_prefill_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cu_seqlens: torch.Tensor,
+    page_table: torch.Tensor, lengths: torch.Tensor, max_seqlen: int, scale: float,
+    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal attention of packed chunks over their sequences' pages: chunk ``b`` (q rows ``cu[b]..cu[b+1]``) is the
+    last rows of sequence ``b``'s ``lengths[b]`` positions, whose K/V (cached prefix, earlier chunks, this chunk)
+    are in its pages ``page_table[b]``. q: [T, Hq, D] -> [T, Hq, D]; fp8 pages dequantised as prefill_attention."""
+    hq, hkv = q.shape[1], k_cache.shape[2]
+    out = torch.empty_like(q)
+    bounds, lens = cu_seqlens.tolist(), lengths.tolist()
+    for b, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+        n, m = lens[b], e - s
+        k, v = (gather_kv(c, page_table[b:b + 1], n, sc)[0].to(q.dtype) for c, sc in ((k_cache, k_scale),
+                                                                                    (v_cache, v_scale)))
+        ks, vs = (x.transpose(0, 1).repeat_interleave(hq // hkv, dim=0) for x in (k, v))
+        causal = torch.arange(n, device=q.device)[None, :] <= torch.arange(n - m, n, device=q.device)[:, None]
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q[s:e].transpose(0, 1).unsqueeze(0), ks.unsqueeze(0), vs.unsqueeze(0), attn_mask=causal, scale=scale)
+        out[s:e] = o[0].transpose(0, 1)
+    return out
