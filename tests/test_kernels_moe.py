@@ -13,6 +13,7 @@ pytest.importorskip("triton", reason="Triton kernels need the triton package")
 from litesys.kernels.moe import MoeKernelConfig, fused_moe, pick_config  # noqa: E402
 from litesys.kernels.moe_align import align_block_size, padded_capacity  # noqa: E402
 from litesys.kernels.ref.moe import moe_reference  # noqa: E402
+from litesys.kernels.ref.moe_align import align_block_size_torch  # noqa: E402
 from litesys.models.moe.routing import route  # noqa: E402
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
@@ -68,6 +69,18 @@ def check_alignment(ids: torch.Tensor, E: int, block_m: int) -> None:
                                            (64, 2, 8, 32)])
 def test_alignment(T, k, E, block_m):
     check_alignment(skewed_ids(T, k, E, empty=(1,) if E > k + 1 else ()), E, block_m)
+
+
+@pytest.mark.parametrize("T,k,E,block_m", [(1, 1, 4, 16), (1, 8, 16, 16), (13, 2, 8, 16), (40, 3, 8, 4),
+                                           (64, 2, 8, 32), (700, 2, 6, 16), (128, 8, 128, 16)])
+def test_alignment_kernel_equals_twin(T, k, E, block_m):
+    """The one-launch Triton alignment gives the twin's tensors exactly (pairs over several scan chunks too)."""
+    ids = skewed_ids(T, k, E, empty=(1,) if E > k + 1 else ()).to(DEVICE)
+    got = align_block_size(ids, E, block_m, backend="triton")
+    want = align_block_size_torch(ids, E, block_m)
+    for name in ("sorted_ids", "block_expert", "num_padded"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    check_alignment(ids, E, block_m)
 
 
 FP32 = [
