@@ -5,6 +5,8 @@ Twin: ``ref/quest.py``; design notes: docs/kernels.md, "Quest kernels".
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -102,6 +104,37 @@ def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
 
 
 @triton.jit
+def _row_pages(pt_row, length, n_pages, PAGE: tl.constexpr, N_SINK: tl.constexpr, WINDOW: tl.constexpr,
+               NP_PAD: tl.constexpr):
+    """One (sequence, KV head) row's candidates: (live pages, middle pages, first local page, physical pages)."""
+    used = tl.cdiv(length, PAGE)
+    p = tl.arange(0, NP_PAD)
+    first_local = tl.maximum(length - WINDOW, 0) // PAGE
+    live = (p < n_pages) & (p < used)
+    middle = live & (p >= N_SINK) & (p < first_local)
+    return live, middle, first_local, tl.load(pt_row + p, mask=live, other=0)
+
+
+@triton.jit
+def _select_row(score_row, sel_row, phys_row, live, middle, first_local, phys_all, n_pages, topk, n_slots,
+                N_SINK: tl.constexpr, NP_PAD: tl.constexpr, S_PAD: tl.constexpr):
+    """The row's selection from its stored scores (read through L2: other programs may have written them):
+    the top-k middle pages, the sink and local pages, ascending, then -1 (phys 0) padding up to ``n_slots``."""
+    p = tl.arange(0, NP_PAD)
+    score = tl.load(score_row + p, mask=p < n_pages, other=float("-inf"), cache_modifier=".cg")
+    keep = topk_mask(float_key(score), middle & (score > float("-inf")), topk)
+    keep = keep | (live & ((p < N_SINK) | (p >= first_local)))  # sink pages, local pages
+    rank = tl.cumsum(keep.to(tl.int32), 0) - 1  # ascending pages -> slots 0, 1, ...
+    count = tl.sum(keep.to(tl.int32), 0)
+    tl.store(sel_row + rank, p, mask=keep)
+    tl.store(phys_row + rank, phys_all, mask=keep)
+    slots = tl.arange(0, S_PAD)
+    pad = (slots >= count) & (slots < n_slots)
+    tl.store(sel_row + slots, tl.full([S_PAD], -1, tl.int32), mask=pad)
+    tl.store(phys_row + slots, tl.zeros([S_PAD], tl.int32), mask=pad)
+
+
+@triton.jit
 def _quest_select_kernel(
     q_ptr, lo_ptr, hi_ptr, score_ptr, pt_ptr, len_ptr, sel_ptr, phys_ptr,
     stride_qb, stride_qh, stride_sp, stride_sh, stride_ob, stride_oh, stride_ptb, stride_selb, stride_selh,
@@ -114,18 +147,13 @@ def _quest_select_kernel(
     kvh = tl.program_id(1)
     # lengths and page table: written before the score kernel began, so readable before the wait (PDL)
     length = tl.load(len_ptr + b)
-    used = tl.cdiv(length, PAGE)
     pt_row = pt_ptr + b * stride_ptb
-    p = tl.arange(0, NP_PAD)
-    in_pages = p < n_pages
-    first_local = tl.maximum(length - WINDOW, 0) // PAGE
-    live = in_pages & (p < used)
-    middle = live & (p >= N_SINK) & (p < first_local)
-    phys_all = tl.load(pt_row + p, mask=live, other=0)
+    live, middle, first_local, phys_all = _row_pages(pt_row, length, n_pages, PAGE, N_SINK, WINDOW, NP_PAD)
     pdl_wait(PDL)  # the scores (or, fused, the summaries) are the previous kernel's output
     pdl_launch_dependents(PDL)  # the decode's programs may be placed while the selection runs
     score_row = score_ptr + b * stride_ob + kvh * stride_oh
     if FUSED:  # this row's scores first (the program re-reads them below, after a barrier)
+        used = tl.cdiv(length, PAGE)
         q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D).to(tl.float32)
         q_pos = tl.maximum(q, 0.0).to(lo_ptr.dtype.element_ty)
         q_neg = tl.minimum(q, 0.0).to(lo_ptr.dtype.element_ty)
@@ -135,19 +163,54 @@ def _quest_select_kernel(
                               stride_sp, stride_sh, D, DOT_PREC)
             tl.store(score_row + offs_p, sc, mask=offs_p < n_pages)
         tl.debug_barrier()
-    score = tl.load(score_row + p, mask=in_pages, other=float("-inf"))
-    keep = topk_mask(float_key(score), middle & (score > float("-inf")), topk)
-    keep = keep | (live & ((p < N_SINK) | (p >= first_local)))  # sink pages, local pages
-    rank = tl.cumsum(keep.to(tl.int32), 0) - 1  # ascending pages -> slots 0, 1, ...
-    count = tl.sum(keep.to(tl.int32), 0)
-    sel_row = sel_ptr + b * stride_selb + kvh * stride_selh
-    phys_row = phys_ptr + b * stride_selb + kvh * stride_selh
-    tl.store(sel_row + rank, p, mask=keep)
-    tl.store(phys_row + rank, phys_all, mask=keep)
-    slots = tl.arange(0, S_PAD)
-    pad = (slots >= count) & (slots < n_slots)
-    tl.store(sel_row + slots, tl.full([S_PAD], -1, tl.int32), mask=pad)
-    tl.store(phys_row + slots, tl.zeros([S_PAD], tl.int32), mask=pad)
+    _select_row(score_row, sel_ptr + b * stride_selb + kvh * stride_selh, phys_ptr + b * stride_selb +
+                kvh * stride_selh, live, middle, first_local, phys_all, n_pages, topk, n_slots, N_SINK, NP_PAD, S_PAD)
+
+
+@triton.jit
+def _quest_score_select_kernel(
+    q_ptr, lo_ptr, hi_ptr, score_ptr, pt_ptr, len_ptr, sel_ptr, phys_ptr, cnt_ptr,
+    stride_qb, stride_qh, stride_sp, stride_sh, stride_ob, stride_oh, stride_ptb, stride_selb, stride_selh,
+    n_pages, topk, n_slots,
+    HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr, BLOCK_P: tl.constexpr,
+    PAGES_PER_PROG: tl.constexpr, NUM_STAGES: tl.constexpr, N_SINK: tl.constexpr, WINDOW: tl.constexpr,
+    NP_PAD: tl.constexpr, S_PAD: tl.constexpr, PDL: tl.constexpr,
+):
+    """Scores and selection in one launch, fully parallel: program (run, KV head, sequence) scores one run of a
+    row's pages; the row's last program to finish (a counter per row, reset by it) selects from the whole row."""
+    pdl_launch_dependents(PDL)  # the decode's programs may be placed now; they wait for this grid to end
+    run = tl.program_id(0)
+    kvh = tl.program_id(1)
+    b = tl.program_id(2)
+    length = tl.load(len_ptr + b)
+    used = tl.minimum(tl.cdiv(length, PAGE), n_pages)
+    offs_d = tl.arange(0, D)
+    q_pos = tl.zeros([D], tl.float32)  # as _quest_scores_kernel: sum_g relu(q_g), sum_g min(q_g, 0)
+    q_neg = tl.zeros([D], tl.float32)
+    for g in tl.static_range(G):
+        qg = tl.load(q_ptr + b * stride_qb + (kvh * G + g) * stride_qh + offs_d).to(tl.float32)
+        q_pos += tl.maximum(qg, 0.0)
+        q_neg += tl.minimum(qg, 0.0)
+    pt_row = pt_ptr + b * stride_ptb
+    score_row = score_ptr + b * stride_ob + kvh * stride_oh
+    start = run * PAGES_PER_PROG
+    for p0 in tl.range(start, start + PAGES_PER_PROG, BLOCK_P, num_stages=NUM_STAGES):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        valid = offs_p < used
+        page = tl.load(pt_row + offs_p, mask=valid, other=0).to(tl.int64)
+        row = (page * stride_sp + kvh * stride_sh)[:, None] + offs_d[None, :]  # [BLOCK_P, D]: this head's rows
+        lo = tl.load(lo_ptr + row, mask=valid[:, None], other=0.0).to(tl.float32)
+        hi = tl.load(hi_ptr + row, mask=valid[:, None], other=0.0).to(tl.float32)
+        score = tl.sum(hi * q_pos[None, :] + lo * q_neg[None, :], 1)
+        tl.store(score_row + offs_p, tl.where(valid, score, float("-inf")), mask=offs_p < n_pages)
+    tl.debug_barrier()  # all of this program's scores are stored before its release below
+    cnt = cnt_ptr + b * HKV + kvh
+    if tl.atomic_add(cnt, 1, sem="acq_rel") == tl.num_programs(0) - 1:  # the row's other runs are all in
+        tl.atomic_xchg(cnt, 0, sem="relaxed")  # zero again for the next launch (no program of this one reads it)
+        live, middle, first_local, phys_all = _row_pages(pt_row, length, n_pages, PAGE, N_SINK, WINDOW, NP_PAD)
+        _select_row(score_row, sel_ptr + b * stride_selb + kvh * stride_selh, phys_ptr + b * stride_selb +
+                    kvh * stride_selh, live, middle, first_local, phys_all, n_pages, topk, n_slots, N_SINK, NP_PAD,
+                    S_PAD)
 
 
 def fuse_by_default(batch: int, num_kv_heads: int, n_pages: int, device: torch.device) -> bool:
@@ -158,12 +221,28 @@ def fuse_by_default(batch: int, num_kv_heads: int, n_pages: int, device: torch.d
     return batch * num_kv_heads >= sms or n_pages <= 256
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """Tiles of the one-launch parallel score+select kernel (``quest_select(counters=...)``)."""
+
+    pages: int = 256  # pages per program: 2048-page rows (32K at page 16) -> 8 programs per (sequence, KV head)
+    block_p: int = 16  # pages per pipelined step (one [block_p, head_dim] tile of each summary)
+    num_stages: int = 2
+    num_warps: int = 4
+
+
+RUN = RunConfig()
+
+
 def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, page_size: int, n_pages: int, topk: int, sink: int, local: int,
                  fused: bool | None = None, block_p: int = 64, scores: torch.Tensor | None = None,
-                 num_warps: int | None = None, return_scores: bool = False) -> tuple[torch.Tensor, ...]:
+                 num_warps: int | None = None, return_scores: bool = False, counters: torch.Tensor | None = None,
+                 run: RunConfig = RUN) -> tuple[torch.Tensor, ...]:
     """(sel, phys) [B, Hkv, S] int32: the selection of ``ref.quest.select_pages`` and its physical pages
     (0 in empty slots). Two launches (scores, select) or one (``fused``); no torch ops in between.
+    ``counters``: >= B * Hkv int32 zeros (left zero again), and neither ``fused`` nor ``scores`` given: one launch
+    of fully parallel scoring whose last program per row selects (``_quest_score_select_kernel``, tiles ``run``).
     ``scores``: precomputed (unfused) scores, for timing the selection alone. ``return_scores``: also return the
     [B, Hkv, n_pages] scores the selection was made from. The fused program computes the same bound per head
     with tensor-core dots, so its scores may differ from the score kernel's in the last bits (summation order)."""
@@ -179,15 +258,30 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
         phys = page_table.long().gather(1, sel.clamp(min=0).long().view(b, -1)).view(sel.shape)
         phys = torch.where(sel >= 0, phys, 0).to(torch.int32)
         return (sel, phys, scores) if return_scores else (sel, phys)
+    sel = torch.empty(b, hkv, n_slots, dtype=torch.int32, device=q.device)
+    phys = torch.empty_like(sel)
+    pdl = use_pdl(q.device)
+    if counters is not None and fused is None and scores is None:
+        if counters.numel() < b * hkv or counters.dtype != torch.int32:
+            raise ValueError(f"quest_select needs >= {b * hkv} int32 counters, got {counters.numel()} {counters.dtype}")
+        scores = torch.empty(b, hkv, n_pages, dtype=torch.float32, device=q.device)
+        pages = max(run.block_p, min(run.pages, cdiv(n_pages, run.block_p) * run.block_p))
+        _quest_score_select_kernel[(cdiv(n_pages, pages), hkv, b)](
+            q, kmin, kmax, scores, page_table, lengths, sel, phys, counters,
+            q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), scores.stride(0), scores.stride(1),
+            page_table.stride(0), sel.stride(0), sel.stride(1),
+            n_pages, topk, n_slots,
+            HKV=hkv, G=hq // hkv, D=d, PAGE=page_size, BLOCK_P=run.block_p, PAGES_PER_PROG=pages,
+            NUM_STAGES=run.num_stages, N_SINK=n_sink, WINDOW=max(local, 1), NP_PAD=np_pad,
+            S_PAD=next_pow2(n_slots), PDL=pdl, num_warps=max(run.num_warps, num_warps_for(np_pad)),
+        )
+        return (sel, phys, scores) if return_scores else (sel, phys)
     if fused is None:
         fused = fuse_by_default(b, hkv, n_pages, q.device)
     if fused:
         scores = torch.empty(b, hkv, n_pages, dtype=torch.float32, device=q.device)
     elif scores is None:
         scores = quest_scores(q, kmin, kmax, page_table, lengths, page_size, n_pages)
-    sel = torch.empty(b, hkv, n_slots, dtype=torch.int32, device=q.device)
-    phys = torch.empty_like(sel)
-    pdl = use_pdl(q.device)
     _quest_select_kernel[(b, hkv)](
         q, kmin, kmax, scores, page_table, lengths, sel, phys,
         q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), scores.stride(0), scores.stride(1),
@@ -248,10 +342,10 @@ def _quest_decode_kernel(
     stride_ptb, stride_selb, stride_selh,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh,
-    qk_scale, n_virtual, ks_ptr, vs_ptr,
+    qk_scale, n_virtual, ks_ptr, vs_ptr, cnt_ptr, out_ptr, stride_ob, stride_oh,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, HAS_PHYS: tl.constexpr,
-    PDL: tl.constexpr, FP8: tl.constexpr,
+    PDL: tl.constexpr, FP8: tl.constexpr, MERGE: tl.constexpr, S_PAD: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -285,9 +379,35 @@ def _quest_decode_kernel(
                                          stride_kh, stride_vp, stride_vs, stride_vh, qk_scale, D, DOT_PREC)
     if FP8:
         acc = acc * v_scale
-    pdl_launch_dependents(PDL)  # the merge's programs may be placed while the last splits finish
+    pdl_launch_dependents(PDL)  # the merge's (or the next layer's) programs may be placed while the splits finish
     store_partial(po_ptr, lse_ptr, acc, m, den, b, kvh, split, stride_pb, stride_ph, stride_ps,
                   stride_lb, stride_lh, G, G_PAD, D)
+    if MERGE:  # the last split of this (sequence, KV head) to finish merges its G heads: no merge launch
+        tl.debug_barrier()  # all of this program's partials are stored before its release below
+        cnt = cnt_ptr + b * tl.num_programs(1) + kvh
+        if tl.atomic_add(cnt, 1, sem="acq_rel") == tl.num_programs(2) - 1:
+            tl.atomic_xchg(cnt, 0, sem="relaxed")  # zero again for the next launch
+            for g in tl.static_range(G):
+                _merge_head(po_ptr, lse_ptr, out_ptr, b, kvh * G + g, stride_pb, stride_ph, stride_ps, stride_lb,
+                            stride_lh, stride_ob, stride_oh, tl.num_programs(2), S_PAD, D)
+
+
+@triton.jit
+def _merge_head(po_ptr, lse_ptr, out_ptr, b, h, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
+                stride_ob, stride_oh, nsplit, S_PAD: tl.constexpr, D: tl.constexpr):
+    """out[b, h] from the splits' partials (read through L2: other programs wrote them)."""
+    offs_s = tl.arange(0, S_PAD)
+    offs_d = tl.arange(0, D)
+    ok = offs_s < nsplit
+    lse = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s, mask=ok, other=float("-inf"),
+                  cache_modifier=".cg")
+    m = tl.max(lse, 0)
+    w = tl.exp2(lse - tl.where(m == float("-inf"), 0.0, m))  # empty splits: weight 0
+    o = tl.load(po_ptr + b * stride_pb + h * stride_ph + offs_s[:, None] * stride_ps + offs_d[None, :],
+                mask=ok[:, None], other=0.0, cache_modifier=".cg")
+    total = tl.sum(w, 0)
+    out = tl.sum(w[:, None] * o, 0) / tl.where(total > 0, total, 1.0)  # a row with no pages gets zeros
+    tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -295,19 +415,8 @@ def _quest_merge_kernel(po_ptr, lse_ptr, out_ptr, stride_pb, stride_ph, stride_p
                         stride_ob, stride_oh, NSPLIT: tl.constexpr, S_PAD: tl.constexpr, D: tl.constexpr,
                         PDL: tl.constexpr):
     pdl_wait(PDL)
-    b = tl.program_id(0)
-    h = tl.program_id(1)
-    offs_s = tl.arange(0, S_PAD)
-    offs_d = tl.arange(0, D)
-    ok = offs_s < NSPLIT
-    lse = tl.load(lse_ptr + b * stride_lb + h * stride_lh + offs_s, mask=ok, other=float("-inf"))
-    m = tl.max(lse, 0)
-    w = tl.exp2(lse - tl.where(m == float("-inf"), 0.0, m))  # empty splits: weight 0
-    o = tl.load(po_ptr + b * stride_pb + h * stride_ph + offs_s[:, None] * stride_ps + offs_d[None, :],
-                mask=ok[:, None], other=0.0)
-    total = tl.sum(w, 0)
-    out = tl.sum(w[:, None] * o, 0) / tl.where(total > 0, total, 1.0)  # a row with no pages gets zeros
-    tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
+    _merge_head(po_ptr, lse_ptr, out_ptr, tl.program_id(0), tl.program_id(1), stride_pb, stride_ph, stride_ps,
+                stride_lb, stride_lh, stride_ob, stride_oh, NSPLIT, S_PAD, D)
 
 
 def _split_size(batch: int, num_kv_heads: int, n_virtual: int, block_n: int, device: torch.device) -> int:
@@ -322,17 +431,21 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                  lengths: torch.Tensor, sel: torch.Tensor, scale: float, block_n: int = 64,
                  split: int | None = None, num_warps: int = 4, num_stages: int = 2,
                  phys: torch.Tensor | None = None, k_scale: torch.Tensor | None = None,
-                 v_scale: torch.Tensor | None = None) -> torch.Tensor:
+                 v_scale: torch.Tensor | None = None, counters: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q·K_sel * scale)·V_sel over the pages in ``sel`` [B, Hkv, S] -> [B, Hq, D] in the cache dtype
     (q's dtype for an fp8 cache, whose ``k_scale``/``v_scale`` [Hkv] fp32 are then given).
 
     ``split``: virtual tokens per program (a multiple of ``block_n``); default from the shapes.
     ``phys``: optional [B, Hkv, S] physical pages of ``sel``'s slots (as ``quest_select`` returns).
+    ``counters``: >= B * Hkv int32 zeros (left zero again): the last split of each (sequence, KV head) merges,
+    instead of a merge launch (the same weighted sum of the splits).
     """
     b, hq, d = q.shape
     page, hkv = k_cache.shape[1], k_cache.shape[2]
     if d != next_pow2(d):
         raise ValueError(f"quest_decode needs a power-of-two head_dim, got {d}; use the torch path")
+    if counters is not None and (counters.numel() < b * hkv or counters.dtype != torch.int32):
+        raise ValueError(f"quest_decode needs >= {b * hkv} int32 counters, got {counters.numel()} {counters.dtype}")
     sel = sel.contiguous()
     n_virtual = sel.shape[-1] * page
     split = split or _split_size(b, hkv, n_virtual, block_n, q.device)
@@ -342,7 +455,7 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     if phys is not None and phys.stride() != sel.stride():
         phys = phys.contiguous()
     pdl = use_pdl(q.device)
-    out_dtype = v_cache.dtype if k_scale is None else q.dtype
+    out = torch.empty(b, hq, d, dtype=v_cache.dtype if k_scale is None else q.dtype, device=q.device)
     if k_scale is not None:  # fp8 pages meet q in fp16 (16-bit models) or fp32
         q = q.to(fp8_compute_dtype(q.dtype))
     _quest_decode_kernel[(b, hkv, nsplit)](
@@ -354,14 +467,16 @@ def quest_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         partial.stride(0), partial.stride(1), partial.stride(2),
         lse.stride(0), lse.stride(1),
         scale * LOG2E, n_virtual, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
+        lengths if counters is None else counters, out, out.stride(0), out.stride(1),
         G=hq // hkv, G_PAD=group_pad(hq // hkv), D=d, PAGE=page, SPLIT=split, BLOCK_N=block_n,
         DOT_PREC=dot_precision(k_cache.dtype if k_scale is None else q.dtype), HAS_PHYS=phys is not None, PDL=pdl,
-        FP8=k_scale is not None, num_warps=num_warps, num_stages=num_stages, launch_pdl=pdl,
+        FP8=k_scale is not None, MERGE=counters is not None, S_PAD=next_pow2(nsplit), num_warps=num_warps,
+        num_stages=num_stages, launch_pdl=pdl,
     )
-    out = torch.empty(b, hq, d, dtype=out_dtype, device=q.device)
-    _quest_merge_kernel[(b, hq)](
-        partial, lse, out, partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
-        out.stride(0), out.stride(1), NSPLIT=nsplit, S_PAD=next_pow2(nsplit), D=d, PDL=pdl, num_warps=2,
-        launch_pdl=pdl,
-    )
+    if counters is None:
+        _quest_merge_kernel[(b, hq)](
+            partial, lse, out, partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
+            out.stride(0), out.stride(1), NSPLIT=nsplit, S_PAD=next_pow2(nsplit), D=d, PDL=pdl, num_warps=2,
+            launch_pdl=pdl,
+        )
     return out

@@ -19,8 +19,10 @@ from litesys.kernels.ref.quest import select_pages
 class QuestSelector(PageSelector):
     """Quest as a page selector (``base.PageSelector``): per-page key summaries, bound before graph capture.
 
-    Triton path, per decode step of a sparse layer: 5 launches (summary refresh, scores, selection, split decode,
-    merge; 4 with ``fused=True``), no torch ops between them, nothing on the host: CUDA-graph safe.
+    Triton path, per decode step of a sparse layer: 3 launches (summary refresh; scores + selection, whose last
+    program per row selects; split decode, whose last split per row merges: both through zeroed counters kept per
+    batch size), no torch ops between them, nothing on the host: CUDA-graph safe. ``fused=True``/``False``: the
+    one-program-per-row or the separate score and selection kernels instead, and a merge launch.
     """
 
     graph_safe = True  # decode does no host sync and has static shapes (prefill, never captured, may sync)
@@ -32,7 +34,8 @@ class QuestSelector(PageSelector):
         self.topk, self.page_size, self.sink, self.local = topk_pages, page_size, sink, local
         # tensor parallel with a KV head's query heads on several ranks: its page scores are summed over them
         self.split = split
-        self.fused = fused  # Triton: score + select in one launch (None: by shape, see quest_triton)
+        self.fused = fused  # Triton: None = the one-launch parallel score + select (see quest_triton.quest_select)
+        self.counters: dict[int, torch.Tensor] = {}  # batch size -> [2, B * Hkv] int32 zeros (each kernel re-zeroes)
         self.kmin: torch.Tensor | None = None
         self.kmax: torch.Tensor | None = None
 
@@ -88,7 +91,21 @@ class QuestSelector(PageSelector):
             n_pages = min(n_pages, cdiv(meta.max_len, self.page_size))
         return n_pages
 
-    def _select_triton(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> tuple[torch.Tensor, torch.Tensor]:
+    def _counters(self, q: torch.Tensor) -> torch.Tensor | None:
+        """[2, B * Hkv] int32 zeros for this batch size (the selection's and the decode's), made outside capture:
+        a captured graph keeps their address, so they are never replaced. None (unfused kernels): none yet while
+        capturing (the engine warms each bucket up eagerly first), or ``fused`` set, or tensor parallel."""
+        if self.fused is not None or self.split is not None:
+            return None
+        b = q.shape[0]
+        if b not in self.counters:
+            if q.is_cuda and torch.cuda.is_current_stream_capturing():
+                return None
+            self.counters[b] = torch.zeros(2, b * self.kmin.shape[2], dtype=torch.int32, device=q.device)
+        return self.counters[b]
+
+    def _select_triton(self, layer: int, q: torch.Tensor, meta: AttnMeta,
+                       counters: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from litesys.kernels import quest as quest_triton
         if self.split is not None:  # whole-group scores: this rank's partial sums, all-reduced, then the selection
             scores = quest_triton.quest_scores(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
@@ -98,7 +115,7 @@ class QuestSelector(PageSelector):
                                              fused=False, scores=self.split.comm.all_reduce(scores))
         return quest_triton.quest_select(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
                                          self.page_size, self._n_pages(meta), self.topk, self.sink, self.local,
-                                         fused=self.fused)
+                                         fused=self.fused, counters=None if counters is None else counters[0])
 
     def select(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
         """sel [B, Hkv, S] int32 for this step (see ``select_pages``)."""
@@ -115,10 +132,12 @@ class QuestSelector(PageSelector):
         if layer not in self.layers or not use_triton(q, self.backend):
             return super().decode(layer, q, kv, meta, ops, scale)
         from litesys.kernels import quest as quest_triton
-        sel, phys = self._select_triton(layer, q, meta)
+        counters = self._counters(q)
+        sel, phys = self._select_triton(layer, q, meta, counters)
         ks, vs = kv.scales(layer)
         return quest_triton.quest_decode(q, kv.k[layer], kv.v[layer], meta.page_table, meta.lengths, sel, scale,
-                                         phys=phys, k_scale=ks, v_scale=vs)
+                                         phys=phys, k_scale=ks, v_scale=vs,
+                                         counters=None if counters is None else counters[1])
 
 
 def from_config(cfg, shape: AttnShape, backend: str) -> QuestSelector:
