@@ -315,19 +315,16 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     if a.logits_path:  # an identity processor on every layer: logits kernel -> processor -> softmax·V kernel
         from litesys.attention.sparse.base import ProcessorMethod
         llm.attn.method = ProcessorMethod({i: [identity] for i in range(llm.cfg.num_layers)})
-        if llm.engine.graphs is not None:  # dense graphs were captured before the processors were set
-            gr = llm.engine.graphs
-            gr.graphs.clear()
-            gr.outputs.clear()
-            gr.pool = None
-            torch.cuda.synchronize()
+        if llm.engine.graphs is not None:  # graphs captured before the processors were set would skip them
+            llm.engine.graphs.clear()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     ids, budgets = workload(a.num_requests, p_range, g_range)
     prompt_lens = [len(x) for x in ids]
     sp = SamplingParams(temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=g_range[1], ignore_eos=True,
                         repeat_check=False)
     params = [dataclasses.replace(sp, max_new_tokens=g) for g in budgets]
-    llm.generate(ids[:32], dataclasses.replace(sp, max_new_tokens=16))  # warm-up
+    # warm-up: budgets 1..n shrink the batch through every graph bucket, so no capture lands in the timed run
+    llm.generate(ids, [dataclasses.replace(sp, max_new_tokens=min(1 + i, g_range[0])) for i in range(len(ids))])
     sync()
     t = time.perf_counter()
     llm.generate(ids, dataclasses.replace(sp, max_new_tokens=1))

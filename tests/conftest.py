@@ -35,6 +35,16 @@ def ckpt(tmp_path_factory) -> str:
     return str(make_checkpoint(tmp_path_factory.mktemp("ckpt"), "qwen3"))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): engine runs on tiny models are
+    many tiny ops, which only lose to thread hand-offs on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data_dir() -> str:
     if not (DATA / "gsm8k.jsonl").is_file():

@@ -43,14 +43,14 @@ def _run(rule, params, prompts, eos=(V - 1,), check_every=1):
 def test_repetition_hits_counts_occurrences_in_window():
     period5 = torch.tensor([[10 + (i % 5) for i in range(40)]])
     clean = torch.arange(40).unsqueeze(0)
-    n, r = torch.tensor([40]), torch.tensor([0])
+    n = torch.tensor([40])
     # window 32, block 8: the block recurs every 5 tokens -> 5 occurrences in the window
-    assert repetition_hits(period5, r, n, 32, 8, 5).item()
-    assert not repetition_hits(period5, r, n, 32, 8, 6).item()
-    assert not repetition_hits(clean, r, n, 32, 8, 2).item()
-    assert not repetition_hits(period5, r, torch.tensor([31]), 32, 8, 2).item()  # shorter than the window
+    assert repetition_hits(period5, n, 32, 8, 5).item()
+    assert not repetition_hits(period5, n, 32, 8, 6).item()
+    assert not repetition_hits(clean, n, 32, 8, 2).item()
+    assert not repetition_hits(period5, torch.tensor([31]), 32, 8, 2).item()  # shorter than the window
     both = torch.cat([clean, period5])
-    assert repetition_hits(both, torch.tensor([1, 0]), torch.tensor([40, 40]), 32, 8, 5).tolist() == [True, False]
+    assert repetition_hits(both[[1, 0]], torch.tensor([40, 40]), 32, 8, 5).tolist() == [True, False]
 
 
 def test_planted_repeat_stops_and_trims_the_block():

@@ -43,10 +43,9 @@ class Engine:
         # preempted sequences' pages go to host memory and come back as they were (swap.py); recompute if full
         self.swap = SwapSpace(paged_tensors(kv, attn.method), swap_space_bytes, self.dist) if swap_space_bytes else None
         self.stats = dict(prefill_steps=0, decode_steps=0, preemptions=0, generated=0)
-        self.graphs = None  # the decode forward as CUDA graphs, made from this engine's own state
+        self.graphs = None  # the decode step as CUDA graphs, made from this engine's own state
         if cuda_graphs and self.device.type == "cuda":
             self.graphs = DecodeGraphs(max_slots, self.max_pages * self.page_size, attn)
-            self.graphs.capture(self.decode_forward, max_seq_len)
         self.reset()
 
     def run(self, requests: Iterable[Request], on_seq_done: SeqDone,
@@ -78,16 +77,22 @@ class Engine:
     def _loop(self, on_seq_done: SeqDone, on_progress: Callable[[ProgressStats], None] | None) -> None:
         since_check = 0
         while self.scheduler.pending() or self.running:
+            mixed = self.scheduler.partial is not None and bool(self.running)
+            if mixed:  # a long prompt between its chunks: the running rows decode, then its next chunk
+                self._decode()
+                since_check += 1
             admitted = self.scheduler.admit(self.allocator.num_free, len(self.running))
             if admitted:
                 self._prefill(admitted)
-                since_check = self.check_every  # check new sequences' first tokens at once
-            elif self.running:
+                if self.scheduler.partial is None:
+                    since_check = self.check_every  # check new sequences' first tokens at once
+            elif self.running and not mixed:
                 self._decode()
                 since_check += 1
-            elif self.scheduler.waiting:
+            elif not self.running and (self.scheduler.waiting or self.scheduler.partial):
+                item = self.scheduler.partial or self.scheduler.waiting[0]
                 raise RuntimeError(f"the KV pool ({self.kv.num_pages} pages of {self.page_size}) cannot hold a prompt "
-                                   f"of {len(self.scheduler.waiting[0].tokens)} tokens; lower max_seq_len or give the "
+                                   f"of {len(item.tokens)} tokens; lower max_seq_len or give the "
                                    "cache more memory (gpu_memory_utilization / num_kv_pages)")
             check = since_check >= self.check_every or not (self.scheduler.pending() or self.running)
             if check:
@@ -110,17 +115,22 @@ class Engine:
             items = [it for it in items if it.swapped is None]
             if not items:
                 return
-        ps = self.page_size  # cached prefix pages, then the new tokens on fresh pages (prefix_cache.py)
-        ids, positions, meta, page_lists = prefill_layout(items, self.allocator, self.attn, self.device, self.counts)
+        ps = self.page_size  # cached prefix pages, then the new tokens (or a long prompt's chunk): prefix_cache.py
+        ids, positions, meta = prefill_layout(items, self.allocator, self.attn, self.device,
+                                              self.scheduler.max_batched_tokens, self.counts)
         hidden = self.model.forward(ids, positions, meta, self.attn)
-        logits = self.model.compute_logits(hidden[meta.cu_seqlens[1:].long() - 1])
-        logits = self._replay_recomputed(items, page_lists, logits)
-        cache_prompts(self.allocator, items, page_lists)
         self.stats["prefill_steps"] += 1
+        self.scheduler.partial = items[0] if items[0].done < len(items[0].tokens) else None  # alone in its step
+        if self.scheduler.partial is not None:
+            return  # sampled after its last chunk
+        logits = self.model.compute_logits(hidden[meta.cu_seqlens[1:].long() - 1])
+        logits = self._replay_recomputed(items, logits)
+        cache_prompts(self.allocator, items)
 
         # fork fresh requests into their samples; resumed sequences keep their pages
         new: list[tuple[Seq, int]] = []  # (seq, logits row)
-        for row, (it, pages) in enumerate(zip(items, page_lists)):
+        for row, it in enumerate(items):
+            pages = it.pages
             if it.seq is not None:
                 it.seq.pages = pages
                 new.append((it.seq, row))
@@ -156,7 +166,7 @@ class Engine:
         self.sampler.refresh([s.req.params for s in self.running])
         if logits is not None:
             src = torch.tensor([row for _, row in new], dtype=torch.int64, device=self.device)
-            self.sampler.step(logits[src], torch.arange(b0, b0 + len(seqs), device=self.device))
+            self.sampler.step(logits[src], slice(b0, b0 + len(seqs)))
             self.stats["generated"] += len(seqs)
 
     def _swap_in(self, items: list[PrefillItem]) -> None:
@@ -166,43 +176,43 @@ class Engine:
             self.swap.swap_in(it.swapped, it.seq.pages)
         self.place_new_sequences([(it.seq, -1) for it in items], None)
 
-    def _replay_recomputed(self, items: list[PrefillItem], page_lists: list[list[int]], logits: torch.Tensor):
+    def _replay_recomputed(self, items: list[PrefillItem], logits: torch.Tensor):
         """A recomputed sequence's generated positions through its sparse method's decode again (replay.py)."""
         if not self.attn.method.needs_replay:
             return logits
-        for row, (it, pages) in enumerate(zip(items, page_lists)):
+        for row, it in enumerate(items):
             if it.seq is not None and it.seq.tokens_before_preemption:
                 page_row = torch.zeros(self.max_pages, dtype=torch.int32)
-                page_row[:len(pages)] = torch.tensor(pages, dtype=torch.int32)
+                page_row[:len(it.pages)] = torch.tensor(it.pages, dtype=torch.int32)
                 logits[row] = replay(self.model, self.attn, page_row.to(self.device), len(it.seq.req.prompt),
                                      it.seq.tokens_before_preemption, it.seq.seed)[0]
         return logits
 
     def _decode(self) -> None:
+        """Pages for the rows whose next token starts one, then one decode step: a graph replay, or run eagerly."""
         self._grow_pages()
-        B, st = len(self.running), self.slots
+        B = len(self.running)
         if B == 0:
             return
-        max_len = int(st.seq_len_host[:B].max()) + 1
-        logits = self.graphs.run(self.decode_forward, B, max_len) if self.graphs is not None else None
-        if logits is None:
-            logits = self.decode_forward(B, max_len)
-        st.seq_len[:B] += 1  # every row's input token is now in the KV cache (finished rows too, harmlessly)
-        st.seq_len_host[:B] += 1
-        self.sampler.step(logits[:B], torch.arange(B, device=self.device))
+        max_len = int(self.slots.seq_len_host[:B].max()) + 1  # the host mirror: no device read
+        if self.graphs is None or not self.graphs.run(self.decode_step, B, max_len, self.sampler.graph_key):
+            self.decode_step(B, max_len)
+        self.slots.seq_len_host[:B] += 1
         self.stats["decode_steps"] += 1
         self.stats["generated"] += B
 
-    def decode_forward(self, B: int, max_len: int) -> torch.Tensor:
-        """One decode forward over slots 0..B-1 reading only device state (capturable as a CUDA graph)."""
+    def decode_step(self, B: int, max_len: int) -> None:
+        """One decode step over slots 0..B-1 reading and writing only device state (a CUDA graph holds all of it):
+        the forward, every row's input token now in the KV cache, then the sampler's next tokens and stop codes."""
         st, ps = self.slots, self.page_size
         pos = st.seq_len[:B]
         page = st.page_table[:B].gather(1, (pos // ps).unsqueeze(1)).squeeze(1).long()
         meta = AttnMeta(False, page * ps + pos % ps, ps, self.attn.num_q_heads, self.attn.num_kv_heads,
                         page_table=st.page_table[:B], lengths=(pos + 1).int(), max_len=max_len,
                         seq_ids=st.seed[:B])  # per-sample ids for the random sparse methods
-        hidden = self.model.forward(st.last_token[:B], pos, meta, self.attn)
-        return self.model.compute_logits(hidden)
+        logits = self.model.compute_logits(self.model.forward(st.last_token[:B], pos, meta, self.attn))
+        pos += st.page_table[:B, 0] != 0  # in place; a graph's padding rows (only the scratch page 0) stay at 0
+        self.sampler.step(logits, slice(0, B))
 
     def _grow_pages(self) -> None:
         """A page for each sequence whose next token starts one; short: collect the finished, then preempt."""

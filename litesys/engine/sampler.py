@@ -86,16 +86,15 @@ RUNNING, STOP, LENGTH, REPETITION = 0, 1, 2, 3
 FINISH_REASONS = {STOP: "stop", LENGTH: "length", REPETITION: "repetition"}
 
 
-def repetition_hits(gen: torch.Tensor, rows: torch.Tensor, gen_len: torch.Tensor, window: int, block: int,
-                    threshold: int) -> torch.Tensor:
-    """Which rows repeat: their last ``window`` tokens (of gen [S, cap], rows [B], gen_len [B]) hold the trailing
-    ``block`` at least ``threshold`` times at any offset -> bool [B] (False while gen_len < window)."""
-    B = rows.shape[0]
+def repetition_hits(gen: torch.Tensor, gen_len: torch.Tensor, window: int, block: int, threshold: int
+                    ) -> torch.Tensor:
+    """Which rows repeat: their last ``window`` tokens (of gen [B, cap], gen_len [B]) hold the trailing ``block``
+    at least ``threshold`` times at any offset -> bool [B] (False while gen_len < window)."""
     if gen.shape[1] < window:
-        return torch.zeros(B, dtype=torch.bool, device=gen.device)
+        return torch.zeros(gen.shape[0], dtype=torch.bool, device=gen.device)
     start = (gen_len - window).clamp_min(0)
     cols = start.unsqueeze(1) + torch.arange(window, device=gen.device).unsqueeze(0)
-    win = gen[rows.unsqueeze(1), cols.clamp(max=gen.shape[1] - 1)]  # [B, window]
+    win = gen.gather(1, cols.clamp(max=gen.shape[1] - 1))  # [B, window]
     tail = win[:, window - block:]  # [B, block]
     frames = win.unfold(1, block, 1)  # [B, window - block + 1, block]
     count = (frames == tail.unsqueeze(1)).all(-1).sum(-1)
@@ -130,28 +129,31 @@ class Sampler:
         self.need_full_sort = any(p.top_k <= 0 for p in sampling)
         self.max_top_k = max([p.top_k for p in sampling] + [1])
 
-    def step(self, logits: torch.Tensor, rows: torch.Tensor) -> None:
-        """Sample the next token of ``rows`` from ``logits`` [len(rows), V], append it, set their stop codes."""
+    @property
+    def graph_key(self) -> tuple:
+        """Everything besides shapes that ``step`` branches on on the host: one CUDA graph of the step per value."""
+        return self.all_greedy, self.need_full_sort, self.max_top_k, tuple(self.rep_groups)
+
+    def step(self, logits: torch.Tensor, rows: slice) -> None:
+        """Sample the next token of slots ``rows`` from ``logits`` [rows, V], append it, set their stop codes: device
+        ops on views of the slot tensors only (no host read), so a decode step's CUDA graph holds all of it."""
         st = self.slots
-        steps = st.gen_len[rows]
+        steps, live = st.gen_len[rows], st.finish_code[rows] == RUNNING
         params = SamplingTensors(st.temperature[rows], st.top_k[rows], st.top_p[rows], st.min_p[rows], st.seed[rows])
         tok = sample(logits, params, steps, self.all_greedy, self.need_full_sort, self.max_top_k)
         # Tensor parallel: every rank goes on with tp-rank 0's tokens, so scheduling can never diverge (docs/tp.md)
         tok = self.dist.broadcast_first(tok)
-        live = st.finish_code[rows] == RUNNING
-        # finished rows (not yet collected) keep their state; live rows append the new token
-        write_col = steps.clamp(max=st.generated.shape[1] - 1)
-        st.generated[rows, write_col] = torch.where(live, tok.int(), st.generated[rows, write_col])
-        gen_len = steps + live.long()
-        st.gen_len[rows] = gen_len
+        gen = st.generated[rows]
+        # a finished row (not yet collected) writes just past its end and keeps its length and code
+        gen.scatter_(1, steps.clamp(max=gen.shape[1] - 1).unsqueeze(1), tok.int().unsqueeze(1))
+        steps += live  # in place: gen_len of the live rows
         st.last_token[rows] = tok
         is_eos = torch.isin(tok, self.eos) & ~st.ignore_eos[rows]
-        code = torch.where(is_eos, STOP, torch.zeros_like(tok, dtype=torch.int8))
-        code = torch.where((code == 0) & (gen_len >= st.max_gen[rows]), LENGTH, code)
+        code = torch.where(is_eos, STOP, torch.where(steps >= st.max_gen[rows], LENGTH, RUNNING))
         for g, (window, block, thr) in enumerate(self.rep_groups):
-            hit = repetition_hits(st.generated, rows, gen_len, window, block, thr) & (st.rep_group[rows] == g)
-            code = torch.where((code == 0) & hit, REPETITION, code)
-        st.finish_code[rows] = torch.where(live, code.to(st.finish_code.dtype), st.finish_code[rows])
+            hit = repetition_hits(gen, steps, window, block, thr) & (st.rep_group[rows] == g)
+            code = torch.where((code == RUNNING) & hit, REPETITION, code)
+        st.finish_code[rows] = torch.where(live, code.to(torch.int8), st.finish_code[rows])
 
     def _rep_group(self, p: SamplingParams) -> int:
         if not p.repeat_check:
