@@ -9,9 +9,10 @@ replay of the generated positions through decode, engine/replay.py). Random weig
 Measured inside the engine: two requests of ``--prompt`` tokens with a KV pool one page larger than their prompts,
 just past the admission reserve, so decode preempts the newer one once the reserve is used; it comes back once
 the older one has finished. Three runs per mode (``deterministic`` False and True): a pool large enough
-(the reference: no preemption), the tight pool with swap space (swap-out, swap-in ms, pinned allocation included,
-bytes moved) and the tight pool without (the recomputing prefill's ms; replayed when ``needs_replay``). The tokens
-of both requests are compared with the reference's. JSON to ``--out`` (default $OUT) as swap_vs_recompute.json.
+(the reference: no preemption), the tight pool with swap space (swap-out, swap-in ms, bytes moved; apart, the
+host pool's one-time allocation when the engine is built) and the tight pool without (the recomputing prefill's ms;
+replayed when ``needs_replay``). The tokens of both requests are compared with the reference's. JSON to ``--out``
+(default $OUT) as swap_vs_recompute.json.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from common import UsageExit  # noqa: E402
 
 from litesys import LLM, SamplingParams  # noqa: E402
 from litesys.engine.config import KV_WATERMARK_DIVISOR  # noqa: E402
+from litesys.engine.swap import SwapSpace  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -65,20 +67,25 @@ def resumed(items) -> bool:  # a prefill step that recomputes a preempted sequen
 
 def run(model_dir: str, kw: dict, prompts: list[list[int]], params: list[SamplingParams], sync, mode: str) -> dict:
     """One engine: the two requests' tokens, its preemptions, and the timed swap / recompute calls."""
-    llm = LLM(model_dir, **kw)
+    allocate = SwapSpace._allocate
+    pool = Timed(SwapSpace, "_allocate", sync)  # the host pool, allocated once when the engine is built
+    try:
+        llm = LLM(model_dir, **kw)
+    finally:
+        SwapSpace._allocate = allocate
     eng = llm.engine
     first = Timed(eng, "_prefill", sync, lambda items: not resumed(items))
     recompute = Timed(eng, "_prefill", sync, resumed)
-    swap = dict(out=Timed(eng.swap, "swap_out", sync), alloc=Timed(eng.swap, "_alloc", sync),
-                back=Timed(eng.swap, "swap_in", sync)) if eng.swap is not None else None
+    swap = dict(out=Timed(eng.swap, "swap_out", sync), back=Timed(eng.swap, "swap_in", sync)
+                ) if eng.swap is not None else None
     tokens = [o.token_ids for o in llm.generate(prompts, params)]
     res = dict(mode=mode, kv_pages=llm.kv.num_pages, preemptions=eng.stats["preemptions"], tokens=tokens,
                first_prefill_ms=first.ms, needs_replay=bool(eng.attn.method.needs_replay))
     if swap is not None:
         moved = [s.nbytes for s in swap["out"].results if s is not None]
-        res.update(swap_out_ms=swap["out"].ms, pinned_alloc_ms=swap["alloc"].ms, swap_in_ms=swap["back"].ms,
-                   bytes_moved=moved, fallbacks=eng.swap.stats["fallbacks"],
-                   page_bytes=eng.swap.page_bytes())
+        res.update(swap_out_ms=swap["out"].ms, swap_in_ms=swap["back"].ms, pool_alloc_ms=pool.ms,
+                   pool_bytes=eng.swap.pool.numel(), pool_pinned=eng.swap.pool.is_pinned(), bytes_moved=moved,
+                   fallbacks=eng.swap.stats["fallbacks"], page_bytes=eng.swap.page_bytes())
     res["recompute_ms"] = recompute.ms
     llm.close()
     return res
@@ -130,7 +137,8 @@ def measure(config: str, a: argparse.Namespace, cuda: bool) -> dict:
             swap={k: v for k, v in swp.items() if k != "tokens"},
             recompute={k: v for k, v in rec.items() if k != "tokens"})
         s, r = swp, rec
-        print(f"{config} {name}: swap-out {s.get('swap_out_ms')} ms (pinned alloc {s.get('pinned_alloc_ms')}), "
+        print(f"{config} {name}: swap-out {s.get('swap_out_ms')} ms (host pool allocated at build "
+              f"{s.get('pool_alloc_ms')} ms), "
               f"swap-in {s.get('swap_in_ms')} ms, {sum(s.get('bytes_moved', [])) / 2**20:.0f} MiB, tokens equal "
               f"{s['tokens_equal_unpreempted']}; recompute {r['recompute_ms']} ms (replay {r['needs_replay']}), "
               f"tokens equal {r['tokens_equal_unpreempted']}; preemptions swap {s['preemptions']} recompute "
@@ -148,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--new", type=int, default=None,
                     help="new tokens per request (default: 64 past the preemption point)")
     ap.add_argument("--page-size", type=int, default=16)
-    ap.add_argument("--swap-gb", type=float, default=8.0, help="swap space of the swap run (GiB of host memory)")
+    ap.add_argument("--swap-gb", type=float, default=4.0,
+                    help="swap space of the swap run (GiB of host memory; the engine's default)")
     ap.add_argument("--device", default="cuda", help="cuda; cpu runs the logic at tiny sizes (tests)")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for swap_vs_recompute.json (default $OUT)")
     a = ap.parse_args(argv)

@@ -30,7 +30,8 @@ def test_swap_and_recompute_of_one_preempted_sequence(tmp_path):
         assert swap["page_bytes"] == page_bytes and swap["fallbacks"] == 0
         # preempted at its first page boundary: the 4 pages of its 60-token prompt go out and come back
         assert swap["bytes_moved"] == [4 * page_bytes]
-        assert len(swap["swap_out_ms"]) == len(swap["swap_in_ms"]) == len(swap["pinned_alloc_ms"]) == 1
+        assert len(swap["swap_out_ms"]) == len(swap["swap_in_ms"]) == len(swap["pool_alloc_ms"]) == 1
+        assert swap["pool_bytes"] == 4 << 30 and not swap["pool_pinned"]  # allocated once, at build (CPU: unpinned)
         assert swap["recompute_ms"] == [] and len(rec["recompute_ms"]) == 1 and "swap_out_ms" not in rec
         assert rec["needs_replay"] is (name == "deterministic")  # deterministic replays even dense
         assert swap["tokens_equal_unpreempted"] and rec["tokens_equal_unpreempted"]

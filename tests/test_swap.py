@@ -112,3 +112,55 @@ def test_swap_round_trip_is_byte_exact(dtype):
 def test_negative_swap_space_is_a_one_line_error(ckpt):
     with pytest.raises(ValueError, match="swap_space_gb must be >= 0"):
         LLM(ckpt, device="cpu", dtype=torch.float32, max_seq_len=64, num_kv_pages=32, swap_space_gb=-1)
+
+
+def _space(slots: int) -> tuple[SwapSpace, KVCache]:
+    kv = KVCache(2, 16, PAGE, 2, 8, torch.float32, "cpu")
+
+    class NoState:
+        def paged_state(self):
+            return []
+
+    space = SwapSpace(paged_tensors(kv, NoState()), budget_bytes=1)
+    return SwapSpace(paged_tensors(kv, NoState()), budget_bytes=slots * space.page_bytes()), kv
+
+
+def test_swaps_reuse_the_pool_allocated_once():
+    space, kv = _space(slots=7)
+    pool, ptr = space.pool, space.pool.data_ptr()
+    assert pool.numel() == 7 * space.page_bytes()  # allocated when built, before any swap
+    g = torch.Generator().manual_seed(1)
+    held = {}  # name -> (item, bytes of its pages)
+    moved, split = 0, False
+    for step in range(40):  # out and in in a shifting order: the free slots fragment, sequences span several runs
+        if len(held) < 4 and (step % 3 or not held):
+            n = int(torch.randint(1, 5, (1,), generator=g))
+            pages = torch.randperm(15, generator=g)[:n].add(1).tolist()
+            kv.k.view(torch.uint8).random_(0, 256, generator=g)
+            kv.v.view(torch.uint8).random_(0, 256, generator=g)
+            expect = [t[:, pages].view(torch.uint8).clone() for t in (kv.k, kv.v)]
+            item = space.swap_out(pages)
+            if item is None:  # full pool: the caller recomputes
+                assert space.slots.num_free < n
+                continue
+            held[step], moved = (item, expect), moved + n
+            split |= any(b != a + 1 for a, b in zip(item.slots, item.slots[1:]))
+        else:
+            key = min(held) if step % 2 else max(held)
+            item, expect = held.pop(key)
+            pages = torch.randperm(15, generator=g)[:item.num_pages].add(1).tolist()
+            space.swap_in(item, pages)
+            assert all(torch.equal(t[:, pages].view(torch.uint8), e) for t, e in zip((kv.k, kv.v), expect))
+    assert moved > 3 * 7 and space.stats["fallbacks"] > 0 and split  # far more pages than the pool holds
+    assert space.pool is pool and pool.data_ptr() == ptr and pool.numel() == 7 * space.page_bytes()
+
+
+def test_full_pool_recomputes_and_a_pool_too_large_is_a_one_line_error(ckpt, reference):
+    page = 2 * 2 * PAGE * 2 * 16 * 4  # K and V, 2 layers, PAGE slots, 2 KV heads of 16 fp32
+    # 12 slots, room for one preempted sequence (9-10 pages): the preemptions that find the pool full recompute
+    tokens, stats = _run(ckpt, "dense", 22, GREEDY, swap_gb=12 * page / 2**30)
+    assert stats["swapped_out"] > 0 and stats["fallbacks"] > 0 and stats["swapped_in"] == stats["swapped_out"]
+    assert tokens == reference["dense", "greedy"]
+    with pytest.raises(ValueError, match=r"^swap_space_gb=1e\+09: cannot allocate .* lower it"):
+        LLM(ckpt, device="cpu", dtype=torch.float32, max_seq_len=72, page_size=PAGE, num_kv_pages=22,
+            swap_space_gb=1e9)
