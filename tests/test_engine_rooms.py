@@ -108,6 +108,7 @@ def test_a_run_without_the_repetition_stop_runs_none_of_its_checks(ckpt, monkeyp
 # ---- slots: one packed copy --------------------------------------------------------------------------------
 def test_place_writes_every_column_pages_and_tokens_exactly():
     slots = Slots(4, 5, 16, torch.device("cpu"))
+    slots.ints.fill_(-7)
     cols = dict(seq_len=[7, 3], last_token=[12, 0], gen_len=[2, 0], max_gen=[9, 4], finish_code=[0, 0],
                 rep_group=[1, -1], ignore_eos=[True, False], temperature=[0.7, 0.0], top_k=[20, 0],
                 top_p=[0.95, 1.0], min_p=[0.05, 0.0], seed=[2**62 + 5, 3])
@@ -119,7 +120,7 @@ def test_place_writes_every_column_pages_and_tokens_exactly():
     assert slots.temperature[1].item() == torch.tensor(0.7).item()  # the float's bits, not a rounded copy
     assert slots.page_table[1:3].tolist() == [[4, 9, 0, 0, 0], [2, 0, 0, 0, 0]]
     assert slots.generated[1, :2].tolist() == [11, 12] and slots.seq_len_host[1:3].tolist() == [7, 3]
-    assert slots.seq_len[0].item() == 0 and slots.rep_group[0].item() == -1  # other slots untouched
+    assert (slots.ints[:, [0, 3]] == -7).all()  # other slots untouched
 
 
 # ---- the KV plan is a pure function ------------------------------------------------------------------------

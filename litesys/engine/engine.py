@@ -244,7 +244,7 @@ class Engine:
         """Finished sequences leave their slots and pages; their outputs wait in ``_finished`` for the caller."""
         B, counts, st = len(self.running), self.counts, self.slots
         # the one host sync of a check: finish codes and lengths in one copy
-        codes, lens = torch.stack((st.finish_code[:B].long(), st.gen_len[:B])).cpu()
+        codes, lens = torch.stack((st.finish_code[:B], st.gen_len[:B])).cpu()
         counts.live_tokens = int(lens[codes == 0].sum())
         done = torch.nonzero(codes).flatten()
         if len(done) == 0:

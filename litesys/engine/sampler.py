@@ -148,12 +148,12 @@ class Sampler:
         gen.scatter_(1, steps.clamp(max=gen.shape[1] - 1).unsqueeze(1), tok.int().unsqueeze(1))
         steps += live  # in place: gen_len of the live rows
         st.last_token[rows] = tok
-        is_eos = torch.isin(tok, self.eos) & ~st.ignore_eos[rows]
+        is_eos = torch.isin(tok, self.eos) & (st.ignore_eos[rows] == 0)
         code = torch.where(is_eos, STOP, torch.where(steps >= st.max_gen[rows], LENGTH, RUNNING))
         for g, (window, block, thr) in enumerate(self.rep_groups):
             hit = repetition_hits(gen, steps, window, block, thr) & (st.rep_group[rows] == g)
             code = torch.where((code == RUNNING) & hit, REPETITION, code)
-        st.finish_code[rows] = torch.where(live, code.to(torch.int8), st.finish_code[rows])
+        st.finish_code[rows] = torch.where(live, code, st.finish_code[rows])
 
     def _rep_group(self, p: SamplingParams) -> int:
         if not p.repeat_check:
