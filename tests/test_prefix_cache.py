@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from litesys.engine.prefix_cache import CachedContext, CachingAllocator
+from litesys.engine.prefix_cache import CachingAllocator
 from litesys.kernels.ref import ops_torch
 
 PS = 4
@@ -94,17 +94,22 @@ def test_reset_keeps_the_cache_clear_drops_it():
 
 
 @pytest.mark.parametrize("cached_pages", [0, 1, 3])
-def test_context_attention_equals_whole_prefill(cached_pages):
-    """Prefill of the new tokens over cached pages == the whole prompts' prefill, rows of the new tokens."""
+def test_paged_prefill_over_cached_pages_equals_whole_prefill(cached_pages):
+    """The new tokens' prefill over cached pages (paged prefill, queries = new tokens only) == the whole prompts'
+    prefill, rows of the new tokens."""
     torch.manual_seed(0)
     hq, hkv, d, npages = 4, 2, 8, 16
     k_cache, v_cache = torch.randn(npages, PS, hkv, d), torch.randn(npages, PS, hkv, d)
     lens = [cached_pages * PS + 5, 2 * PS + 1]  # two prompts; the second has 1 cached page
     cached = [list(range(1, 1 + cached_pages)), [9]]
+    fresh = [[12, 13], [14, 15]]  # the new tokens' pages
     ks, vs, qs, new_rows = [], [], [], []
-    for pages, n in zip(cached, lens):
+    for pages, own, n in zip(cached, fresh, lens):
         c = len(pages) * PS
         kn, vn = torch.randn(n - c, hkv, d), torch.randn(n - c, hkv, d)
+        slots = (torch.tensor(own).repeat_interleave(PS) * PS + torch.arange(2 * PS) % PS)[:n - c]
+        for cache, x in ((k_cache, kn), (v_cache, vn)):  # written into the new pages, as attention does first
+            cache.view(-1, hkv, d)[slots] = x
         ks.append(torch.cat([k_cache[pages].reshape(-1, hkv, d), kn]))
         vs.append(torch.cat([v_cache[pages].reshape(-1, hkv, d), vn]))
         qs.append(torch.randn(n, hq, d))
@@ -112,8 +117,8 @@ def test_context_attention_equals_whole_prefill(cached_pages):
     cu = torch.tensor([0, lens[0], sum(lens)], dtype=torch.int32)
     whole = ops_torch.prefill_attention(torch.cat(qs), torch.cat(ks), torch.cat(vs), cu, max(lens), 0.3)
     ref = torch.cat([whole[int(cu[i]) + c:int(cu[i]) + n] for i, (c, n) in enumerate(new_rows)])
-    ctx = CachedContext.build(cached, [n - c for c, n in new_rows], PS, torch.device("cpu"))
-    new = [tuple(x[c:n] for x in (q, k, v)) for q, k, v, (c, n) in zip(qs, ks, vs, new_rows)]
-    q_new, k_new, v_new = (torch.cat(xs) for xs in zip(*new))
-    out = ctx.attend(ops_torch, q_new, k_new, v_new, k_cache, v_cache, 0.3, None, None)
-    assert torch.equal(out, ref)
+    table = torch.tensor([c + f + [0] * (6 - len(c) - len(f)) for c, f in zip(cached, fresh)], dtype=torch.int32)
+    q_new = torch.cat([q[c:n] for q, (c, n) in zip(qs, new_rows)])
+    cu_new = torch.tensor([0, lens[0] - new_rows[0][0], len(q_new)], dtype=torch.int32)
+    out = ops_torch.paged_prefill_attention(q_new, k_cache, v_cache, cu_new, table, torch.tensor(lens), 5, 0.3)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)

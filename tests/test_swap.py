@@ -70,7 +70,7 @@ def test_recompute_fallback_uses_the_sparse_decode_path(ckpt, reference, monkeyp
         assert stats["preemptions"] > 0 and "swapped_out" not in stats
         assert tokens == reference[method, "greedy"], f"{method}: recompute changed the tokens"
     # the old recompute (dense prefill of the generated tokens) changes sparse methods' tokens
-    monkeypatch.setattr(Engine, "_replay_recomputed", lambda self, items, pages, logits: logits)
+    monkeypatch.setattr(Engine, "_replay_recomputed", lambda self, items, logits: logits)
     changed = [m for m in METHODS if _run(ckpt, m, 22, GREEDY, swap_gb=0)[0] != reference[m, "greedy"]]
     assert "dense" not in changed and len(changed) >= 3, changed
 

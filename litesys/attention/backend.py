@@ -2,7 +2,7 @@
 
 Prefill is always dense. Decode is the method's (``attention/sparse/base.py``): dense fused, raw logits ->
 processors -> softmax·V, or page selection. The stage functions come from an ops module: ``ops_torch`` (CPU,
-reference) or the Triton kernels (GPU); both expose the same four functions.
+reference) or the Triton kernels (GPU); both expose the same five functions.
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class Attention:
         self.method.on_write(layer, kv, k_new, meta)
         if meta.is_prefill:
             ks, vs = kv.scales(layer)
-            if meta.context is not None:  # prompts that start with cached pages attend to them too
-                return meta.context.attend(self.ops, q, k, v, kv.k[layer], kv.v[layer], self.scale, ks, vs)
+            if meta.page_table is not None:  # chunks after cached pages / earlier chunks: over their pages
+                return self.ops.paged_prefill_attention(q, kv.k[layer], kv.v[layer], meta.cu_seqlens, meta.page_table,
+                                                        meta.lengths, meta.max_seqlen, self.scale, ks, vs)
             return self.ops.prefill_attention(q, k, v, meta.cu_seqlens, meta.max_seqlen, self.scale, ks, vs)
         return self.method.decode(layer, q, kv, meta, self.ops, self.scale)

@@ -150,79 +150,41 @@ _CLOCK = itertools.count(1)  # LRU time: one tick per lookup or insert
 _IDS = itertools.count()  # node ids are never reused, so a key never points at a page's later content
 
 
-@dataclass
-class CachedContext:
-    """A prefill whose prompts start with cached pages: the step's new tokens and the cached ones laid out as the
-    whole prompts, so dense prefill attention runs over exactly what a prefill of the whole prompts would see."""
-
-    new_pos: torch.Tensor  # [T_new] int64: row of each new token in the whole-prompt packing
-    cached_pos: torch.Tensor  # [P] int64: row of each cached token there
-    cached_slots: torch.Tensor  # [P] int64: its flat KV slot
-    cu_seqlens: torch.Tensor  # [B+1] int32: whole-prompt prefix sums
-    max_seqlen: int
-    total: int  # whole-prompt tokens (on the host: no device read per layer)
-
-    @classmethod
-    def build(cls, cached_pages: list[list[int]], new_lens: list[int], page_size: int,
-              device: torch.device) -> CachedContext:
-        new_pos, cached_pos, slots, cu, at = [], [], [], [0], 0
-        for pages, n in zip(cached_pages, new_lens):
-            c = len(pages) * page_size
-            if c:
-                cached_pos.append(torch.arange(at, at + c))
-                slots.append((torch.tensor(pages, dtype=torch.int64) * page_size).repeat_interleave(page_size)
-                             + torch.arange(c) % page_size)
-            new_pos.append(torch.arange(at + c, at + c + n))
-            at += c + n
-            cu.append(at)
-        cat = (lambda xs: torch.cat(xs).to(device) if xs else torch.zeros(0, dtype=torch.int64, device=device))
-        lens = [b - a for a, b in zip(cu[:-1], cu[1:])]
-        return cls(cat(new_pos), cat(cached_pos), cat(slots), torch.tensor(cu, dtype=torch.int32, device=device),
-                   max(lens), at)
-
-    def whole(self, new: torch.Tensor, cache: torch.Tensor | None) -> torch.Tensor:
-        """[T_whole, H, D]: ``new`` rows at their places, the cached rows gathered from ``cache`` (one layer's
-        [num_pages, page_size, H, D]; None: zeros, e.g. the queries of cached tokens, whose outputs are unused)."""
-        raw = new.view(torch.uint8) if new.element_size() == 1 else new  # fp8: index_copy_ has no fp8 kernel
-        out = raw.new_zeros((self.total, *new.shape[1:]))
-        out.index_copy_(0, self.new_pos, raw)
-        if cache is not None and len(self.cached_pos):
-            flat = cache.reshape(-1, *cache.shape[2:])
-            flat = flat.view(torch.uint8) if flat.element_size() == 1 else flat
-            out.index_copy_(0, self.cached_pos, flat.index_select(0, self.cached_slots).to(out.dtype))
-        return out.view(new.dtype)
-
-    def attend(self, ops, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-               v_cache: torch.Tensor, scale: float, k_scale: torch.Tensor | None,
-               v_scale: torch.Tensor | None) -> torch.Tensor:
-        """Prefill attention of the new tokens (q/k/v [T_new, H, D], k/v as the cache stores them) over their
-        cached prefix and themselves -> [T_new, Hq, D]."""
-        out = ops.prefill_attention(self.whole(q, None), self.whole(k, k_cache), self.whole(v, v_cache),
-                                    self.cu_seqlens, self.max_seqlen, scale, k_scale, v_scale)
-        return out.index_select(0, self.new_pos)
-
-
-def prefill_layout(items: list, allocator: PageAllocator, attn, device: torch.device,
-                   counts=None) -> tuple[torch.Tensor, torch.Tensor, AttnMeta, list[list[int]]]:
-    """One prefill step of ``items`` (scheduler.PrefillItem): each item's cached prefix pages (pinned; none without
-    the cache), then its new tokens on fresh pages -> (ids, positions, meta, each item's pages in order)."""
+def prefill_layout(items: list, allocator: PageAllocator, attn, device: torch.device, max_tokens: int,
+                   counts=None) -> tuple[torch.Tensor, torch.Tensor, AttnMeta]:
+    """One prefill step of ``items`` (scheduler.PrefillItem), each from ``it.done`` to at most ``max_tokens`` further
+    (a long prompt's chunk); a first step starts with the item's cached prefix pages (pinned; none without the
+    cache). Allocates the pages the step writes, appends them to ``it.pages`` and advances ``it.done`` ->
+    (ids, positions, meta). Items that start past position 0 make the step attend over their pages (the paged
+    prefill kernel: queries = the new tokens only); a step of whole prompts keeps the packed varlen prefill."""
     ps = attn.kv.page_size
-    cached = [_cached_prefix(allocator, it, ps) for it in items]
-    starts = [len(c) * ps for c in cached]  # new tokens start on a fresh page after the cached ones
-    lens = [len(it.tokens) - s for it, s in zip(items, starts)]
-    if counts is not None:
-        counts.prefix_hit_tokens += sum(starts)
-        counts.prefix_tokens += sum(len(it.tokens) for it in items if it.swapped is None)
-    fresh = [allocator.alloc(cdiv(n, ps)) for n in lens]  # may evict cached pages, never the pinned ones
-    ids = torch.tensor([t for it, s in zip(items, starts) for t in it.tokens[s:]], dtype=torch.int64)
-    positions = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lens)])
-    slots = torch.cat([torch.tensor(pl, dtype=torch.int64).repeat_interleave(ps)[:n] * ps + torch.arange(n) % ps
-                       for pl, n in zip(fresh, lens)])
-    cu = torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32)
-    context = CachedContext.build(cached, lens, ps, device) if any(starts) else None
+    for it in items:
+        if it.done == 0 and not it.pages:  # its first step: reuse the cached prefix
+            it.pages = _cached_prefix(allocator, it, ps)
+            it.done = len(it.pages) * ps
+            if counts is not None and it.swapped is None:
+                counts.prefix_hit_tokens += it.done
+                counts.prefix_tokens += len(it.tokens)
+    starts = [it.done for it in items]
+    ends = [min(len(it.tokens), s + max_tokens) for it, s in zip(items, starts)]
+    for it, e in zip(items, ends):  # may evict cached pages, never the pinned ones
+        it.pages += allocator.alloc(cdiv(e, ps) - len(it.pages))
+    ids = torch.tensor([t for it, s, e in zip(items, starts, ends) for t in it.tokens[s:e]], dtype=torch.int64)
+    positions = torch.cat([torch.arange(s, e) for s, e in zip(starts, ends)])
+    slots = torch.cat([torch.tensor(it.pages, dtype=torch.int64)[pos // ps] * ps + pos % ps
+                       for it, pos in zip(items, positions.split([e - s for s, e in zip(starts, ends)]))])
+    cu = torch.tensor([0, *itertools.accumulate(e - s for s, e in zip(starts, ends))], dtype=torch.int32)
+    table = lengths = None
+    if any(starts):  # the new rows attend over their sequences' pages (cached prefix, earlier chunks, themselves)
+        table = torch.zeros(len(items), max(len(it.pages) for it in items), dtype=torch.int32)
+        for b, it in enumerate(items):
+            table[b, :len(it.pages)] = torch.tensor(it.pages, dtype=torch.int32)
+        table, lengths = table.to(device), torch.tensor(ends, dtype=torch.int32, device=device)
     meta = AttnMeta(True, slots.to(device), ps, attn.num_q_heads, attn.num_kv_heads, cu_seqlens=cu.to(device),
-                    max_seqlen=max(lens), context=context)
-    return ids.to(device), positions.to(device), meta, [c + f for c, f in zip(cached, fresh)]
+                    max_seqlen=max(e - s for s, e in zip(starts, ends)), page_table=table, lengths=lengths)
+    for it, e in zip(items, ends):
+        it.done = e
+    return ids.to(device), positions.to(device), meta
 
 
 def _cached_prefix(allocator: PageAllocator, item, ps: int) -> list[int]:
@@ -234,8 +196,8 @@ def _cached_prefix(allocator: PageAllocator, item, ps: int) -> list[int]:
     return allocator.acquire(item.tokens, min(len(prompt) // ps, (len(item.tokens) - 1) // ps))
 
 
-def cache_prompts(allocator: PageAllocator, items: list, page_lists: list[list[int]]) -> None:
-    """After a prefill: the full pages of each item's prompt into the cache (no-op without it)."""
+def cache_prompts(allocator: PageAllocator, items: list) -> None:
+    """After an item's last prefill step: the full pages of its prompt into the cache (no-op without it)."""
     if isinstance(allocator, CachingAllocator):
-        for it, pages in zip(items, page_lists):
-            allocator.insert((it.request or it.seq.req).prompt, pages)
+        for it in items:
+            allocator.insert((it.request or it.seq.req).prompt, it.pages)

@@ -1,11 +1,12 @@
 """Continuous batching decisions: admission by free slots and pages (requests pulled lazily), page growth, the
 preemption choice. A waiting item is a fresh request (its ``n`` samples share the prompt's pages) or a preempted
-sequence (swapped back in, or recomputed from prompt + generated tokens)."""
+sequence (swapped back in, or recomputed from prompt + generated tokens). An item longer than the step's token
+budget is prefilled alone, a chunk of at most ``max_batched_tokens`` per step (``partial``; docs/prefix_cache.md)."""
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +21,8 @@ class PrefillItem:
     request: Request | None = None  # fresh request: fork into n samples afterwards
     seq: Seq | None = None  # preempted sequence: resume it
     swapped: object | None = None  # its pages in host memory (engine/swap.py): copied back, not recomputed
+    done: int = 0  # tokens whose K/V are in its pages (cached prefix, earlier chunks)
+    pages: list[int] = field(default_factory=list)
 
     @property
     def num_samples(self) -> int:  # slots it will occupy
@@ -32,6 +35,7 @@ class Scheduler:
         self.watermark = max(1, num_pages // KV_WATERMARK_DIVISOR)  # pages kept free for running sequences to grow
         self.waiting: deque[PrefillItem] = deque()
         self.source: Iterator[Request] | None = None  # requests not pulled yet
+        self.partial: PrefillItem | None = None  # a long prompt between its chunks
 
     def start(self, requests: Iterable[Request]) -> None:
         """A list waits whole; any other iterable is pulled one request at a time, as slots and pages free up."""
@@ -43,10 +47,10 @@ class Scheduler:
 
     def clear(self) -> None:
         self.waiting.clear()
-        self.source = None
+        self.source, self.partial = None, None
 
-    def pending(self) -> bool:  # anything waiting, or possibly still to come from the source
-        return bool(self.waiting) or self.source is not None
+    def pending(self) -> bool:  # anything waiting or half prefilled, or possibly still to come from the source
+        return bool(self.waiting) or self.source is not None or self.partial is not None
 
     def _pull(self) -> bool:
         req = next(self.source, None) if self.source is not None else None
@@ -70,7 +74,13 @@ class Scheduler:
         return n
 
     def admit(self, free_pages: int, running: int) -> list[PrefillItem]:
-        """Pop the waiting items that fit this prefill step (FIFO; stops at the first that does not fit)."""
+        """Pop the waiting items that fit this prefill step (FIFO; stops at the first that does not fit); one too
+        long for the budget goes alone and continues in ``partial``, whose next chunk waits for its pages."""
+        if self.partial is not None:
+            it, reserve = self.partial, self.watermark if running else 0
+            end = min(len(it.tokens), it.done + self.max_batched_tokens)
+            need = (self.pages_needed(it) if end == len(it.tokens) else cdiv(end, self.page_size)) - len(it.pages)
+            return [it] if need + reserve <= free_pages else []
         batch, tokens = [], 0
         # pull the next request only with a slot free and pages beyond the reserve (it could not start otherwise)
         while self.waiting or running < self.max_slots and free_pages > (self.watermark if running else 0) \
