@@ -11,7 +11,8 @@ prefill does) attends to the K/V as the cache stores them; the fp8 scales are ca
 then fixed. Reports KL(bf16 || fp8), top-1 agreement and the logit error. Random weights (N(0, 0.02), unit norms),
 so the numbers describe the quantisation of such activations, not of a trained model. ``kernel``: decode attention
 alone (imports only litesys.kernels): the fused kernel and the softmax·V stage at batch 32 x 8K with Qwen3-8B heads and
-64 x 4K with Qwen3-0.6B heads, bf16 vs fp8 pages, bytes read over the copy bandwidth.
+64 x 4K with Qwen3-0.6B heads, bf16 vs fp8 pages (V transposed, as the pool stores them; and token-major V, as
+before), bytes read over the copy bandwidth.
 JSON to $OUT if set.
 """
 from __future__ import annotations
@@ -134,6 +135,7 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
     default launch configuration and a few split counts, and the processors' softmax·V stage. Imports only
     litesys.kernels. Bytes: K+V rows read once (softmax·V: V and the fp32 logits)."""
     from litesys.kernels import decode
+    from litesys.kernels.common import to_transposed_pages
     from litesys.kernels.launch import DECODE
 
     n_pages = batch * ctx // page + 1
@@ -143,9 +145,11 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
     # kv_fp8.calibrate / quantize (first 4096 rows, margin 2), inlined to stay inside litesys.kernels
     ks, vs = (2 * x[:4096].float().abs().amax(dim=(0, 2)) / 448 for x in (k, v))
     k8, v8 = ((x.float() / s[None, :, None]).clamp(-448, 448).to(torch.float8_e4m3fn) for x, s in ((k, ks), (v, vs)))
-    caches = {"bf16": (k, v, None, None), "fp8": (k8, v8, ks, vs)}
+    caches = {"bf16": (k, v, None, None), "fp8": (k8, v8, ks, vs), "fp8_token_major_v": (k8, v8, ks, vs)}
     caches = {n: (kc.view(n_pages, page, hkv, d), vc.view(n_pages, page, hkv, d), s_k, s_v)
               for n, (kc, vc, s_k, s_v) in caches.items()}
+    # fp8 V pages as the pool stores them (transposed: [P, Hkv, D, page]); the last row: V as bf16 pages are laid out
+    caches["fp8"] = (caches["fp8"][0], to_transposed_pages(caches["fp8"][1]), ks, vs)
     pt = (torch.randperm(n_pages - 1, device=device, generator=g)[: batch * ctx // page] + 1).int().view(batch, -1)
     lengths = torch.full((batch,), ctx, dtype=torch.int32, device=device)
     lengths[0] -= 37
@@ -169,9 +173,10 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
         for r in rows[-len(cfgs) - 1:]:
             log(f"{name} {r['path']} {r['config']}: {r['us']:.1f} us, {r['bw_frac']:.0%} of copy bw")
     err = ((outs["fp8"].float() - outs["bf16"].float()).norm() / outs["bf16"].float().norm()).item()
+    layout_err = ((outs["fp8"].float() - outs["fp8_token_major_v"].float()).norm() / outs["bf16"].float().norm()).item()
     us = {n: next(r["us"] for r in rows if r["kv"] == n and r["config"] == "default") for n in caches}
     return dict(shape=dict(batch=batch, context=ctx, hq=hq, hkv=hkv, head_dim=d, page=page), rows=rows,
-                speedup_fp8_default=us["bf16"] / us["fp8"], fp8_vs_bf16_rel_err=err)
+                speedup_fp8_default=us["bf16"] / us["fp8"], fp8_vs_bf16_rel_err=err, fp8_layouts_rel_diff=layout_err)
 
 
 def kernel(a: argparse.Namespace) -> dict:

@@ -16,6 +16,7 @@ from litesys.attention import kv_fp8  # noqa: E402
 from litesys.attention.kv_cache import KVCache  # noqa: E402
 from litesys.kernels import decode, ops_triton  # noqa: E402
 from litesys.kernels import quest as quest_triton
+from litesys.kernels.common import to_transposed_pages  # noqa: E402
 from litesys.kernels.kv_write import write_fp8  # noqa: E402
 from litesys.kernels.launch import DecodeConfig  # noqa: E402
 from litesys.kernels.ref import ops_torch as ref  # noqa: E402
@@ -86,17 +87,18 @@ def test_write_kernel_stores_what_quantize_gives() -> None:
     kv.write(0, k[keep], v[keep], slots[keep])  # CPU tensors: the torch path (the engine never passes padding)
     expect_k, expect_v = kv.k.clone(), kv.v.clone()
     kc = torch.full_like(kv.k[0].view(torch.uint8), 0x7F).view(F8).to(DEVICE)  # NaN: untouched slots stay NaN
-    vc = kc.clone()
+    vc = to_transposed_pages(kc)  # V pages as the pool holds them: [P, Hkv, D, page] under the usual shape
+    assert kv.v.stride()[2] == 1 and vc.stride(1) == 1  # slots contiguous, in the pool too
     write_fp8(k.to(DEVICE), v.to(DEVICE), kc, vc, kv.k_scale[0].to(DEVICE), kv.v_scale[0].to(DEVICE),
               slots.to(DEVICE))
     flat = slots[slots >= 0]
-    assert torch.equal(kc.cpu().view(-1, hkv, d)[flat].view(torch.uint8), expect_k[0].view(-1, hkv, d)[flat]
-                       .view(torch.uint8))
-    assert torch.equal(vc.cpu().view(-1, hkv, d)[flat].view(torch.uint8), expect_v[0].view(-1, hkv, d)[flat]
-                       .view(torch.uint8))
+    for got, want in ((kc, expect_k[0]), (vc, expect_v[0])):  # reshape: the logical order, whatever the strides
+        assert torch.equal(got.cpu().view(torch.uint8).reshape(-1, hkv, d)[flat],
+                           want.view(torch.uint8).reshape(-1, hkv, d)[flat])
     others = torch.ones(pages * page, dtype=torch.bool)
     others[flat] = False
     assert kc.cpu().view(-1, hkv, d)[others].float().isnan().all()
+    assert vc.cpu().view(torch.uint8).reshape(-1, hkv, d)[others].view(F8).float().isnan().all()
     assert expect_k.float().abs().max() == 448  # clamped, not inf/NaN
 
 
@@ -104,7 +106,8 @@ def test_write_kernel_stores_what_quantize_gives() -> None:
 
 
 def fp8_case(lengths: list[int], hq: int, hkv: int, d: int, page: int, qdtype: torch.dtype, seed: int = 0) -> dict:
-    """An fp8 cache with shuffled pages and per-head scales; NaN bytes wherever nothing may be read."""
+    """An fp8 cache with shuffled pages and per-head scales; NaN bytes wherever nothing may be read (transposed V
+    pages read them, with weight 0: the kernels must drop them, not compute 0 x NaN)."""
     g = torch.Generator().manual_seed(seed)
     b = len(lengths)
     n_used = [(n + page - 1) // page for n in lengths]
@@ -130,7 +133,8 @@ def fp8_case(lengths: list[int], hq: int, hkv: int, d: int, page: int, qdtype: t
             kp[pt[i, n // page], n % page:], vp[pt[i, n // page], n % page:] = nan, nan
     q = torch.randn(b, hq, d, generator=g).to(qdtype)
     lens = torch.tensor(lengths, dtype=torch.int32)
-    dev = {n: x.to(DEVICE) for n, x in dict(q=q, kc=kp, vc=vp, pt=pt, lens=lens, ks=ks, vs=vs).items()}
+    dev = {n: x.to(DEVICE) for n, x in dict(q=q, kc=kp, vc_rows=vp, pt=pt, lens=lens, ks=ks, vs=vs).items()}
+    dev["vc"] = to_transposed_pages(dev["vc_rows"])  # the pool's fp8 V layout; vc_rows: token-major, as bf16 pages
     return dict(q=q, k=k, v=v, kc8=kc8, vc8=vc8, kdq=kdq, vdq=vdq, pt=pt, lens=lens, ks=ks, vs=vs, dev=dev,
                 scale=d ** -0.5, max_len=max(lengths))
 
@@ -158,12 +162,13 @@ def test_wave_splits_by_hand() -> None:
 def test_fused_decode_fp8(qdtype: torch.dtype, group: int, cfg: DecodeConfig | None) -> None:
     c = fp8_case(LENGTHS, hq=2 * group, hkv=2, d=16, page=8, qdtype=qdtype, seed=group)
     d = c["dev"]
-    out = decode.fused(d["q"], d["kc"], d["vc"], d["pt"], d["lens"], c["scale"], cfg or decode.DECODE,
-                       k_scale=d["ks"], v_scale=d["vs"]).cpu()
-    assert out.dtype == qdtype and not out.isnan().any()
     expected = ref.paged_decode_fused(c["q"].float(), c["kdq"], c["vdq"], c["pt"], c["lens"], c["scale"],
                                       c["max_len"])
-    assert rel_err(out, expected) < TOL[qdtype]
+    for vc in (d["vc"], d["vc_rows"]) if cfg is None else (d["vc"],):  # both V layouts read the same values
+        out = decode.fused(d["q"], d["kc"], vc, d["pt"], d["lens"], c["scale"], cfg or decode.DECODE,
+                           k_scale=d["ks"], v_scale=d["vs"]).cpu()
+        assert out.dtype == qdtype and not out.isnan().any()
+        assert rel_err(out, expected) < TOL[qdtype]
     # the torch path's own fp8 branch is the same reference
     mine = ref.paged_decode_fused(c["q"].float(), c["kc8"], c["vc8"], c["pt"], c["lens"], c["scale"], c["max_len"],
                                   c["ks"], c["vs"])

@@ -58,7 +58,7 @@ class KVCache:
         self.fp8 = kv_fp8.is_fp8(self.kv_dtype)
         store = torch.uint8 if self.fp8 else dtype  # fp8: zero bytes viewed as fp8 zeros (no fp8 fill everywhere)
         self.k = torch.zeros(shape, dtype=store, device=device).view(self.kv_dtype)
-        self.v = torch.zeros(shape, dtype=store, device=device).view(self.kv_dtype)
+        self.v = kv_fp8.v_pages(shape, self.kv_dtype, device)  # fp8: transposed pages (docs/kv_fp8.md)
         scale = dict(size=(num_layers, num_kv_heads), dtype=torch.float32, device=device)
         self.k_scale = torch.ones(**scale) if self.fp8 else None
         self.v_scale = torch.ones(**scale) if self.fp8 else None
@@ -109,9 +109,9 @@ class KVCache:
 
     def write_quantized(self, layer: int, k8: torch.Tensor, v8: torch.Tensor, slot_mapping: torch.Tensor) -> None:
         """Store already-quantised fp8 K/V (``quantize``); index_copy_ has no fp8 kernel: copy the bytes."""
-        for cache, x in ((self.k, k8), (self.v, v8)):
-            cache[layer].view(torch.uint8).view(-1, self.num_kv_heads, self.head_dim).index_copy_(
-                0, slot_mapping, x.view(torch.uint8))
+        for cache, x in ((self.k, k8), (self.v, v8)):  # V pages are transposed: index (page, slot), any strides
+            cache[layer].view(torch.uint8)[slot_mapping // self.page_size, slot_mapping % self.page_size] = (
+                x.view(torch.uint8))
 
     def copy_page(self, src: int, dst: int) -> None:
         """Copy-on-write of a partially filled shared page (all layers)."""

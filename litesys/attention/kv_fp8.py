@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from litesys.kernels.common import FP8_MAX
+from litesys.kernels.common import FP8_MAX, transposed_pages
 
 KV_CACHE_DTYPES = ("auto", "fp8_e4m3")
 FP8_DTYPE = torch.float8_e4m3fn
@@ -37,13 +37,22 @@ def is_fp8(dtype: torch.dtype) -> bool:
 
 
 def quantize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x [T, Hkv, D] (any float dtype), scale [Hkv] fp32 -> float8_e4m3fn, clamped to +-448."""
-    return (x.float() / scale[:, None]).clamp_(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    """x [T, Hkv, D] (any float dtype), scale [Hkv] fp32 -> float8_e4m3fn, clamped to +-448; NaN -> 0 (pages hold
+    no NaN bytes, as ``kernels/kv_write.py`` stores them)."""
+    return (x.float() / scale[:, None]).nan_to_num_(0.0, FP8_MAX, -FP8_MAX).clamp_(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
 
 def dequantize(x8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x8 [..., Hkv, D] float8 -> fp32 ``x8 * scale`` (scale [Hkv])."""
     return x8.float() * scale[:, None]
+
+
+def v_pages(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Zeroed V pages ``[layers, pages, page_size, Hkv, D]``: fp8 ones stored transposed (``[..., Hkv, D, page_size]``,
+    ``kernels.common.transposed_pages``: P·V reads contiguous slots), other dtypes as shaped."""
+    if is_fp8(dtype):
+        return transposed_pages(shape, dtype, device)
+    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 def calibrate(x: torch.Tensor) -> torch.Tensor:

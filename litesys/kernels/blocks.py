@@ -75,9 +75,11 @@ def online_softmax_step(acc, m, den, s, v, DOT_PREC: tl.constexpr):
 
 @triton.jit
 def attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks, stride_kh,
-                       stride_vp, stride_vs, stride_vh, qk_scale, D: tl.constexpr, DOT_PREC: tl.constexpr):
+                       stride_vp, stride_vs, stride_vh, stride_vd, qk_scale, D: tl.constexpr, DOT_PREC: tl.constexpr,
+                       V_T: tl.constexpr, VEC: tl.constexpr):
     """Fold one block of paged K/V rows (physical ``page`` int64, ``slot`` in the page, ``valid`` [N]) of KV head
-    ``kvh`` into the online-softmax state of the group's queries ``q`` [G_PAD, D]; invalid rows are never read.
+    ``kvh`` into the online-softmax state of the group's queries ``q`` [G_PAD, D]; invalid K rows are never read
+    (V rows: see ``paged_v_tile``).
 
     fp8 K/V are converted to q's dtype (exact) in registers; the caller folds the K scale into ``qk_scale`` and
     applies the V scale to the output (both are per KV head, one per program). Same-dtype casts are no-ops."""
@@ -86,10 +88,34 @@ def attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, str
                 mask=valid[:, None], other=0.0).to(q.dtype)
     s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
     s = tl.where(valid[None, :], s, float("-inf"))
-    v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
-                mask=valid[:, None], other=0.0).to(q.dtype)
-    v = fp8_v_staged(v, valid, v_ptr.dtype.element_ty)
+    v = paged_v_tile(v_ptr, page, slot, valid, kvh, stride_vp, stride_vs, stride_vh, stride_vd, q.dtype, D, V_T, VEC)
     return online_softmax_step(acc, m, den, s, v, DOT_PREC)
+
+
+@triton.jit
+def paged_v_tile(v_ptr, page, slot, valid, kvh, stride_vp, stride_vs, stride_vh, stride_vd, dtype: tl.constexpr,
+                 D: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr):
+    """V rows [N, D] of a paged block (``page``/``slot``/``valid`` [N] as in ``attend_paged_block``) as ``dtype``,
+    ready for P·V. Every V reader of the paged cache goes through here (decode, softmax·V, Quest, paged prefill).
+
+    Two page layouts (``common.v_layout`` tells them apart from the strides; docs/kv_fp8.md):
+    - token-major ``[page, slot, Hkv, D]`` (bf16 pages): rows past ``valid`` masked to zero, never read.
+    - transposed ``[page, Hkv, D, slot]`` (``V_T``, fp8 pages: ``stride_vs`` 1): P·V contracts along the slots,
+      now contiguous bytes, so the fp8 tile goes to shared memory as loaded (16-byte copies of ``VEC`` slots)
+      and is converted after, with no fp16 staging. Whole runs of ``VEC`` slots are read, so invalid rows are
+      read too (their page is 0 where the page table is masked): their scores are -inf, weight 0, and the
+      NaN-dropping max against -448 (a no-op on e4m3 values) keeps garbage bytes from turning 0 x NaN into NaN.
+    """
+    offs_d = tl.arange(0, D)
+    if V_T:
+        offs = (page * stride_vp + slot * stride_vs + kvh * stride_vh)[None, :] + offs_d[:, None] * stride_vd
+        offs = tl.max_contiguous(tl.multiple_of(offs, [1, VEC]), [1, VEC])  # [D, N]: VEC slots of one page
+        vt = tl.load(v_ptr + offs).to(dtype)
+        return tl.trans(tl.maximum(vt, tl.full([1, 1], -448.0, dtype)))
+    else:
+        v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
+                    mask=valid[:, None], other=0.0).to(dtype)
+        return fp8_v_staged(v, valid, v_ptr.dtype.element_ty)
 
 
 @triton.jit

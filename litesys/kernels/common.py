@@ -91,3 +91,34 @@ def choose_num_splits(batch: int, num_kv_heads: int, capacity: int, device: torc
     """
     wanted = cdiv(programs_per_sm * num_sms(device), max(1, batch * num_kv_heads))
     return max(1, min(wanted, max_splits, cdiv(capacity, block_n)))
+
+
+def transposed_pages(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Zeroed V pages ``[..., num_pages, page_size, Hkv, D]`` stored transposed, ``[..., num_pages, Hkv, D, page_size]``
+    (a permuted view: indexing, copies and the torch reference see the usual shape; kernels read the strides).
+    fp8 pages use it: P·V contracts along the slots, which are then contiguous (``blocks.paged_v_tile``)."""
+    *lead, pages, page, hkv, d = shape
+    raw = torch.zeros((*lead, pages, hkv, d, page), dtype=torch.uint8 if dtype.itemsize == 1 else dtype, device=device)
+    n = len(lead)
+    return raw.view(dtype).permute(*range(n), n, n + 3, n + 1, n + 2)
+
+
+def to_transposed_pages(v: torch.Tensor) -> torch.Tensor:
+    """A copy of V pages ``[..., P, page, Hkv, D]`` in the ``transposed_pages`` layout (tests, benchmarks)."""
+    out = transposed_pages(tuple(v.shape), v.dtype, v.device)
+    if v.element_size() == 1:  # no fp8 copy kernel on every device: copy the bytes
+        out.view(torch.uint8).copy_(v.view(torch.uint8))
+    else:
+        out.copy_(v)
+    return out
+
+
+def v_layout(v_cache: torch.Tensor, block_n: int) -> tuple[tuple[int, int, int, int], bool, int]:
+    """A layer's V pages ``[P, page, Hkv, D]`` (any strides) as the paged-V kernels take them: the four strides
+    (page, slot, head, dim), ``V_T`` (slots contiguous: ``transposed_pages``) and ``VEC``, the slots one vector
+    load may cover (a power of two <= 16 bytes dividing the page size, ``block_n`` and the strides)."""
+    strides = tuple(v_cache.stride())[-4:]
+    if strides[1] != 1 or strides[3] == 1:
+        return strides, False, 1
+    g = math.gcd(v_cache.shape[-3], block_n, strides[0], strides[2], strides[3], 16 // v_cache.element_size())
+    return strides, True, g & -g

@@ -12,19 +12,20 @@ import triton.language as tl
 
 from litesys.kernels.blocks import (
     fp8_scales,
-    fp8_v_staged,
     online_softmax_step,
+    paged_v_tile,
     softmax_state,
     split_bounds,
     store_split,
 )
+from litesys.kernels.common import v_layout
 
 
 @triton.jit
 def _softmax_v_split_kernel(
     logit_ptr, v_ptr, pt_ptr, len_ptr, po_ptr, lse_ptr,
     stride_xb, stride_xh, stride_xl,
-    stride_vp, stride_vs, stride_vh,
+    stride_vp, stride_vs, stride_vh, stride_vd,
     stride_ptb,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
@@ -32,7 +33,7 @@ def _softmax_v_split_kernel(
     max_len, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr, F16: tl.constexpr,
-    SPLIT_TOKENS: tl.constexpr,
+    SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -43,7 +44,6 @@ def _softmax_v_split_kernel(
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N, SPLIT_TOKENS)
     end = tl.minimum(end, max_len)
     offs_g = tl.arange(0, G_PAD)
-    offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
     g_mask = offs_g < G
     rows = logit_ptr + b * stride_xb + (kvh * G + offs_g)[:, None] * stride_xh
@@ -56,14 +56,9 @@ def _softmax_v_split_kernel(
         s = tl.load(rows + pos[None, :] * stride_xl, mask=g_mask[:, None] & valid[None, :],
                     other=float("-inf")) * 1.4426950408889634  # log2(e): scores in the log2 domain
         page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
-        v = tl.load(v_ptr + (page * stride_vp + (pos % PAGE) * stride_vs + kvh * stride_vh)[:, None]
-                    + offs_d[None, :], mask=valid[:, None], other=0.0)
-        if FP8:  # exact fp8 -> fp16 (16-bit models) or fp32 in registers; V's scale multiplies the output below
-            if F16:
-                v = v.to(tl.float16)
-            else:
-                v = v.to(tl.float32)
-            v = fp8_v_staged(v, valid, v_ptr.dtype.element_ty)
+        # fp8: exact fp8 -> fp16 (16-bit models) or fp32 in registers; V's scale multiplies the output below
+        v = paged_v_tile(v_ptr, page, pos % PAGE, valid, kvh, stride_vp, stride_vs, stride_vh, stride_vd,
+                         (tl.float16 if F16 else tl.float32) if FP8 else v_ptr.dtype.element_ty, D, V_T, VEC)
         acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
     store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
                 stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G, G_PAD, D, FP8, DIRECT)
@@ -80,10 +75,11 @@ def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: tor
     direct = partial is None
     po, ls = (out, out) if direct else (partial, lse)
     n_splits = 1 if direct else partial.shape[2]
+    v_strides, v_t, vec = v_layout(v_cache, block_n)
     _softmax_v_split_kernel[(b, hkv, n_splits)](
         logits, v_cache, page_table, lengths, po, ls,
         logits.stride(0), logits.stride(1), logits.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        *v_strides,
         page_table.stride(0),
         *((0, 0, 0, 0, 0) if direct else (partial.stride(0), partial.stride(1), partial.stride(2),
                                           lse.stride(0), lse.stride(1))), n_splits,
@@ -91,6 +87,6 @@ def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: tor
         max_len, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, DIRECT=direct, FP8=v_scale is not None, F16=f16, SPLIT_TOKENS=split_tokens,
-        num_warps=num_warps,
+        V_T=v_t, VEC=vec, num_warps=num_warps,
         num_stages=num_stages,
     )

@@ -19,6 +19,7 @@ from litesys.kernels.blocks import (
     split_bounds,
     store_split,
 )
+from litesys.kernels.common import v_layout
 
 
 @triton.jit
@@ -26,7 +27,7 @@ def _decode_split_kernel(
     q_ptr, k_ptr, v_ptr, pt_ptr, len_ptr, po_ptr, lse_ptr,
     stride_qb, stride_qh,
     stride_kp, stride_ks, stride_kh,
-    stride_vp, stride_vs, stride_vh,
+    stride_vp, stride_vs, stride_vh, stride_vd,
     stride_ptb,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
@@ -34,7 +35,7 @@ def _decode_split_kernel(
     qk_scale, ks_ptr, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
-    SPLIT_TOKENS: tl.constexpr,
+    SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -55,7 +56,8 @@ def _decode_split_kernel(
         page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
         slot = pos % PAGE
         acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks,
-                                         stride_kh, stride_vp, stride_vs, stride_vh, qk_scale, D, DOT_PREC)
+                                         stride_kh, stride_vp, stride_vs, stride_vh, stride_vd, qk_scale, D, DOT_PREC,
+                                         V_T, VEC)
     store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
                 stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G, G_PAD, D, FP8, DIRECT)
 
@@ -66,24 +68,26 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                  num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
                  split_tokens: int = 0) -> None:
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
-    tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. fp8 caches:
+    tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. V pages in
+    either layout (``common.v_layout``). fp8 caches:
     ``k_scale``/``v_scale`` [Hkv] fp32. ``split_tokens > 0``: splits of that many tokens (``blocks.split_bounds``)."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     direct = partial is None
     po, ls = (out, out) if direct else (partial, lse)
     n_splits = 1 if direct else partial.shape[2]
+    v_strides, v_t, vec = v_layout(v_cache, block_n)
     _decode_split_kernel[(b, hkv, n_splits)](
         q, k_cache, v_cache, page_table, lengths, po, ls,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        *v_strides,
         page_table.stride(0),
         *((0, 0, 0, 0, 0) if direct else (partial.stride(0), partial.stride(1), partial.stride(2),
                                           lse.stride(0), lse.stride(1))), n_splits,
         out, out.stride(0), out.stride(1),
         qk_scale, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
-        DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, SPLIT_TOKENS=split_tokens, num_warps=num_warps,
-        num_stages=num_stages,
+        DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, SPLIT_TOKENS=split_tokens, V_T=v_t, VEC=vec,
+        num_warps=num_warps, num_stages=num_stages,
     )

@@ -2,9 +2,9 @@
 
 One launch per layer for K and V together (the torch chain would be ~10 small kernels per layer inside every
 decode graph). Same arithmetic as ``kv_fp8.quantize``: correctly rounded ``x / scale``, clamp to +-448, round to
-nearest even; a negative slot (padding) is skipped. The e4m3 bytes are encoded with integer ops rather than a cast:
-the CPU interpreter's fp32 -> fp8 cast truncates (and mishandles subnormals), and this way the CPU tests check the
-very code the GPU runs.
+nearest even (NaN -> 0); a negative slot (padding) is skipped. The e4m3 bytes are encoded with integer ops rather
+than a cast: the CPU interpreter's fp32 -> fp8 cast truncates (and mishandles subnormals), and this way the CPU
+tests check the very code the GPU runs. Pages of any strides: fp8 V pages are transposed (docs/kv_fp8.md).
 """
 from __future__ import annotations
 
@@ -31,39 +31,42 @@ def e4m3_bits(y):
 
 
 @triton.jit
-def _quantize_store(x_ptr, c_ptr, scale, slot, t, h, stride_xt, stride_xh, stride_cs, stride_ch,
-                    D: tl.constexpr, MAX: tl.constexpr):
+def _quantize_store(x_ptr, c_ptr, scale, page, slot, t, h, stride_xt, stride_xh, stride_cp, stride_cs, stride_ch,
+                    stride_cd, D: tl.constexpr, MAX: tl.constexpr):
     offs_d = tl.arange(0, D)
     x = tl.load(x_ptr + t * stride_xt + h * stride_xh + offs_d).to(tl.float32)
     y = tl.minimum(tl.maximum(tl.math.div_rn(x, scale), -MAX), MAX)
-    tl.store(c_ptr + slot * stride_cs + h * stride_ch + offs_d, e4m3_bits(y))
+    y = tl.where(x == x, y, 0.0)  # NaN -> 0, as kv_fp8.quantize: pages never hold NaN bytes
+    tl.store(c_ptr + page * stride_cp + slot * stride_cs + h * stride_ch + offs_d * stride_cd, e4m3_bits(y))
 
 
 @triton.jit
 def _kv_write_fp8_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, slot_ptr,
-                         stride_kt, stride_kh, stride_vt, stride_vh, stride_cs, stride_ch,
-                         D: tl.constexpr, MAX: tl.constexpr):
+                         stride_kt, stride_kh, stride_vt, stride_vh,
+                         stride_kcp, stride_kcs, stride_kch, stride_kcd, stride_vcp, stride_vcs, stride_vch, stride_vcd,
+                         PAGE: tl.constexpr, D: tl.constexpr, MAX: tl.constexpr):
     t = tl.program_id(0)
     h = tl.program_id(1)
-    slot = tl.load(slot_ptr + t).to(tl.int64)
-    if slot >= 0:
-        _quantize_store(k_ptr, kc_ptr, tl.load(ks_ptr + h), slot, t, h, stride_kt, stride_kh, stride_cs, stride_ch,
-                        D, MAX)
-        _quantize_store(v_ptr, vc_ptr, tl.load(vs_ptr + h), slot, t, h, stride_vt, stride_vh, stride_cs, stride_ch,
-                        D, MAX)
+    flat = tl.load(slot_ptr + t).to(tl.int64)
+    if flat >= 0:
+        page, slot = flat // PAGE, flat % PAGE
+        _quantize_store(k_ptr, kc_ptr, tl.load(ks_ptr + h), page, slot, t, h, stride_kt, stride_kh, stride_kcp,
+                        stride_kcs, stride_kch, stride_kcd, D, MAX)
+        _quantize_store(v_ptr, vc_ptr, tl.load(vs_ptr + h), page, slot, t, h, stride_vt, stride_vh, stride_vcp,
+                        stride_vcs, stride_vch, stride_vcd, D, MAX)
 
 
 def write_fp8(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
               k_scale: torch.Tensor, v_scale: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """k/v [T, Hkv, D] (any float dtype, last dim contiguous) -> fp8 caches [P, page, Hkv, D] at flat slots."""
+    """k/v [T, Hkv, D] (any float dtype, last dim contiguous) -> fp8 pages [P, page, Hkv, D] (any strides: V pages
+    are ``common.transposed_pages``) at flat slots ``page * page_size + slot``."""
     t, hkv, d = k.shape
     if t == 0:
         return
     k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (k, v))
-    # one flat slot axis: a layer's cache is contiguous [P, page, Hkv, D]
-    kc, vc = k_cache.view(torch.uint8).view(-1, hkv, d), v_cache.view(torch.uint8).view(-1, hkv, d)
+    kc, vc = k_cache.view(torch.uint8), v_cache.view(torch.uint8)  # bytes: e4m3_bits encodes them
     _kv_write_fp8_kernel[(t, hkv)](
         k, v, kc, vc, k_scale, v_scale, slot_mapping,
-        k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0), kc.stride(1),
-        D=d, MAX=FP8_MAX, num_warps=1,
+        k.stride(0), k.stride(1), v.stride(0), v.stride(1), *kc.stride(), *vc.stride(),
+        PAGE=k_cache.shape[1], D=d, MAX=FP8_MAX, num_warps=1,
     )

@@ -20,6 +20,9 @@ class DecodeConfig:
     # fp8 pages: KV rows per iteration (None: block_n). Half the bytes per row, so twice the rows keep as many bytes
     # in flight (H200, batch 32 x 8K, Qwen3-8B heads: 128 rows 17% faster than 64)
     fp8_block_n: int | None = None
+    # fp8 pages: pipeline stages (None: num_stages). Transposed V pages need no fp16 staging, so a third stage fits
+    # (H200, batch 32 x 8K, Qwen3-8B heads, 128-row blocks: 191 us with 2 stages, 181 with 3)
+    fp8_num_stages: int | None = None
     # fp8 pages, fused kernel: programs one SM holds at once (H200/H100: 168 registers x 128 threads and 72 KB of
     # shared memory each -> 3). > 0: splits chosen to fill whole waves of that many (``decode.wave_splits``): at
     # batch 32 x 8K, Qwen3-8B heads, 5 splits (3.2 waves) ran 211 us, 3 splits (1.9 waves) 192 us. 0: programs_per_sm
@@ -29,7 +32,8 @@ class DecodeConfig:
     split_tokens: int = 0
 
     def for_fp8(self) -> DecodeConfig:
-        return self if self.fp8_block_n is None else replace(self, block_n=self.fp8_block_n)
+        return replace(self, block_n=self.fp8_block_n or self.block_n,
+                       num_stages=self.fp8_num_stages or self.num_stages)
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class PrefillConfig:
     num_stages: int = 3
 
 
-DECODE = DecodeConfig(fp8_block_n=128, fp8_resident_per_sm=3)
+DECODE = DecodeConfig(fp8_block_n=128, fp8_num_stages=3, fp8_resident_per_sm=3)
 
 
 def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:

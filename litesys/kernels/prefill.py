@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.blocks import fp8_scales, mma, online_softmax_step
-from litesys.kernels.common import cdiv
+from litesys.kernels.blocks import fp8_scales, mma, online_softmax_step, paged_v_tile
+from litesys.kernels.common import cdiv, v_layout
 
 
 @triton.jit
@@ -38,9 +38,9 @@ def _key_rows(table_ptr, start, kn, valid, PAGE: tl.constexpr):
 def _prefill_kernel(
     q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr, table_ptr, len_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_tb,
-    qk_scale, ks_ptr, vs_ptr,
+    qk_scale, ks_ptr, vs_ptr, stride_vp, stride_vd,
     G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
-    FP8: tl.constexpr, PAGE: tl.constexpr,
+    FP8: tl.constexpr, PAGE: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr,
 ):
     h = tl.program_id(0)
     seq = tl.program_id(1)
@@ -80,7 +80,11 @@ def _prefill_kernel(
             rows = _key_rows(table, start.to(tl.int64), kn, kn < kv_len, PAGE)
             k = tl.load(k_base + rows[:, None] * stride_kt + offs_d[None, :]).to(q.dtype)
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
-            v = tl.load(v_base + rows[:, None] * stride_vt + offs_d[None, :]).to(q.dtype)
+            if V_T:  # transposed fp8 V pages (docs/kv_fp8.md): the decode kernels' reader
+                v = paged_v_tile(v_ptr, rows // PAGE, rows % PAGE, kn < kv_len, kvh, stride_vp, stride_vt, stride_vh,
+                                 stride_vd, q.dtype, D, V_T, VEC)
+            else:
+                v = tl.load(v_base + rows[:, None] * stride_vt + offs_d[None, :]).to(q.dtype)
             acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
         # diagonal blocks: causal mask and sequence end
         hi = tl.minimum(first + BLOCK_M, kv_len)
@@ -92,8 +96,12 @@ def _prefill_kernel(
                         other=0.0).to(q.dtype)
             s = mma(q, tl.trans(k), DOT_PREC) * qk_scale
             s = tl.where((kn[None, :] <= pos[:, None]) & kv_valid[None, :], s, float("-inf"))
-            v = tl.load(v_base + rows[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None],
-                        other=0.0).to(q.dtype)
+            if V_T:
+                v = paged_v_tile(v_ptr, rows // PAGE, rows % PAGE, kv_valid, kvh, stride_vp, stride_vt, stride_vh,
+                                 stride_vd, q.dtype, D, V_T, VEC)
+            else:
+                v = tl.load(v_base + rows[:, None] * stride_vt + offs_d[None, :], mask=kv_valid[:, None],
+                            other=0.0).to(q.dtype)
             acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
         if FP8:
             acc = acc * v_scale
@@ -114,17 +122,20 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch
     assert block_m % block_n == 0, "the unmasked loop assumes key blocks tile the query block"
     hq, d = q.shape[1], q.shape[2]
     num_seqs = cu_seqlens.shape[0] - 1
-    page = 0
+    page, (v_strides, v_t, vec) = 0, ((0, 0, 0, 1), False, 1)
     if page_table is not None:
         page = k.shape[1]
-        k, v = k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:])  # flat slots (views of the pool)
+        v_strides, v_t, vec = v_layout(v, block_n)  # fp8 V pages are transposed: read by (page, slot), no reshape
+        k = k.reshape(-1, *k.shape[2:])  # flat slots (views of the pool)
+        v = v if v_t else v.reshape(-1, *v.shape[2:])
     grid = (hq, num_seqs, cdiv(max_seqlen, block_m))
     table = cu_seqlens if page_table is None else page_table
     _prefill_kernel[grid](
         q, k, v, cu_seqlens, out, table, cu_seqlens if lengths is None else lengths,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        table.stride(0),
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), *((v_strides[1], v_strides[2]) if v_t else v.stride()[:2]),
+        out.stride(0), out.stride(1), table.stride(0),
         qk_scale, cu_seqlens if k_scale is None else k_scale, cu_seqlens if v_scale is None else v_scale,
+        v_strides[0], v_strides[3],
         G=hq // k.shape[1], D=d, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_prec, FP8=k_scale is not None,
-        PAGE=page, num_warps=num_warps, num_stages=num_stages,
+        PAGE=page, V_T=v_t, VEC=vec, num_warps=num_warps, num_stages=num_stages,
     )
