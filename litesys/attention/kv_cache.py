@@ -74,9 +74,7 @@ class KVCache:
 
     def scales(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(k_scale [Hkv], v_scale [Hkv]) of a layer for the read paths; (None, None) unless fp8."""
-        if not self.fp8:
-            return None, None
-        return self.k_scale[layer], self.v_scale[layer]
+        return (self.k_scale[layer], self.v_scale[layer]) if self.fp8 else (None, None)
 
     def set_scales(self, k_scale: torch.Tensor, v_scale: torch.Tensor) -> None:
         """Fix every layer's scales ([num_layers, Hkv] as ``kv_fp8.load_scales`` checks them); no calibration."""

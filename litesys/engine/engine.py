@@ -43,9 +43,8 @@ class Engine:
         # preempted sequences' pages go to host memory and come back as they were (swap.py); recompute if full
         self.swap = SwapSpace(paged_tensors(kv, attn.method), swap_space_bytes, self.dist) if swap_space_bytes else None
         self.stats = dict(prefill_steps=0, decode_steps=0, preemptions=0, generated=0)
-        self.graphs = None  # the decode step as CUDA graphs, made from this engine's own state
-        if cuda_graphs and self.device.type == "cuda":
-            self.graphs = DecodeGraphs(max_slots, self.max_pages * self.page_size, attn)
+        use_graphs = cuda_graphs and self.device.type == "cuda"  # the decode step as CUDA graphs, from our own state
+        self.graphs = DecodeGraphs(max_slots, self.max_pages * self.page_size, attn) if use_graphs else None
         self.reset()
 
     def run(self, requests: Iterable[Request], on_seq_done: SeqDone,
@@ -235,8 +234,6 @@ class Engine:
         swapped = self.swap.swap_out(seq.pages) if self.swap is not None else None  # None: recompute later
         self.scheduler.requeue(seq, self.slots.generated[b, :n].tolist(), swapped)
         self.counts.preempted_tokens += n
-        self.allocator.release(seq.pages)
-        seq.pages = []
         self._remove_slots([b])
         self.stats["preemptions"] += 1
 
@@ -255,12 +252,14 @@ class Engine:
             seq, n, code = self.running[b], int(lens[b]), int(codes[b])
             counts.finish(seq.req, n)
             keep = max(0, n - seq.req.params.repeat_block_size) if code == REPETITION else n
-            self.allocator.release(seq.pages)
-            seq.pages = []
             self._finished.append((seq, CompletionOutput(tokens[i, :keep].tolist(), "", FINISH_REASONS[code])))
         self._remove_slots(done.tolist())
 
     def _remove_slots(self, rows: list[int]) -> None:
+        """Rows ``rows`` leave their slots (the rest move up) and give back their pages."""
+        for b in rows:
+            self.allocator.release(self.running[b].pages)
+            self.running[b].pages = []
         keep = [i for i in range(len(self.running)) if i not in set(rows)]
         self.slots.compact(keep, len(self.running))
         self.running = [self.running[i] for i in keep]

@@ -148,7 +148,7 @@ class Sampler:
         gen.scatter_(1, steps.clamp(max=gen.shape[1] - 1).unsqueeze(1), tok.int().unsqueeze(1))
         steps += live  # in place: gen_len of the live rows
         st.last_token[rows] = tok
-        is_eos = torch.isin(tok, self.eos) & (st.ignore_eos[rows] == 0)
+        is_eos = (tok.unsqueeze(1) == self.eos).any(1) & (st.ignore_eos[rows] == 0)  # isin may sync (sort path)
         code = torch.where(is_eos, STOP, torch.where(steps >= st.max_gen[rows], LENGTH, RUNNING))
         for g, (window, block, thr) in enumerate(self.rep_groups):
             hit = repetition_hits(gen, steps, window, block, thr) & (st.rep_group[rows] == g)
@@ -156,8 +156,7 @@ class Sampler:
         st.finish_code[rows] = torch.where(live, code, st.finish_code[rows])
 
     def _rep_group(self, p: SamplingParams) -> int:
-        if not p.repeat_check:
-            return -1
         key = (p.repeat_check_window, p.repeat_block_size, p.repeat_threshold)
-        self.rep_groups += [key] if key not in self.rep_groups else []
-        return self.rep_groups.index(key)
+        if p.repeat_check and key not in self.rep_groups:
+            self.rep_groups.append(key)
+        return self.rep_groups.index(key) if p.repeat_check else -1

@@ -26,12 +26,9 @@ class Slots:
         self.seq_len_host = np.zeros(S, dtype=np.int64)  # host mirror of seq_len: page growth without a device read
         self.max_slots, self.device = S, device
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [self.page_table, self.generated, self.ints, self.floats]
-
     def reset(self) -> None:
         """Every slot empty (in place: captured CUDA graphs keep reading these tensors; ``place`` fills a slot)."""
-        for t in self.tensors():
+        for t in (self.page_table, self.generated, self.ints, self.floats):
             t.zero_()
         self.seq_len_host[:] = 0
 
