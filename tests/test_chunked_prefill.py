@@ -178,3 +178,20 @@ def test_deterministic_mode_is_bitwise(ckpt):
     for other in runs[1:]:
         assert other.keys() == runs[0].keys()
         assert all(torch.equal(a, b) for k in runs[0] for a, b in zip(runs[0][k], other[k], strict=True))
+
+
+def test_memory_profile_runs_the_largest_mixed_step(ckpt, monkeypatch):
+    """The planner's profile (GPU only in the engine; here its steps on CPU): a decode batch of max_num_seqs rows
+    over the full page-table width, then a paged prefill chunk of max_num_batched_tokens."""
+    from litesys.engine import build
+
+    llm = LLM(str(ckpt), **BASE)
+    model, seen = llm.engine.model, []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, pos, meta, attn: seen.append(meta) or forward(ids, pos, meta,
+                                                                                                      attn))
+    build._largest_step(model, model.cfg, torch.device("cpu"), torch.float32, torch.float32, PS, 48, 6, 33)
+    decode, chunk = seen
+    assert not decode.is_prefill and decode.page_table.shape == (6, 33) and len(decode.slot_mapping) == 6
+    assert chunk.is_prefill and chunk.max_seqlen == 48 and chunk.page_table is not None
+    assert chunk.cu_seqlens.tolist() == [0, 48] and chunk.lengths.tolist() == [48]

@@ -47,8 +47,9 @@ def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
         gpu = None
         if device.type == "cuda":
             tokens = min(config.max_num_batched_tokens, max_seq_len)
+            max_pages = -(-(max_seq_len + check_every) // page_size)  # the engine's page-table width
             gpu = memory.measure(lambda: _largest_step(model, cfg, device, dtype, kv_dtype, page_size, tokens,
-                                                            config.max_num_seqs))
+                                                            config.max_num_seqs, max_pages))
         num_pages = memory.plan_kv_pages(page_bytes + extra, page_size, max_seq_len, config.max_num_seqs,
                                          config.gpu_memory_utilization, gpu)
         if dist.world > 1:  # one pool size per replica, or the ranks' schedules diverge (docs/tp.md)
@@ -71,14 +72,20 @@ def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
 
 @torch.inference_mode()
 def _largest_step(model, cfg: ModelConfig, dev: torch.device, dtype: torch.dtype, kv_dtype: torch.dtype,
-                  page_size: int, tokens: int, max_seqs: int) -> None:
-    """The activation peak: the largest prefill step, then the sampler's logits (and sort) for a full batch."""
+                  page_size: int, tokens: int, max_seqs: int, max_pages: int) -> None:
+    """The activation peak of the largest step the engine runs (a mixed one): a full decode batch and the sampler's
+    sort of its logits, then, those logits kept, a prefill chunk of ``tokens`` over paged K/V (every page the
+    scratch page: only the shapes count)."""
     kv = KVCache(cfg.num_layers, 2, page_size, model.num_kv_heads, cfg.head_dim, dtype, dev,
                  kv_dtype=kv_dtype)  # fp8: the quantising write path's temporaries too
     attn = Attention(kv, model.num_q_heads, model.num_kv_heads, cfg.head_dim, 1.0, ops=select_ops(dev))
-    zeros = torch.zeros(tokens, dtype=torch.int64, device=dev)  # token ids and slots (the scratch page)
-    meta = AttnMeta(True, zeros, page_size, model.num_q_heads,
-                    model.num_kv_heads, cu_seqlens=torch.tensor([0, tokens], dtype=torch.int32, device=dev),
-                    max_seqlen=tokens)
-    hidden = model.forward(zeros, torch.arange(tokens, device=dev), meta, attn)
-    model.compute_logits(hidden[:1].expand(max_seqs, -1).contiguous()).sort(dim=-1)
+    zeros = torch.zeros(max(tokens, max_seqs), dtype=torch.int64, device=dev)  # token ids and slots (scratch page)
+    table = torch.zeros(max_seqs, max_pages, dtype=torch.int32, device=dev)
+    decode = AttnMeta(False, zeros[:max_seqs], page_size, model.num_q_heads, model.num_kv_heads, page_table=table,
+                      lengths=torch.ones(max_seqs, dtype=torch.int32, device=dev), max_len=max_pages * page_size)
+    logits = model.compute_logits(model.forward(zeros[:max_seqs], zeros[:max_seqs], decode, attn))
+    logits.sort(dim=-1)
+    chunk = AttnMeta(True, zeros[:tokens], page_size, model.num_q_heads, model.num_kv_heads,
+                     cu_seqlens=torch.tensor([0, tokens], dtype=torch.int32, device=dev), max_seqlen=tokens,
+                     page_table=table[:1], lengths=torch.tensor([tokens], dtype=torch.int32, device=dev))
+    model.forward(zeros[:tokens], torch.arange(tokens, device=dev), chunk, attn)

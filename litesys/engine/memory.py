@@ -19,7 +19,7 @@ class GpuMemory:  # bytes, measured once before the pool is planned
     total: int
     others: int  # other processes and the CUDA context
     held: int  # this process: weights and any other live LLM
-    activations: int  # peak of the largest prefill step and a full batch's logits, above ``held``
+    activations: int  # peak of the largest step (a full decode batch + a prefill chunk), above ``held``
     free_now: int  # what this process could allocate now
 
 
