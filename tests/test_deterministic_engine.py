@@ -1,6 +1,7 @@
 """The whole engine on CPU (fp32) with ``deterministic=True``: a request gives bitwise the same logits at every step,
 and the same tokens, alone, among 7 or among 64 random requests, and when the KV pool is so small that it is
-preempted (swapped out and back, or recomputed).
+preempted (swapped out and back, or recomputed); for Qwen3 and Qwen3-MoE (whose deterministic experts still match
+transformers).
 
 The logits are recorded at the model's ``compute_logits`` (every row of every step) and the request's rows from
 its solo run must all appear, bit for bit, among the rows of the batched run. Without the invariant kernels the
@@ -13,7 +14,7 @@ import random
 import pytest
 import sparse_cases
 import torch
-from checkpoints import make_checkpoint
+from checkpoints import hf_greedy, load_hf, make_checkpoint, prefill_logits
 
 from litesys import LLM, SamplingParams
 from litesys.attention.sparse import SparseConfig
@@ -21,11 +22,22 @@ from litesys.kernels.gemm_invariant import invariant_linear
 from litesys.kernels.ref import ops_invariant
 
 VOCAB = 1024  # a small vocabulary: every logits row of a run is kept
+MOE = dict(num_experts=8, num_experts_per_tok=4, moe_intermediate_size=32, norm_topk_prob=True)  # 4 slots summed
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("det") / "m", "qwen3", with_tokenizer=False, vocab_size=VOCAB)
+
+
+@pytest.fixture(scope="module")
+def moe_ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("det_moe") / "m", "qwen3_moe", with_tokenizer=False,
+                           vocab_size=VOCAB, **MOE)
+
+
+def _ckpt(request, model: str):
+    return request.getfixturevalue({"qwen3": "ckpt", "qwen3_moe": "moe_ckpt"}[model])
 
 
 @pytest.fixture
@@ -79,18 +91,35 @@ def _assert_same_as_alone(alone, alone_rows: list[bytes], out, seen: set[bytes])
     assert not missing, f"steps whose logits are not bitwise those of the solo run: {missing[:10]}"
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_alone_in_7_and_in_64(ckpt, one_thread, temperature):
-    llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True)
+def _alone_and_in_batches(llm: LLM, temperature: float, batches=((6, 1), (63, 2))) -> list[int]:
+    """The target alone, then among ``n`` random others per batch: its tokens identical; the solo steps whose
+    logits rows are missing from each batched run (all must be found)."""
     (alone,), _, alone_rows = _run(llm, [TARGET], [_target_params(temperature)])
     assert len(alone_rows) == 40
-    for n, seed in ((6, 1), (63, 2)):
+    missing = []
+    for n, seed in batches:
         prompts, params = _others(n, seed)
         at = random.Random(seed).randrange(n + 1)
         prompts.insert(at, TARGET)
         params.insert(at, _target_params(temperature))
         outs, seen, _ = _run(llm, prompts, params)
-        _assert_same_as_alone(alone, alone_rows, outs[at], seen)
+        assert outs[at].token_ids == alone.token_ids
+        missing.append(sum(row not in seen for row in alone_rows))
+    return missing
+
+
+@pytest.mark.parametrize("model", ["qwen3", "qwen3_moe"])
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_alone_in_7_and_in_64(request, model, one_thread, temperature):
+    llm = LLM(str(_ckpt(request, model)), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True)
+    assert _alone_and_in_batches(llm, temperature) == [0, 0], "steps whose logits are not bitwise the solo run's"
+
+
+def test_moe_experts_of_the_default_path_fail_the_check(moe_ckpt, one_thread):
+    # invariant GEMMs everywhere else, but the experts' F.linear over however many rows route to an expert
+    llm = LLM(str(moe_ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True)
+    llm.model.invariant = False
+    assert min(_alone_and_in_batches(llm, 0.8, batches=((63, 2),))) > 0
 
 
 def _preempted_run(ckpt, swap_space_gb: float, pages: int, **kw) -> None:
@@ -122,9 +151,10 @@ def _preempted_run(ckpt, swap_space_gb: float, pages: int, **kw) -> None:
         assert recomputed, "the target request was not preempted: retune num_kv_pages"
 
 
+@pytest.mark.parametrize("model", ["qwen3", "qwen3_moe"])
 @pytest.mark.parametrize("swap_space_gb", [0.0, 4.0])  # 0: preempted sequences are recomputed
-def test_preempted_request(ckpt, one_thread, swap_space_gb):
-    _preempted_run(ckpt, swap_space_gb, 24)
+def test_preempted_request(request, model, one_thread, swap_space_gb):
+    _preempted_run(_ckpt(request, model), swap_space_gb, 24)
 
 
 @pytest.mark.parametrize("method", list(sparse_cases.METHODS))
@@ -133,14 +163,24 @@ def test_sparse_methods_in_a_batch_of_64_with_recompute(ckpt, one_thread, method
     _preempted_run(ckpt, 0.0, 80, page_size=sparse_cases.PAGE, sparse=SparseConfig(**sparse_cases.METHODS[method]))
 
 
-def test_the_flag_selects_the_invariant_kernels(ckpt, tmp_path):
+def test_the_flag_selects_the_invariant_kernels(ckpt):
     llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=64, deterministic=True)
     assert llm.model.linear is invariant_linear and llm.attn.ops is ops_invariant
     assert llm.attn.method.needs_replay  # a recomputed sequence replays its decode steps
     plain = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=64)
     assert plain.model.linear is torch.nn.functional.linear and plain.attn.ops is not ops_invariant
     assert not plain.attn.method.needs_replay
-    moe = make_checkpoint(tmp_path / "moe", "qwen3_moe", with_tokenizer=False, vocab_size=VOCAB, num_experts=4,
-                          num_experts_per_tok=2, moe_intermediate_size=32)
-    with pytest.raises(ValueError, match="deterministic=True covers dense models"):
-        LLM(str(moe), device="cpu", dtype=torch.float32, max_seq_len=64, deterministic=True)
+
+
+def test_deterministic_moe_matches_transformers(moe_ckpt, one_thread):
+    llm = LLM(str(moe_ckpt), device="cpu", dtype=torch.float32, max_seq_len=128, deterministic=True)
+    assert llm.model.invariant and llm.model.linear is invariant_linear
+    assert not LLM(str(moe_ckpt), device="cpu", dtype=torch.float32, max_seq_len=64).model.invariant
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (1, 6, 17, 40)]
+    hf = load_hf(moe_ckpt)
+    with torch.no_grad():
+        ref = torch.cat([hf(torch.tensor([p])).logits[0] for p in prompts])
+    assert (prefill_logits(llm.model, prompts) - ref).abs().max().item() < 1e-4
+    greedy = SamplingParams(temperature=0, max_new_tokens=24, ignore_eos=True, repeat_check=False)
+    assert [o.token_ids for o in llm.generate(prompts, greedy)] == hf_greedy(moe_ckpt, prompts, 24)

@@ -12,7 +12,8 @@ pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
 from litesys.kernels.moe import MoeKernelConfig, fused_moe, pick_config  # noqa: E402
 from litesys.kernels.moe_align import align_block_size, padded_capacity  # noqa: E402
-from litesys.kernels.ref.moe import moe_reference  # noqa: E402
+from litesys.kernels.ref.gemm_invariant import linear_ref  # noqa: E402
+from litesys.kernels.ref.moe import moe_reference, sum_slots  # noqa: E402
 from litesys.kernels.ref.moe_align import align_block_size_torch  # noqa: E402
 from litesys.models.moe.routing import route  # noqa: E402
 
@@ -128,6 +129,29 @@ def test_routed_end_to_end_with_default_config():
         assert cfg.pair_mode == (n_pairs_max > 0)
         out = fused_moe(*(t.to(DEVICE) for t in (x, w13, w2, w, ids)), config=cfg).cpu()
         assert rel_err(out, ref) < 1e-5
+
+
+def test_slots_are_summed_in_slot_order():
+    # fp32: 1e8 + 1 and 1 - 1e8 round to +-1e8, so the 1 survives only where the 1e8s cancel before it comes
+    per_pair = torch.tensor([[1e8, 1.0, -1e8, 2.0], [1.0, 1e8, -1e8, 2.0], [1e8, -1e8, 1.0, 2.0]]).unsqueeze(-1)
+    assert sum_slots(per_pair).squeeze(-1).tolist() == [2.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_invariant_experts_rows_do_not_depend_on_the_batch(dtype):
+    """Deterministic mode's experts (fused with ``invariant_config`` tiles, and the 16-row twin): a token's row is
+    bitwise the same alone, among a few others and among all 40, whatever else routes to its experts."""
+    T, H, inter, E, k = 40, 64, 48, 8, 4
+    x, w13, w2, w, ids = make_case(T, H, inter, E, k, dtype)
+    ref = moe_reference(*(t.float() for t in (x, w13, w2, w)), ids)
+    picks = [[7], [0, 7, 30], list(range(7, 33))]  # alone; with 2 others; 26 rows: several blocks for expert 0
+    for name, run in (("fused", lambda *a: fused_moe(*(t.to(DEVICE) for t in a), invariant=True).cpu()),
+                      ("twin", lambda *a: moe_reference(*a, linear=linear_ref))):
+        full = run(x, w13, w2, w, ids)
+        assert rel_err(full, ref) < (1e-5 if dtype == torch.float32 else 1e-2), name
+        for rows in picks:
+            part = run(x[rows], w13, w2, w[rows], ids[rows])
+            assert torch.equal(part[rows.index(7)], full[7]), f"{name}: row 7 changed with its batch {rows}"
 
 
 @pytest.mark.gpu

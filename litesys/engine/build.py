@@ -67,7 +67,8 @@ def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
     return Engine(model, kv, attn, max_slots=config.max_num_seqs, max_seq_len=max_seq_len,
                     max_batched_tokens=config.max_num_batched_tokens, eos_ids=cfg.eos_token_ids,
                     check_every=check_every, cuda_graphs=config.cuda_graphs,
-                    swap_space_bytes=int(config.swap_space_gb * 2**30), prefix_cache=config.enable_prefix_cache)
+                    swap_space_bytes=int(config.swap_space_gb * 2**30), prefix_cache=config.enable_prefix_cache,
+                    deterministic=config.deterministic)
 
 
 @torch.inference_mode()

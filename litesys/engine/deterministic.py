@@ -1,10 +1,10 @@
 """Deterministic mode (``EngineConfig.deterministic``): a sequence's numbers do not depend on its batch.
 
 Three switches, made by the builder (docs/reproducibility.md): the model's projections become ``invariant_linear``
-(tiles independent of the number of rows); decode attention splits the KV cache in pieces of a fixed size
-(``kernels/ops_invariant.py``, on CPU its twin ``kernels/ref/ops_invariant.py``); and a recomputed sequence (one
-preempted when the swap space is full) replays its generated positions through decode, as sparse methods do, so
-its K/V are the ones its decode steps wrote.
+(tiles independent of the number of rows; Qwen3-MoE's experts: ``models.moe.invariant_experts``); decode attention
+splits the KV cache in pieces of a fixed size (``kernels/ops_invariant.py``, on CPU its twin
+``kernels/ref/ops_invariant.py``); and a recomputed sequence (one preempted when the swap space is full) replays its
+generated positions through decode, as sparse methods do, so its K/V are the ones its decode steps wrote.
 """
 from __future__ import annotations
 
@@ -35,10 +35,9 @@ def apply(config: EngineConfig, model, method) -> None:
     """Switch the model's GEMMs and the method's recompute path to the batch-invariant ones (deterministic only)."""
     if not config.deterministic:
         return
-    if isinstance(model, Qwen3MoeForCausalLM):
-        raise ValueError("deterministic=True covers dense models (qwen2, qwen3, llama) so far: Qwen3-MoE's expert "
-                         "sums are not batch-invariant yet; leave deterministic off for this checkpoint")
     from litesys.kernels.gemm_invariant import invariant_linear  # imports triton: only in deterministic mode
 
-    model.linear = invariant_linear
+    model.linear = invariant_linear  # the router too
+    if isinstance(model, Qwen3MoeForCausalLM):
+        model.invariant = True  # fixed-tile experts, each token's expert outputs summed in its slot order
     method.needs_replay = True  # even dense: a recomputing prefill would reduce differently from decode

@@ -29,7 +29,7 @@ SeqDone = Callable[[Seq, CompletionOutput], None]
 class Engine:
     def __init__(self, model, kv: KVCache, attn: Attention, *, max_slots: int, max_seq_len: int,
                  max_batched_tokens: int, eos_ids: list[int], check_every: int = 1, cuda_graphs: bool = False,
-                 swap_space_bytes: int = 0, prefix_cache: bool = False):
+                 swap_space_bytes: int = 0, prefix_cache: bool = False, deterministic: bool = False):
         self.model, self.kv, self.attn = model, kv, attn
         self.dist: Dist = getattr(model, "dist", None) or Dist()
         self.device, self.page_size, self.max_seq_len = kv.k.device, kv.page_size, max_seq_len
@@ -39,7 +39,7 @@ class Engine:
         self.slots = Slots(max_slots, self.max_pages, max_seq_len + self.check_every, self.device)
         self.scheduler = Scheduler(self.page_size, max_slots, max_batched_tokens, kv.num_pages)
         self.allocator = kv.allocator = CachingAllocator(kv.num_pages, kv.page_size) if prefix_cache else kv.allocator
-        self.sampler = Sampler(self.slots, eos_ids, max_seq_len, self.dist)
+        self.sampler = Sampler(self.slots, eos_ids, max_seq_len, self.dist, deterministic)
         # preempted sequences' pages go to host memory and come back as they were (swap.py); recompute if full
         self.swap = SwapSpace(paged_tensors(kv, attn.method), swap_space_bytes, self.dist) if swap_space_bytes else None
         self.stats = dict(prefill_steps=0, decode_steps=0, preemptions=0, generated=0)

@@ -61,8 +61,8 @@ def candidates(logits: torch.Tensor, p: SamplingTensors, need_full_sort: bool, m
     # min-p: relative to the most likely token (invariant to the renormalisations above)
     keep &= probs >= p.min_p.unsqueeze(1) * probs[:, :1]
     keep[:, 0] = True
-    probs = probs * keep
-    return probs / probs.sum(-1, keepdim=True), idx
+    probs = probs * keep  # normalised by a scan: a sum's kernel may split a row over blocks by the batch's size
+    return probs / probs.cumsum(-1)[:, -1:], idx
 
 
 def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_greedy: bool,
@@ -105,8 +105,9 @@ class Sampler:
     """One step's sampling for slot rows: params -> slot columns, host flags, next tokens, stop codes. Repetition
     groups (one per distinct window/block/threshold) belong to one run: ``start_run`` forgets them."""
 
-    def __init__(self, slots: Slots, eos_ids: list[int], max_seq_len: int, dist: Dist):
-        self.slots, self.max_seq_len, self.dist = slots, max_seq_len, dist
+    def __init__(self, slots: Slots, eos_ids: list[int], max_seq_len: int, dist: Dist, deterministic: bool = False):
+        # deterministic: a sampled row's candidates are the whole sorted vocabulary, whatever its batch-mates' top_k
+        self.slots, self.max_seq_len, self.dist, self.deterministic = slots, max_seq_len, dist, deterministic
         self.eos = torch.tensor(eos_ids or [-1], dtype=torch.int64, device=slots.device)
         self.start_run()
 
@@ -126,8 +127,8 @@ class Sampler:
         """Host flags of the running batch: they pick the sampling path without reading the device."""
         self.all_greedy = all(p.temperature == 0 for p in params)
         sampling = [p for p in params if p.temperature > 0]
-        self.need_full_sort = any(p.top_k <= 0 for p in sampling)
-        self.max_top_k = max([p.top_k for p in sampling] + [1])
+        self.need_full_sort = self.deterministic or any(p.top_k <= 0 for p in sampling)
+        self.max_top_k = 1 if self.need_full_sort else max([p.top_k for p in sampling] + [1])  # 1: one graph key
 
     @property
     def graph_key(self) -> tuple:

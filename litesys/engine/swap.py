@@ -38,8 +38,7 @@ class SwapSpace:
 
     def swap_out(self, pages: list[int]) -> Swapped | None:
         """Copy ``pages`` (all layers, every paged tensor) to free host slots; None when too few are free."""
-        if len(self.paged()) != len(self.views):
-            raise AssertionError("a paged tensor appeared after the swap space was built: bind the method first")
+        assert len(self.paged()) == len(self.views), "a paged tensor appeared after the swap space was built"
         if self.slots.num_free < len(pages):  # every rank has the same shapes and slots: all decide alike
             self.stats["fallbacks"] += 1
             return None

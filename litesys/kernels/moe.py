@@ -13,6 +13,7 @@ import triton.language as tl
 from litesys.kernels.blocks import mma
 from litesys.kernels.common import cdiv, dot_precision
 from litesys.kernels.moe_align import Alignment, align_block_size
+from litesys.kernels.ref.moe import sum_slots
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,14 @@ def pick_config(num_pairs: int, num_experts: int, dtype: torch.dtype, pair_max: 
     if per_expert <= 64:
         return MoeKernelConfig(32, 64, 128, 4, 4)
     return MoeKernelConfig(64, 128, 64, 8, 4)
+
+
+def invariant_config(dtype: torch.dtype) -> MoeKernelConfig:
+    """Deterministic mode: one tile shape per dtype, never chosen from the pair count, and always the sorted
+    grouped GEMM: a row's products and K steps are then the same whoever shares its expert's row blocks."""
+    if dtype == torch.float32:
+        return MoeKernelConfig(16, 32, 32, 4, 2)
+    return MoeKernelConfig(16, 64, 128, 4, 4)
 
 
 @triton.jit
@@ -141,13 +150,14 @@ def _down_kernel(
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor, config: MoeKernelConfig | None = None,
-              align: Alignment | None = None) -> torch.Tensor:
-    """Same contract as ``moe_reference``: x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_* [T, k] -> [T, H]."""
+              align: Alignment | None = None, invariant: bool = False) -> torch.Tensor:
+    """Same contract as ``moe_reference``: x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_* [T, k] -> [T, H].
+    ``invariant`` (deterministic mode): ``invariant_config`` tiles and the slot sum in a fixed order."""
     T, H = x.shape
     E, two_i, _ = w13.shape
     inter, top_k = two_i // 2, topk_ids.shape[1]
     n_pairs = T * top_k
-    cfg = config or pick_config(n_pairs, E, x.dtype)
+    cfg = config or (invariant_config(x.dtype) if invariant else pick_config(n_pairs, E, x.dtype))
     assert x.stride(1) == 1 and w13.stride(2) == 1 and w2.stride(2) == 1, "rows must be contiguous"
     ids = topk_ids.reshape(-1)
     if not ids.is_contiguous():
@@ -180,4 +190,6 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     )
     if top_k == 1:
         return per_pair
+    if invariant:
+        return sum_slots(per_pair.view(T, top_k, H)).to(x.dtype)
     return per_pair.view(T, top_k, H).sum(dim=1, dtype=torch.float32).to(x.dtype)

@@ -14,7 +14,7 @@ import torch
 
 from litesys.models.config import ModelConfig
 from litesys.models.loader import Checkpoint, Dims
-from litesys.models.moe import moe_experts, route
+from litesys.models.moe import invariant_experts, moe_experts, route
 from litesys.models.qwen3 import LayerWeights, Qwen3ForCausalLM
 
 ROUTER: dict[str, Dims] = {"mlp.gate.weight": ("experts", "hidden")}
@@ -38,6 +38,8 @@ def sparse_layers(cfg: ModelConfig) -> list[bool]:
 
 
 class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
+    invariant = False  # deterministic mode (engine/deterministic.py): batch-invariant experts and routing sums
+
     def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int):
         super().__init__(cfg, device, dtype, max_seq_len)
         raw = cfg.raw
@@ -97,8 +99,9 @@ class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
         if not self.sparse[i]:
             return super().mlp(i, x, w)
         weights, ids = self.route(i, x)
-        return self.reduce(moe_experts(x, w.gate_up, w.down, weights, ids))
+        experts = invariant_experts if self.invariant else moe_experts
+        return self.reduce(experts(x, w.gate_up, w.down, weights, ids))
 
     def route(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer ``i``'s routing: (weights [T, k], expert ids [T, k])."""
-        return route(x, self.routers[i], self.top_k, self.norm_topk_prob)
+        """Layer ``i``'s routing: (weights [T, k], expert ids [T, k]); the router GEMM is ``self.linear``."""
+        return route(x, self.routers[i], self.top_k, self.norm_topk_prob, self.linear, self.invariant)

@@ -17,4 +17,15 @@ def moe_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weigh
     return moe_reference(x, w13, w2, topk_weights, topk_ids)
 
 
-__all__ = ["moe_experts", "moe_reference", "route"]
+def invariant_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                      topk_ids: torch.Tensor) -> torch.Tensor:
+    """``moe_experts`` whose rows do not depend on the batch (deterministic mode, docs/reproducibility.md): Triton
+    tiles fixed by the dtype on CUDA, 16-row GEMMs elsewhere; each token's k outputs summed in its slot order."""
+    if use_triton(x):
+        from litesys.kernels.moe import fused_moe
+        return fused_moe(x, w13, w2, topk_weights, topk_ids, invariant=True)
+    from litesys.kernels.ref.gemm_invariant import linear_ref
+    return moe_reference(x, w13, w2, topk_weights, topk_ids, linear=linear_ref)
+
+
+__all__ = ["invariant_experts", "moe_experts", "moe_reference", "route"]
