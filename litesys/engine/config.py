@@ -30,7 +30,7 @@ class EngineConfig:
     gpu_memory_utilization: float = _f(0.9, "GPU memory share for weights + KV pages", "--gpu_memory_utilization")
     page_size: int = _f(16, "tokens per KV page (a sparse method may set its own)")
     max_num_seqs: int = _f(256, "most sequences decoded at once", "--max_num_seqs")
-    max_num_batched_tokens: int = _f(16384, "most prompt tokens in one prefill step")
+    max_num_batched_tokens: int = _f(16384, "most prompt tokens in one prefill step (longer ones: chunks of it)")
     num_kv_pages: int | None = _f(None, "KV pool size in pages (None: planned from free memory)")
     seed: int = _f(0, "run seed: a request without its own seed derives one from it and its index", "--seed")
     enable_thinking: bool | None = _f(None, "chat template's thinking switch (None: its own)", "--enable-thinking")
