@@ -177,3 +177,16 @@ def test_deterministic_twin_chunks_are_the_whole_prefill_bitwise(fp8):
                                                      table, torch.tensor([b], dtype=torch.int32), b - a, D ** -0.5,
                                                      ks, vs)
         assert torch.equal(part, whole[a:b]), (a, b)
+
+
+def test_public_api_chunks_are_the_whole_prefill_bitwise_bf16():
+    """Through ops_triton at the default (GPU) tiles in bf16: a whole prompt's varlen prefill and its chunks over the
+    pages agree bit for bit (on a GPU this is the check deterministic mode's chunking relies on)."""
+    case = Case([200], [200], page=16, dtype=torch.bfloat16, seed=7)
+    q, kc, vc, cu, table, _ = case.args(DEVICE)
+    whole = ops_triton.prefill_attention(q, case.k[0].to(DEVICE), case.v[0].to(DEVICE), cu, 200, D ** -0.5)
+    for a, b in [(0, 7), (7, 100), (100, 130), (130, 200)]:
+        part = ops_triton.paged_prefill_attention(q[a:b], kc, vc, torch.tensor([0, b - a], dtype=torch.int32,
+                                                  device=DEVICE), table, torch.tensor([b], dtype=torch.int32,
+                                                  device=DEVICE), b - a, D ** -0.5)
+        assert torch.equal(part, whole[a:b]), (a, b)
