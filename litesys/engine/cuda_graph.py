@@ -14,19 +14,11 @@ from litesys.engine.config import GRAPH_BATCH_SIZES, GRAPH_BATCH_STEP, GRAPH_MIN
 Step = Callable[[int, int], None]  # (batch, max_len) -> None: reads and writes only device state
 
 
-def buckets(max_batch: int) -> list[int]:
-    sizes = list(GRAPH_BATCH_SIZES) + list(range(GRAPH_BATCH_SIZES[-1] + GRAPH_BATCH_STEP,
-                                                 max_batch + GRAPH_BATCH_STEP, GRAPH_BATCH_STEP))
-    return sorted({min(s, max_batch) for s in sizes})
-
-
-def len_bucket(max_len: int, cap: int) -> int:
-    return min(max(GRAPH_MIN_LEN, 1 << (max_len - 1).bit_length()), cap)
-
-
 class DecodeGraphs:
     def __init__(self, max_batch: int, max_len: int, attn):  # attn: its sparse method decides the keys
-        self.sizes, self.max_len, self.attn = buckets(max_batch), max_len, attn
+        past = range(GRAPH_BATCH_SIZES[-1] + GRAPH_BATCH_STEP, max_batch + GRAPH_BATCH_STEP, GRAPH_BATCH_STEP)
+        self.sizes = sorted({min(s, max_batch) for s in (*GRAPH_BATCH_SIZES, *past)})  # padded batch buckets
+        self.max_len, self.attn = max_len, attn
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.pool = None
         self.eager_only = False  # set when a step turned out not to be capturable
@@ -36,7 +28,9 @@ class DecodeGraphs:
         method = self.attn.method  # read each step: a caller may swap it (benchmarks/throughput.py)
         if self.eager_only or batch > self.sizes[-1] or not method.graph_safe:
             return None
-        length = len_bucket(max_len, self.max_len) if method.graph_by_length else self.max_len
+        length = self.max_len  # a dense step's shapes do not follow max_len; a raw-logits one's: power-of-two buckets
+        if method.graph_by_length:
+            length = min(max(GRAPH_MIN_LEN, 1 << (max_len - 1).bit_length()), self.max_len)
         return next(s for s in self.sizes if s >= batch), length, sampler_key
 
     def run(self, step: Step, batch: int, max_len: int, sampler_key: tuple) -> bool:
