@@ -195,3 +195,23 @@ def test_memory_profile_runs_the_largest_mixed_step(ckpt, monkeypatch):
     assert not decode.is_prefill and decode.page_table.shape == (6, 33) and len(decode.slot_mapping) == 6
     assert chunk.is_prefill and chunk.max_seqlen == 48 and chunk.page_table is not None
     assert chunk.cu_seqlens.tolist() == [0, 48] and chunk.lengths.tolist() == [48]
+
+
+def test_quest_summaries_of_a_chunked_prompt_equal_the_whole_prefill(ckpt):
+    """One 50-token prompt alone (its pages 1..13 in every run, the last partly filled): after chunks of 7 tokens or
+    one page, every page's summary is its filled keys' min/max and (deterministic mode: the same K bits) equals the
+    whole prefill's, bit for bit."""
+    quest = SparseConfig(quest_topk_blocks=2, quest_block_size=PS, attn_sink=0, attn_layer_skip=[])
+    one = SamplingParams(temperature=0, max_new_tokens=1, ignore_eos=True, repeat_check=False)
+    pages = list(range(1, 14))
+    summaries = []
+    for budget in (WHOLE, 7, PS):
+        _, llm = run(ckpt, [PROMPTS[2]], budget, one, sparse=quest, enable_prefix_cache=False, deterministic=True)
+        m, k = llm.engine.attn.method, llm.kv.k[:, pages].flatten(1, 2)[:, :50]  # [layers, 50 positions, Hkv, D]
+        ends = list(range(0, 50, PS))
+        assert torch.equal(m.kmin[:, pages], torch.stack([k[:, a:a + PS].amin(1) for a in ends], 1))
+        assert torch.equal(m.kmax[:, pages], torch.stack([k[:, a:a + PS].amax(1) for a in ends], 1))
+        summaries.append((m.kmin[:, pages].clone(), m.kmax[:, pages].clone()))
+    assert summaries[0][0].isfinite().all()
+    for lo, hi in summaries[1:]:
+        assert torch.equal(lo, summaries[0][0]) and torch.equal(hi, summaries[0][1])
