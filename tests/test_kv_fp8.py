@@ -151,7 +151,11 @@ def test_wave_splits_by_hand() -> None:
     # 256 pairs, 396 slots (H200: 132 SMs x 3): cost ceil(256 s / 396) / s = 1, 1, 2/3, 3/4, 4/5 for s = 1..5
     # (5 = the first count with 3 waves): 3 splits; 512 pairs: 2, 3/2, 4/3 for s = 1..3 -> 3
     assert decode.wave_splits(256, 396, 64) == 3 and decode.wave_splits(512, 396, 64) == 3
-    assert decode.wave_splits(256, 396, 2) == 1  # 1 and 2 splits both fill 2 waves: the fewer wins
+    assert decode.wave_splits(256, 396, 2) == 2  # 1 (one wave) and 2 (two) cost the same: two waves win
+    # 528 slots (4 per SM): 256 pairs cost 1, 1/2, 2/3, 1/2, 3/5, 1/2, 4/7 for s = 1..7 -> 4, the fewest with 2 waves;
+    # 512 pairs (Qwen3-0.6B heads, 64 sequences): 1, 1, 1 for s = 1..3 -> 2
+    assert decode.wave_splits(256, 528, 64) == 4 and decode.wave_splits(512, 528, 64) == 2
+    assert decode.wave_splits(3, 528, 1) == 1  # no count gives two waves: the fewest
     assert decode.wave_splits(10, 4, 4) == 2 and decode.wave_splits(1, 1, 1) == 1
     assert decode.wave_splits(8, 396, 64) == 49  # one short batch: 392 of 396 slots in one wave
 

@@ -20,12 +20,13 @@ class DecodeConfig:
     # fp8 pages: KV rows per iteration (None: block_n). Half the bytes per row, so twice the rows keep as many bytes
     # in flight (H200, batch 32 x 8K, Qwen3-8B heads: 128 rows 17% faster than 64)
     fp8_block_n: int | None = None
-    # fp8 pages: pipeline stages (None: num_stages). Transposed V pages need no fp16 staging, so a third stage fits
-    # (H200, batch 32 x 8K, Qwen3-8B heads, 128-row blocks: 191 us with 2 stages, 181 with 3)
+    # fp8 pages: pipeline stages (None: num_stages). Transposed V pages need no fp16 staging; with 3 stages the
+    # compiled kernel needs fewer registers (Triton 3.6, sm_90: 121 vs 154), so 4 programs fit an SM instead of 3
     fp8_num_stages: int | None = None
-    # fp8 pages, fused kernel: programs one SM holds at once (H200/H100: 168 registers x 128 threads and 72 KB of
-    # shared memory each -> 3). > 0: splits chosen to fill whole waves of that many (``decode.wave_splits``): at
-    # batch 32 x 8K, Qwen3-8B heads, 5 splits (3.2 waves) ran 211 us, 3 splits (1.9 waves) 192 us. 0: programs_per_sm
+    # fp8 pages, fused kernel: programs one SM holds at once (H200/H100, transposed V pages, 3 stages: 121 registers
+    # x 128 threads and 41 KB of shared memory each -> 4; token-major V pages: 168 registers, 72 KB -> 3). > 0: splits
+    # chosen to fill whole waves of that many (``decode.wave_splits``): at batch 32 x 8K, Qwen3-8B heads, 4 programs
+    # per SM, 3 splits (1.5 waves) ran 208 us, 4 splits (1.9 waves) 181 us. 0: programs_per_sm
     fp8_resident_per_sm: int = 0
     # > 0: pieces of this many tokens (a multiple of block_n) instead of a split count chosen from the batch, so a
     # sequence's reduction order depends on its length only (deterministic mode, docs/reproducibility.md)
@@ -44,7 +45,7 @@ class PrefillConfig:
     num_stages: int = 3
 
 
-DECODE = DecodeConfig(fp8_block_n=128, fp8_num_stages=3, fp8_resident_per_sm=3)
+DECODE = DecodeConfig(fp8_block_n=128, fp8_num_stages=3, fp8_resident_per_sm=4)
 
 
 def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
