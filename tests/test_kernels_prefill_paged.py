@@ -14,7 +14,7 @@ pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
 from litesys.attention import kv_fp8  # noqa: E402
 from litesys.kernels import ops_triton  # noqa: E402
-from litesys.kernels.common import LOG2E, dot_precision  # noqa: E402
+from litesys.kernels.common import LOG2E, dot_precision, to_transposed_pages  # noqa: E402
 from litesys.kernels.prefill import prefill  # noqa: E402
 from litesys.kernels.ref import ops_invariant as ref_invariant  # noqa: E402
 from litesys.kernels.ref import ops_torch as ref  # noqa: E402
@@ -131,6 +131,11 @@ def test_fp8_pages_dequantised_in_registers():
     assert not out.isnan().any() and rel_err(out, twin) < 1e-5
     api = ops_triton.paged_prefill_attention(*case.args(DEVICE), 64, D ** -0.5, *case.scales(DEVICE)).cpu()
     assert api.dtype == torch.float32 and rel_err(api, twin) < 1e-5
+    # V pages as the pool stores fp8 ones (transposed, docs/kv_fp8.md): whole pages read, NaN bytes weigh 0
+    args = case.args(DEVICE)
+    args[2] = to_transposed_pages(args[2])
+    vt = ops_triton.paged_prefill_attention(*args, 64, D ** -0.5, *case.scales(DEVICE)).cpu()
+    assert not vt.isnan().any() and rel_err(vt, twin) < 1e-5
 
 
 def test_public_api_default_tiles():
