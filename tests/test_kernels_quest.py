@@ -88,25 +88,26 @@ def _tie_scenario(local: int, seed: int) -> dict:
     return s
 
 
-@pytest.mark.parametrize("fused", [False, True, "runs"])
+@pytest.mark.parametrize("fused", [False, True, "stream"])
 @pytest.mark.parametrize("topk,sink,local", [(3, 4, 0), (1, 0, 0), (2, 4, 9), (100, 4, 5)])
 def test_select_kernel_equals_torch_selection(fused: bool | str, topk: int, sink: int, local: int) -> None:
-    """quest_select (scores -> selection in one program; "runs": rows scored in runs of 4 pages by several
-    programs, the last one selecting) == select_pages on the same scores, ties included."""
+    """quest_select (scores -> selection in one program; "stream": rows scored in runs of 4 pages by 4 persistent
+    programs, each row selected once its runs are counted) == select_pages on the same scores, ties included."""
     from litesys.kernels.ref.quest import select_pages
 
     s = _tie_scenario(local, seed=topk + sink)
     qs, meta = s["sel"], s["meta"]
-    runs = dict(counters=torch.zeros(len(LENGTHS) * 2 + 3, dtype=torch.int32, device=DEVICE),
-                run=quest_triton.RunConfig(pages=4, block_p=2)) if fused == "runs" else dict(fused=fused)
+    counters = torch.zeros(3, len(LENGTHS) * 2, dtype=torch.int32, device=DEVICE)
+    runs = dict(counters=counters, programs=4, run_pages=4) if fused == "stream" else dict(fused=fused)
     # -q first: freed buffers then hold another query's scores, so a selection made before every run of its row
     # was scored (or from another call's leftovers) shows
     for q in (-s["outs"][1][0], s["outs"][1][0]):
         args = (q, qs.kmin[1], qs.kmax[1], meta.page_table, meta.lengths, PAGE, n_pages(meta))
         got, phys, scores = quest_triton.quest_select(*args, topk, sink, local, block_p=16, return_scores=True,
                                                       **runs)
-        if fused == "runs":  # 11 pages: 3 programs per row; each row's counter is back to zero
-            assert -(-n_pages(meta) // 4) == 3 and not runs["counters"].any()
+        if fused == "stream":  # 11 pages: 3 runs per row, counted and zeroed again; every row flagged ready
+            assert -(-n_pages(meta) // 4) == 3 and not counters[0].any() and (counters[1] == 1).all()
+            counters[1].zero_()  # (the decode that would follow zeroes them)
         reference = quest_torch.quest_scores(*args)
         assert torch.equal(scores.isinf(), reference.isinf())
         fin = reference.isfinite()
@@ -135,28 +136,29 @@ def test_summary_kernel_equals_torch_update() -> None:
     assert torch.equal(qs.kmin[1, 0], kv.k[1, 0, 0]) and torch.equal(qs.kmax[1, 0], kv.k[1, 0, 0])
 
 
-def test_decode_merged_by_last_split_equals_merge_kernel() -> None:
-    """quest_decode with counters (the last split of each row merges) == the separate merge kernel; the counters
-    are left zero, so the next launch (here: a second one) is right too."""
+def test_streaming_decode_waits_per_row_and_zeroes_counters() -> None:
+    """quest_decode with counters (each row starts once its selection flag is set) == the plain decode; the row's
+    last split zeroes its flag and count, so the counters are zero again for the next step."""
     s = make_scenario(topk=8, local=5, seed=8, device=DEVICE)
     kv, meta, layer = s["kv"], s["meta"], 1
     q = s["outs"][layer][0]
     sel = s["sel"].select(layer, q, meta)
     assert sel.shape[-1] * PAGE > 2 * 16  # 11 slots of 4 tokens: 3 splits of 16
-    counters = torch.zeros(len(LENGTHS) * 2, dtype=torch.int32, device=DEVICE)
-    for qq in (-q, q, q.flip(0)):  # each call's freed partials are another query's: a merge too early shows
+    counters = torch.zeros(3, len(LENGTHS) * 2, dtype=torch.int32, device=DEVICE)
+    for qq in (-q, q):
         args = (qq, kv.k[layer], kv.v[layer], meta.page_table, meta.lengths, sel, SCALE)
+        counters[1].fill_(1)  # what the streaming selection leaves: every row selected
         got = quest_triton.quest_decode(*args, block_n=16, split=16, counters=counters)
         torch.testing.assert_close(got, quest_torch.quest_decode(*args), rtol=1e-5, atol=1e-5)
         assert not counters.any()
     with pytest.raises(ValueError, match="counters"):
-        quest_triton.quest_decode(*args, counters=counters[:3])
+        quest_triton.quest_decode(*args, counters=counters[:, :3])
 
 
 @pytest.mark.parametrize("fused", [False, True, None])
 def test_selector_triton_decode_equals_reference(fused: bool | None) -> None:
     """The whole Triton decode (kernel summaries, selection, phys-page decode) == the torch reference (None: the
-    default one-launch score + select and the decode merged by its last split, through the selector's counters)."""
+    default, streaming through the selector's counters, left zero)."""
     s = make_scenario(topk=2, local=5, backend="triton", seed=7, device=DEVICE)
     qs, kv, meta, layer = s["sel"], s["kv"], s["meta"], 1
     qs.fused = fused

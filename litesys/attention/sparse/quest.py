@@ -19,10 +19,11 @@ from litesys.kernels.ref.quest import select_pages
 class QuestSelector(PageSelector):
     """Quest as a page selector (``base.PageSelector``): per-page key summaries, bound before graph capture.
 
-    Triton path, per decode step of a sparse layer: 3 launches (summary refresh; scores + selection, whose last
-    program per row selects; split decode, whose last split per row merges: both through zeroed counters kept per
-    batch size), no torch ops between them, nothing on the host: CUDA-graph safe. ``fused=True``/``False``: the
-    one-program-per-row or the separate score and selection kernels instead, and a merge launch.
+    Triton path, per decode step of a sparse layer: 5 launches (summary refresh, scores, selection, split decode,
+    merge), no torch ops between them, nothing on the host: CUDA-graph safe. By default they stream: each
+    (sequence, KV head) is selected as soon as its scores are in and decoded as soon as it is selected, through
+    counters kept per batch size (``quest_triton.quest_select``); ``fused=True``/``False``: the one-program-per-row
+    or the separate score and selection kernels, each stage waiting for the whole previous one.
     """
 
     graph_safe = True  # decode does no host sync and has static shapes (prefill, never captured, may sync)
@@ -34,8 +35,8 @@ class QuestSelector(PageSelector):
         self.topk, self.page_size, self.sink, self.local = topk_pages, page_size, sink, local
         # tensor parallel with a KV head's query heads on several ranks: its page scores are summed over them
         self.split = split
-        self.fused = fused  # Triton: None = the one-launch parallel score + select (see quest_triton.quest_select)
-        self.counters: dict[int, torch.Tensor] = {}  # batch size -> [2, B * Hkv] int32 zeros (each kernel re-zeroes)
+        self.fused = fused  # Triton: None = streaming (see quest_triton.quest_select)
+        self.counters: dict[int, torch.Tensor] = {}  # batch size -> [3, B * Hkv] int32 zeros (the kernels re-zero)
         self.kmin: torch.Tensor | None = None
         self.kmax: torch.Tensor | None = None
 
@@ -92,16 +93,16 @@ class QuestSelector(PageSelector):
         return n_pages
 
     def _counters(self, q: torch.Tensor) -> torch.Tensor | None:
-        """[2, B * Hkv] int32 zeros for this batch size (the selection's and the decode's), made outside capture:
-        a captured graph keeps their address, so they are never replaced. None (unfused kernels): none yet while
-        capturing (the engine warms each bucket up eagerly first), or ``fused`` set, or tensor parallel."""
+        """[3, B * Hkv] int32 zeros for this batch size (streaming), made outside capture: a captured graph keeps
+        their address, so they are never replaced. None (no streaming): none yet while capturing (the engine warms
+        each bucket up eagerly first), or ``fused`` set, or tensor parallel (scores all-reduced first)."""
         if self.fused is not None or self.split is not None:
             return None
         b = q.shape[0]
         if b not in self.counters:
             if q.is_cuda and torch.cuda.is_current_stream_capturing():
                 return None
-            self.counters[b] = torch.zeros(2, b * self.kmin.shape[2], dtype=torch.int32, device=q.device)
+            self.counters[b] = torch.zeros(3, b * self.kmin.shape[2], dtype=torch.int32, device=q.device)
         return self.counters[b]
 
     def _select_triton(self, layer: int, q: torch.Tensor, meta: AttnMeta,
@@ -115,7 +116,7 @@ class QuestSelector(PageSelector):
                                              fused=False, scores=self.split.comm.all_reduce(scores))
         return quest_triton.quest_select(q, self.kmin[layer], self.kmax[layer], meta.page_table, meta.lengths,
                                          self.page_size, self._n_pages(meta), self.topk, self.sink, self.local,
-                                         fused=self.fused, counters=None if counters is None else counters[0])
+                                         fused=self.fused, counters=counters)
 
     def select(self, layer: int, q: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
         """sel [B, Hkv, S] int32 for this step (see ``select_pages``)."""
@@ -133,11 +134,14 @@ class QuestSelector(PageSelector):
             return super().decode(layer, q, kv, meta, ops, scale)
         from litesys.kernels import quest as quest_triton
         counters = self._counters(q)
-        sel, phys = self._select_triton(layer, q, meta, counters)
-        ks, vs = kv.scales(layer)
-        return quest_triton.quest_decode(q, kv.k[layer], kv.v[layer], meta.page_table, meta.lengths, sel, scale,
-                                         phys=phys, k_scale=ks, v_scale=vs,
-                                         counters=None if counters is None else counters[1])
+        try:
+            sel, phys = self._select_triton(layer, q, meta, counters)
+            ks, vs = kv.scales(layer)
+            return quest_triton.quest_decode(q, kv.k[layer], kv.v[layer], meta.page_table, meta.lengths, sel, scale,
+                                             phys=phys, k_scale=ks, v_scale=vs, counters=counters)
+        except Exception:
+            self.counters.clear()  # a chain cut short may leave rows flagged: never reuse those counters
+            raise
 
 
 def from_config(cfg, shape: AttnShape, backend: str) -> QuestSelector:
