@@ -29,6 +29,18 @@ from common import SMOKE, graph_ms, log
 from litesys.kernels import quest as quest_triton
 
 
+def _workload(ctx: int, b: int, hq: int, hkv: int, ps: int, d: int) -> tuple[torch.Tensor, ...]:
+    """Random bf16 K/V in shuffled pages, full-length rows, a query and the pages' key summaries."""
+    dev = "cpu" if SMOKE else "cuda"
+    n_pages = ctx // ps
+    k = torch.randn(b * n_pages + 1, ps, hkv, d, dtype=torch.bfloat16, device=dev)
+    v = torch.randn_like(k)
+    pt = (torch.randperm(b * n_pages, device=dev) + 1).view(b, n_pages).int()
+    lengths = torch.full((b,), ctx, dtype=torch.int32, device=dev)
+    q = torch.randn(b, hq, d, dtype=torch.bfloat16, device=dev)
+    return k, v, pt, lengths, q, k.amin(dim=1), k.amax(dim=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--context", type=int, default=32768)
@@ -54,16 +66,10 @@ def main() -> None:
         args.out.write_text(json.dumps(rows, indent=1))
         return
     ctx, b, hq, hkv, ps, d = args.context, args.batch, args.hq, args.hkv, args.page, 128
-    dev = "cpu" if SMOKE else "cuda"
     if SMOKE:
         ctx, b = 256, 2
     n_pages = ctx // ps
-    k = torch.randn(b * n_pages + 1, ps, hkv, d, dtype=torch.bfloat16, device=dev)
-    v = torch.randn_like(k)
-    pt = (torch.randperm(b * n_pages, device=dev) + 1).view(b, n_pages).int()
-    lengths = torch.full((b,), ctx, dtype=torch.int32, device=dev)
-    q = torch.randn(b, hq, d, dtype=torch.bfloat16, device=dev)
-    kmin, kmax = k.amin(dim=1), k.amax(dim=1)
+    k, v, pt, lengths, q, kmin, kmax = _workload(ctx, b, hq, hkv, ps, d)
     topk = n_pages // 8
     sel, phys = quest_triton.quest_select(q, kmin, kmax, pt, lengths, ps, n_pages, topk, 4, 0, fused=False)
     rows = []
@@ -117,12 +123,7 @@ def diagnose(ctx: int, b: int, ps: int, hq: int, hkv: int = 8, d: int = 128, swe
     if SMOKE:
         ctx, b = 512, 2
     n_pages = ctx // ps
-    k = torch.randn(b * n_pages + 1, ps, hkv, d, dtype=torch.bfloat16, device=dev)
-    v = torch.randn_like(k)
-    pt = (torch.randperm(b * n_pages, device=dev) + 1).view(b, n_pages).int()
-    lengths = torch.full((b,), ctx, dtype=torch.int32, device=dev)
-    q = torch.randn(b, hq, d, dtype=torch.bfloat16, device=dev)
-    kmin, kmax = k.amin(dim=1), k.amax(dim=1)
+    k, v, pt, lengths, q, kmin, kmax = _workload(ctx, b, hq, hkv, ps, d)
     topk, scale = n_pages // 8, d ** -0.5
     cnt = torch.zeros(3, b * hkv, dtype=torch.int32, device=dev)
     sel_args = (q, kmin, kmax, pt, lengths, ps, n_pages, topk, 4, 0)
