@@ -16,7 +16,7 @@ from litesys.attention import kv_fp8  # noqa: E402
 from litesys.attention.kv_cache import KVCache  # noqa: E402
 from litesys.kernels import decode, ops_triton  # noqa: E402
 from litesys.kernels import quest as quest_triton
-from litesys.kernels.common import to_transposed_pages  # noqa: E402
+from litesys.kernels.common import to_transposed_pages, v_layout  # noqa: E402
 from litesys.kernels.kv_write import write_fp8  # noqa: E402
 from litesys.kernels.launch import DecodeConfig  # noqa: E402
 from litesys.kernels.ref import ops_torch as ref  # noqa: E402
@@ -145,6 +145,16 @@ LENGTHS = [1, 15, 16, 17, 40]
 
 # fp8 splits that fill whole waves: 10 (sequence, KV head) pairs, 4 resident programs (CPU: 1 SM) -> 2 splits
 WAVES = DecodeConfig(max_splits=4, block_n=16, fp8_resident_per_sm=4)
+
+
+def test_v_layouts() -> None:
+    """The pool's fp8 V pages are transposed under the usual shape; kernels tell the layouts apart by the strides."""
+    kv = KVCache(2, 3, 16, 2, 8, torch.float32, "cpu", kv_dtype=F8)
+    assert kv.v.shape == kv.k.shape and kv.v[1].stride() == (256, 1, 128, 16)
+    assert v_layout(kv.v[1], 128) == ((256, 1, 128, 16), True, 16) and v_layout(kv.k[1], 128)[1:] == (False, 1)
+    assert v_layout(to_transposed_pages(torch.zeros(3, 4, 2, 8).to(F8)), 128)[2] == 4  # vectors within a page
+    with pytest.raises(ValueError, match="pass v_cache.contiguous"):  # transposed bf16: no NaN guard for it
+        v_layout(to_transposed_pages(torch.zeros(3, 16, 2, 8)), 64)
 
 
 def test_wave_splits_by_hand() -> None:

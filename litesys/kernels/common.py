@@ -118,7 +118,10 @@ def v_layout(v_cache: torch.Tensor, block_n: int) -> tuple[tuple[int, int, int, 
     (page, slot, head, dim), ``V_T`` (slots contiguous: ``transposed_pages``) and ``VEC``, the slots one vector
     load may cover (a power of two <= 16 bytes dividing the page size, ``block_n`` and the strides)."""
     strides = tuple(v_cache.stride())[-4:]
-    if strides[1] != 1 or strides[3] == 1:
+    if strides[3] == 1:
         return strides, False, 1
+    if strides[1] != 1 or v_cache.element_size() != 1:  # blocks.paged_v_tile's NaN guard is a no-op on e4m3 only
+        raise ValueError(f"V pages need a contiguous head dim, or (fp8) contiguous slots; got strides {strides} "
+                         f"of {v_cache.dtype}: pass v_cache.contiguous()")
     g = math.gcd(v_cache.shape[-3], block_n, strides[0], strides[2], strides[3], 16 // v_cache.element_size())
     return strides, True, g & -g
