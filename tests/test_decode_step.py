@@ -15,7 +15,7 @@ from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse import SparseConfig
 from litesys.engine import cuda_graph
 from litesys.engine.cuda_graph import DecodeGraphs
-from litesys.engine.sampler import LENGTH, REPETITION, RUNNING, STOP, SamplingTensors, sample
+from litesys.engine.sampler import LENGTH, REPETITION, RUNNING, STOP, SamplingTensors, sample, seed_hash
 
 # check_every=3: finished rows run up to two more steps before the host collects them
 SETTINGS = dict(device="cpu", dtype=torch.float32, max_seq_len=64, page_size=4, max_num_seqs=6, check_every=3)
@@ -56,7 +56,8 @@ def reference_step(eng, B: int, max_len: int) -> None:
     logits = eng.model.compute_logits(eng.model.forward(st.last_token[:B].clone(), pos, meta, eng.attn))
     st.seq_len[:B] += 1
     s = eng.sampler
-    params = SamplingTensors(*(getattr(st, n)[:B].clone() for n in ("temperature", "top_k", "top_p", "min_p", "seed")))
+    params = SamplingTensors(*(getattr(st, n)[:B].clone() for n in ("temperature", "top_k", "top_p", "min_p")),
+                             seed_hash(st.seed[:B]))
     toks = sample(logits, params, st.gen_len[:B].clone(), s.all_greedy, s.need_full_sort, s.max_top_k).tolist()
     eos = set(s.eos.tolist())
     for b, tok in enumerate(toks):

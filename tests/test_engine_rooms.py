@@ -111,7 +111,7 @@ def test_place_writes_every_column_pages_and_tokens_exactly():
     slots.ints.fill_(-7)
     cols = dict(seq_len=[7, 3], last_token=[12, 0], gen_len=[2, 0], max_gen=[9, 4], finish_code=[0, 0],
                 rep_group=[1, -1], ignore_eos=[True, False], temperature=[0.7, 0.0], top_k=[20, 0],
-                top_p=[0.95, 1.0], min_p=[0.05, 0.0], seed=[2**62 + 5, 3])
+                top_p=[0.95, 1.0], min_p=[0.05, 0.0], seed=[2**62 + 5, 3], seed_hash=[7, 2**40])
     assert set(cols) == set(SCALARS)
     slots.place(1, cols, [[4, 9], [2]], [[11, 12], []])
     for name, vals in cols.items():

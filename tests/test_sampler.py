@@ -4,14 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litesys.engine.sampler import SamplingTensors, candidates, sample, uniform
+from litesys.engine.sampler import SamplingTensors, candidates, sample, seed_hash, uniform
+from litesys.kernels.hash import hash_to_uniform, lowbias32
 from litesys.sampling_params import derive_seed
 
 
 def _params(B, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=0):
     f = lambda v, dt: torch.full((B,), v, dtype=dt)
     return SamplingTensors(f(temperature, torch.float32), f(top_k, torch.int64), f(top_p, torch.float32),
-                           f(min_p, torch.float32), torch.arange(B, dtype=torch.int64) + seed)
+                           f(min_p, torch.float32), seed_hash(torch.arange(B, dtype=torch.int64) + seed))
 
 
 def _kept(logits, **kw):
@@ -80,9 +81,12 @@ def test_greedy_rows_take_argmax_in_a_mixed_batch():
 def test_uniform_is_a_pure_function_of_seed_and_step():
     seeds = torch.tensor([derive_seed(0, i, 0) for i in range(1000)])
     steps = torch.arange(1000)
-    u = uniform(seeds, steps)
-    assert torch.equal(u, uniform(seeds, steps))
-    assert torch.equal(u[500:], uniform(seeds[500:], steps[500:]))  # no dependence on the other rows
+    u = uniform(seed_hash(seeds), steps)
+    assert torch.equal(u, uniform(seed_hash(seeds), steps))
+    assert torch.equal(u[500:], uniform(seed_hash(seeds[500:]), steps[500:]))  # no dependence on the other rows
+    # the hash as one chain, as it was before the slots kept its seed half: every draw (every token) unchanged
+    h = lowbias32(lowbias32(lowbias32(seeds ^ 0x9E3779B9) ^ (seeds >> 32)) ^ steps)
+    assert torch.equal(u, hash_to_uniform(h))
     assert 0.0 <= u.min() and u.max() < 1.0
     assert abs(u.mean().item() - 0.5) < 0.03 and len(set(u.tolist())) > 990
     assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3) != derive_seed(1, 2, 4)

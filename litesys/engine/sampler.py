@@ -15,12 +15,14 @@ from litesys.kernels.hash import hash_to_uniform, lowbias32
 from litesys.sampling_params import SamplingParams
 
 
-def uniform(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """Deterministic U[0, 1) per row from (seed, step); seeds: int64 [B], steps: int [B]."""
-    h = lowbias32(seeds ^ 0x9E3779B9)
-    h = lowbias32(h ^ (seeds >> 32))
-    h = lowbias32(h ^ steps.long())
-    return hash_to_uniform(h)
+def seed_hash(seeds: torch.Tensor) -> torch.Tensor:
+    """The step-independent half of the draw's hash (int64 [B]): a slot keeps it, so a step hashes only its counter."""
+    return lowbias32(lowbias32(seeds ^ 0x9E3779B9) ^ (seeds >> 32))
+
+
+def uniform(hashed: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Deterministic U[0, 1) per row from (seed, step); hashed: ``seed_hash(seeds)`` int64 [B], steps: int [B]."""
+    return hash_to_uniform(lowbias32(hashed ^ steps.long()))
 
 
 @dataclass
@@ -29,7 +31,7 @@ class SamplingTensors:  # per-row sampling parameters on the device (rows = batc
     top_k: torch.Tensor  # [B] int64, 0 = off
     top_p: torch.Tensor  # [B] fp32
     min_p: torch.Tensor  # [B] fp32
-    seed: torch.Tensor  # [B] int64
+    seed_hash: torch.Tensor  # [B] int64: seed_hash of the sample's seed
 
 
 def topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +75,7 @@ def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_gr
         return greedy
     probs, idx = candidates(logits, p, need_full_sort, max_top_k)
     cdf = probs.cumsum(-1)
-    u = uniform(p.seed, steps).unsqueeze(1) * cdf[:, -1:]
+    u = uniform(p.seed_hash, steps).unsqueeze(1) * cdf[:, -1:]
     pick = (cdf <= u).sum(-1, keepdim=True).clamp(max=probs.shape[1] - 1)
     # never land on a dropped (zero-mass) candidate because of rounding at the top of the cdf
     pick = torch.minimum(pick, (probs > 0).sum(-1, keepdim=True) - 1)
@@ -121,7 +123,8 @@ class Sampler:
         return dict(max_gen=[min(s.req.params.max_new_tokens, self.max_seq_len - len(s.req.prompt)) for s in seqs],
                     rep_group=[self._rep_group(p) for p in ps], ignore_eos=[p.ignore_eos for p in ps],
                     temperature=[p.temperature for p in ps], top_k=[max(p.top_k, 0) for p in ps],
-                    top_p=[p.top_p for p in ps], min_p=[p.min_p for p in ps], seed=[s.seed for s in seqs])
+                    top_p=[p.top_p for p in ps], min_p=[p.min_p for p in ps], seed=[s.seed for s in seqs],
+                    seed_hash=seed_hash(torch.tensor([s.seed for s in seqs], dtype=torch.int64)).tolist())
 
     def refresh(self, params: list[SamplingParams]) -> None:
         """Host flags of the running batch: they pick the sampling path without reading the device."""
@@ -140,7 +143,8 @@ class Sampler:
         ops on views of the slot tensors only (no host read), so a decode step's CUDA graph holds all of it."""
         st = self.slots
         steps, live = st.gen_len[rows], st.finish_code[rows] == RUNNING
-        params = SamplingTensors(st.temperature[rows], st.top_k[rows], st.top_p[rows], st.min_p[rows], st.seed[rows])
+        params = SamplingTensors(st.temperature[rows], st.top_k[rows], st.top_p[rows], st.min_p[rows],
+                                 st.seed_hash[rows])
         tok = sample(logits, params, steps, self.all_greedy, self.need_full_sort, self.max_top_k)
         # Tensor parallel: every rank goes on with tp-rank 0's tokens, so scheduling can never diverge (docs/tp.md)
         tok = self.dist.broadcast_first(tok)

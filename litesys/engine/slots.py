@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 # the per-slot scalars ``place`` writes, in the packed copy's column order: integers, then floats (as their bits)
-INTS = ("seq_len", "last_token", "gen_len", "max_gen", "finish_code", "rep_group", "ignore_eos", "top_k", "seed")
+INTS = ("seq_len", "last_token", "gen_len", "max_gen", "finish_code", "rep_group", "ignore_eos", "top_k", "seed",
+        "seed_hash")
 FLOATS = ("temperature", "top_p", "min_p")
 SCALARS = INTS + FLOATS
 
