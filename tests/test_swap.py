@@ -18,6 +18,7 @@ from litesys.attention.kv_cache import KVCache
 from litesys.attention.sparse import SparseConfig
 from litesys.engine.engine import Engine
 from litesys.engine.swap import SwapSpace, paged_tensors
+from litesys.kernels.common import to_transposed_pages
 
 VOCAB = 1024
 METHODS = {"dense": None, **sparse_cases.METHODS}
@@ -82,11 +83,14 @@ def test_tiny_budget_falls_back_to_recompute(ckpt, reference):
     assert tokens == reference["topk", "greedy"]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float8_e4m3fn])
-def test_swap_round_trip_is_byte_exact(dtype):
+@pytest.mark.parametrize("dtype,transposed_v", [(torch.float32, False), (torch.bfloat16, False),
+                                                (torch.float8_e4m3fn, False), (torch.float8_e4m3fn, True)])
+def test_swap_round_trip_is_byte_exact(dtype, transposed_v):
     kv = KVCache(3, 16, PAGE, 2, 8, torch.float32, "cpu")
     kv.k = torch.randint(0, 256, (3, 16, PAGE, 2, 8), dtype=torch.uint8).view(dtype)  # every bit pattern
     kv.v = torch.randint(0, 256, (3, 16, PAGE, 2, 8), dtype=torch.uint8).view(dtype)
+    if transposed_v:  # fp8 V pages as the pool stores them ([..., Hkv, D, page] under the usual shape)
+        kv.v = to_transposed_pages(kv.v)
 
     class Summaries:  # a selector's per-page state, e.g. Quest's key min/max
         summary = torch.randn(3, 16, 2, 8)
