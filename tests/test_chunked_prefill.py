@@ -113,15 +113,21 @@ def test_mixed_steps_decode_every_step_of_a_long_prefill(ckpt, monkeypatch):
 
 def test_chunked_recompute_and_samples(ckpt, monkeypatch):
     """A small pool without swap: sequences are preempted and recomputed (prompt + generated, longer than the budget:
-    chunked too); n = 3 samples of a chunked prompt share its full pages and copy its partly filled last one."""
+    chunked too); a chunk short of pages waits while the others decode; n = 3 samples of a chunked prompt share its
+    full pages and copy its partly filled last one."""
+    from litesys.engine.scheduler import Scheduler
+
     prompts = [_rand(30, 20 + i) for i in range(3)] + [SHARED + _rand(3, 30)]
     params = SamplingParams(temperature=0, max_new_tokens=24, ignore_eos=True, repeat_check=False, n=3)
-    small = dict(num_kv_pages=48, swap_space_gb=0)
+    small = dict(num_kv_pages=40, swap_space_gb=0)
     whole, _ = run(ckpt, prompts, WHOLE, params, enable_prefix_cache=False)
-    log = Log(monkeypatch)
+    log, admit, waits = Log(monkeypatch), Scheduler.admit, []
+    monkeypatch.setattr(Scheduler, "admit", lambda self, *a: (out := admit(self, *a)) or waits.append(self.partial)
+                        or out)
     out, llm = run(ckpt, prompts, 7, params, **small)
     assert out == whole and all(len(set(map(tuple, s))) == 1 for s in out)
     assert llm.engine.stats["preemptions"] > 0 and max(log.chunks()) == 7
+    assert any(w is not None for w in waits)  # a half-prefilled prompt waited for pages
     assert llm.engine.allocator.num_free == llm.kv.num_pages - 1  # every page back (cached ones are evictable)
 
 
