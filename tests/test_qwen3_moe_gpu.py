@@ -79,3 +79,42 @@ def test_moe_gpu_matches_transformers(ckpt, dtype):
         assert max(errs) < 1e-4 and same >= len(prompts) - 1
     else:
         assert max(errs) < 2e-2 and same >= 0.75 * len(prompts)
+
+
+def _sampled_among(llm: LLM, targets, own, n_others: int, seed: int) -> list[list[int]]:
+    """The targets' tokens when run among ``n_others`` random requests of mixed sampling (top_k 5/20/0/50)."""
+    g = torch.Generator().manual_seed(seed)
+    others = _prompts(n_others, seed)
+    mates = [SamplingParams(temperature=[0.0, 0.6, 1.0][i % 3], top_k=[5, 20, 0, 50][i % 4], top_p=0.9,
+                            max_new_tokens=int(torch.randint(8, 96, (1,), generator=g)), ignore_eos=True,
+                            repeat_check=False, seed=i) for i in range(n_others)]
+    at = torch.randperm(n_others + len(targets), generator=g)[:len(targets)].tolist()
+    prompts, params = list(others), list(mates)
+    for pos, (t, p) in sorted(zip(at, zip(targets, own))):
+        prompts.insert(pos, t)
+        params.insert(pos, p)
+    outs = llm.generate(prompts, params)
+    index = {id(p): i for i, p in enumerate(prompts)}
+    return [outs[index[id(t)]].token_ids for t in targets]
+
+
+@pytest.mark.gpu
+def test_deterministic_moe_bf16_cuda_graphs_is_batch_invariant(ckpt):
+    """deterministic=True, bf16, CUDA graphs: 4 sampled requests (T = 0.8, 128 tokens) give the same tokens alone,
+    among 6 and 63 random others (mixed temperatures and top_k), and in a KV pool small enough to preempt (swapped,
+    and recomputed)."""
+    kw = dict(device=DEVICE, dtype=torch.bfloat16, max_seq_len=512, max_num_seqs=64, cuda_graphs=True,
+              deterministic=True, gpu_memory_utilization=0.3)
+    llm = LLM(str(ckpt), **kw)
+    assert llm.model.invariant
+    targets = _prompts(4, seed=7)
+    own = [SamplingParams(temperature=0.8, top_k=[20, 0, 5, 50][i], top_p=0.95, max_new_tokens=128, ignore_eos=True,
+                          repeat_check=False, seed=100 + i) for i in range(4)]
+    alone = [llm.generate([t], [p])[0].token_ids for t, p in zip(targets, own)]
+    assert _sampled_among(llm, targets, own, 6, 1) == alone
+    assert _sampled_among(llm, targets, own, 63, 2) == alone
+    for swap_gb in (4.0, 0.0):  # preempted sequences swapped, then recomputed (replayed through decode)
+        small = LLM(str(ckpt), **kw, num_kv_pages=160, swap_space_gb=swap_gb)
+        assert _sampled_among(small, targets, own, 63, 2) == alone, f"swap_space_gb={swap_gb}"
+        assert small.engine.stats["preemptions"] > 0
+        small.close()
