@@ -1,6 +1,6 @@
 """End-to-end generation throughput with random weights of a real architecture, against the memory floor.
 
-    python benchmarks/throughput.py --config qwen3_0.6b -n 256 -p 128 -g 1024 --compare-hf
+    python benchmarks/throughput.py --config qwen3_0.6b -n 256 -p 128 -g 1024 --hf
     python benchmarks/throughput.py --config qwen3_0.6b -n 256 --prompt-range 64-512 -g 1024
     python benchmarks/throughput.py --config qwen3_8b -n 128 -p 512 -g 2048
     python benchmarks/throughput.py --config qwen3_8b -n 32 -p 128 -g 8192 --kv-cache-dtype fp8_e4m3
@@ -11,8 +11,10 @@ ratio to it. ``--prompt-range LO-HI`` and ``--gen-range LO-HI`` draw each reques
 budget (seeded; exactly that many tokens). Where the step time goes: host ms per decode step (the engine's decode
 step timed on the host: Python and launches), GPU span per step (CUDA events around it: idle gaps included), and
 over a few steady steps of a short profiled run, GPU busy ms per step (kernel time) and launches per step
-(cudaLaunchKernel, cuLaunchKernel, cudaGraphLaunch, ...). ``--compare-hf`` runs transformers ``generate`` on the
-same workload in the same process. Results print as a table and go to ``--json`` (and $OUT if set).
+(cudaLaunchKernel, cuLaunchKernel, cudaGraphLaunch, ...). ``--hf`` (= ``--compare-hf``) then runs transformers
+``generate`` on the same workload in the same process, right after LiteSys has freed its engine (same config with
+random weights, same sampling, exactly g tokens each; ``--hf-num-requests N``: the first N requests only, stated in
+the JSON): ``hf_tok_s`` and ``speedup_vs_hf``. Results print as a table and go to ``--json`` (and $OUT if set).
 """
 from __future__ import annotations
 
@@ -224,24 +226,33 @@ def profile(llm: LLM, ids: list[list[int]], params: list[SamplingParams]) -> Non
         Path(os.environ["OUT"], "profile.txt").write_text(table)
 
 
-def run_hf(cfg_path: Path, prompts: torch.Tensor, g: int, sp: SamplingParams) -> float:
+def run_hf(cfg_path: Path, prompts: torch.Tensor, g: int, sp: SamplingParams, device: str) -> dict:
+    """transformers ``generate`` on the same workload: a model made from the same config.json with random weights
+    (bf16 on CUDA, fp32 on CPU as LiteSys), sampling with the same temperature/top-p/top-k, exactly ``g`` new tokens
+    per request (``min_new_tokens``: EOS cannot end one early), one batch of equal-length prompts (no padding)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     config = AutoConfig.from_pretrained(cfg_path)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).cuda().eval()
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
+    model = model.to(device).eval()
     kw = dict(do_sample=True, temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, max_new_tokens=g,
               min_new_tokens=g, pad_token_id=0)
+    prompts = prompts.to(device)
     with torch.inference_mode():
-        model.generate(prompts[:8].cuda(), **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})
-        torch.cuda.synchronize()
+        model.generate(prompts[:8], **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})  # warm-up
+        sync()
         t = time.perf_counter()
-        out = model.generate(prompts.cuda(), **kw)
-        torch.cuda.synchronize()
+        out = model.generate(prompts, **kw)
+        sync()
         dt = time.perf_counter() - t
-    assert out.shape[1] == prompts.shape[1] + g
+    new_tokens = (out.shape[1] - prompts.shape[1]) * out.shape[0]
+    assert new_tokens == prompts.shape[0] * g, (out.shape, prompts.shape, g)
     del model
-    torch.cuda.empty_cache()
-    return prompts.shape[0] * g / dt
+    if cuda:
+        torch.cuda.empty_cache()
+    return dict(hf_n=prompts.shape[0], hf_generated_tokens=new_tokens, hf_s=dt, hf_tok_s=new_tokens / dt)
 
 
 def _shape(lo: int, hi: int) -> int | str:
@@ -266,7 +277,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8_e4m3"),
                     help="KV pages: auto = bf16, fp8_e4m3 = FP8 (docs/kv_fp8.md)")
     ap.add_argument("--deterministic", action="store_true", help="deterministic=True: batch-invariant kernels")
-    ap.add_argument("--compare-hf", action="store_true")
+    ap.add_argument("--hf", "--compare-hf", dest="compare_hf", action="store_true",
+                    help="then transformers generate on the same workload in the same process: its tok/s and ours/its")
+    ap.add_argument("--hf-num-requests", type=int, default=None, metavar="N",
+                    help="--hf on the first N requests only (HF is slow at large n); the JSON says so")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of a profiled run")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only runs the logic at tiny sizes (tests)")
     ap.add_argument("--json", default=None)
@@ -278,8 +292,10 @@ def main(argv: list[str] | None = None) -> dict:
                         "from the prefill, the rest are the decode steps measured")
     ragged = p_range[0] < p_range[1] or g_range[0] < g_range[1]
     if a.compare_hf and ragged:
-        raise UsageExit("throughput.py: --compare-hf needs one prompt and one generation length (HF generate pads "
+        raise UsageExit("throughput.py: --hf needs one prompt and one generation length (HF generate pads "
                         "a batch to one shape); drop --prompt-range/--gen-range")
+    if a.hf_num_requests is not None and not (a.compare_hf and 1 <= a.hf_num_requests <= a.num_requests):
+        raise UsageExit(f"throughput.py: --hf-num-requests goes with --hf and must be 1..{a.num_requests} (-n)")
     cuda = a.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         sys.exit("throughput.py needs a CUDA GPU")
@@ -368,9 +384,13 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     llm.close()  # weights, KV pool and graphs freed now: HF's model comes next
     del llm
     if a.compare_hf:
-        prompts = torch.tensor(ids)
-        res["hf_tok_s"] = run_hf(cfg_path, prompts, g_range[0], sp)
+        hf_n = a.hf_num_requests or a.num_requests
+        res.update(run_hf(cfg_path, torch.tensor(ids[:hf_n]), g_range[0], sp, a.device))
         res["speedup_vs_hf"] = tok_s / res["hf_tok_s"]
+        if hf_n < a.num_requests:  # a smaller batch gets less from batching: the ratio is not at equal n
+            res["hf_note"] = (f"HF ran the first {hf_n} of the {a.num_requests} requests (same prompts, same "
+                              f"g={g_range[0]}); speedup_vs_hf compares tok/s at n={a.num_requests} with HF at "
+                              f"n={hf_n}")
     return res
 
 
@@ -387,7 +407,7 @@ def summary_line(a: argparse.Namespace, res: dict) -> str:
         line += (f", GPU busy {res['gpu_busy_ms_per_step']:.2f} ms/step (span {res['gpu_span_ms_per_step']:.2f}), "
                  f"{res['launches_per_step']:.0f} launches/step")
     if "hf_tok_s" in res:
-        line += f", HF {res['hf_tok_s']:,.0f} tok/s ({res['speedup_vs_hf']:.1f}x)"
+        line += f", HF {res['hf_tok_s']:,.0f} tok/s at n={res['hf_n']} ({res['speedup_vs_hf']:.1f}x)"
     return line
 
 

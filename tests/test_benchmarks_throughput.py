@@ -113,3 +113,32 @@ def test_a_ragged_run_on_cpu(tmp_path):
         shape["head_dim"] * 4
     assert res["timed_steps"] == res["decode_steps"] >= max(budgets) - 1  # the timer wraps the real decode step
     assert res["host_ms_per_step"] > 0 and res["gpu_span_ms_per_step"] is None
+
+
+def test_hf_in_the_same_run_on_cpu(tmp_path, monkeypatch):
+    """--hf: transformers generate on the same workload after LiteSys, with our sampling settings and exactly g new
+    tokens per request; tok/s and the ratio in the JSON; a smaller HF batch (--hf-num-requests) is stated."""
+    from transformers.generation.utils import GenerationMixin
+
+    calls = []
+    generate = GenerationMixin.generate
+
+    def recording(self, inputs=None, **kw):
+        calls.append((inputs.shape, kw))
+        return generate(self, inputs, **kw)
+
+    monkeypatch.setattr(GenerationMixin, "generate", recording)
+    cfg, _ = _tiny_config(tmp_path)
+    args = ["--device", "cpu", "--config", str(cfg), "-p", "5", "-g", "6", "--hf"]
+    res = throughput.main(args + ["-n", "4", "--hf-num-requests", "2"])
+    shape, kw = calls[-1]  # the timed call (after an 8-token warm-up)
+    assert tuple(shape) == (2, 5) and kw["max_new_tokens"] == kw["min_new_tokens"] == 6
+    assert kw["do_sample"] and (kw["temperature"], kw["top_p"], kw["top_k"]) == (0.6, 0.95, 20)
+    assert res["hf_n"] == 2 and res["hf_generated_tokens"] == 2 * 6 and res["hf_tok_s"] > 0
+    assert res["speedup_vs_hf"] == pytest.approx(res["tok_s"] / res["hf_tok_s"])
+    assert "first 2 of the 4 requests" in res["hf_note"]
+    for bad in (["-n", "4", "--hf-num-requests", "5"], ["-n", "4", "--hf-num-requests", "0"]):
+        with pytest.raises(SystemExit, match="--hf-num-requests"):
+            throughput.main(args + bad)
+    with pytest.raises(SystemExit, match="--hf-num-requests"):
+        throughput.main(["--device", "cpu", "--config", str(cfg), "-n", "4", "--hf-num-requests", "2"])
