@@ -32,8 +32,7 @@ class PageAllocator:
         if n > len(self.free):
             raise RuntimeError(f"KV pool exhausted: need {n} pages, {len(self.free)} free")
         pages = [self.free.pop() for _ in range(n)]
-        for p in pages:
-            self.refcount[p] = 1
+        self.share(pages)  # free pages count 0 references
         return pages
 
     def share(self, pages: list[int]) -> None:

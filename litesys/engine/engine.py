@@ -134,16 +134,14 @@ class Engine:
                 it.seq.pages = pages
                 new.append((it.seq, row))
                 continue
-            n_tok = len(it.tokens)
             for j in range(it.num_samples):
                 own = pages
                 if j > 0:  # the full pages are shared; a partly filled last page is copied
-                    own = list(pages if n_tok % ps == 0 else pages[:-1])
+                    own = pages[:len(it.tokens) // ps]
                     self.allocator.share(own)
-                    if n_tok % ps:
-                        (copy,) = self.allocator.alloc(1)
-                        self.kv.copy_page(pages[-1], copy)
-                        own.append(copy)
+                    if len(it.tokens) % ps:
+                        own += self.allocator.alloc(1)
+                        self.kv.copy_page(pages[-1], own[-1])
                 new.append((Seq(req=it.request, sample=j, order=self._order, pages=own), row))
                 self._order += 1
         self.place_new_sequences(new, logits)
@@ -181,8 +179,7 @@ class Engine:
             return logits
         for row, it in enumerate(items):
             if it.seq is not None and it.seq.tokens_before_preemption:
-                page_row = torch.zeros(self.max_pages, dtype=torch.int32)
-                page_row[:len(it.pages)] = torch.tensor(it.pages, dtype=torch.int32)
+                page_row = torch.tensor(it.pages + [0] * (self.max_pages - len(it.pages)), dtype=torch.int32)
                 logits[row] = replay(self.model, self.attn, page_row.to(self.device), len(it.seq.req.prompt),
                                      it.seq.tokens_before_preemption, it.seq.seed)[0]
         return logits
