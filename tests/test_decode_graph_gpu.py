@@ -54,5 +54,6 @@ def test_a_sampled_step_is_one_graph_launch(ckpt):
     llm.generate(ids, [dataclasses.replace(sp, max_new_tokens=4)] * 16)  # captures the bucket of 16
     got = profile_steps(llm, ids, params)
     print(got)
-    assert got["calls_per_step"].get("cudaGraphLaunch", 0) == pytest.approx(1.0)
+    graph_launches = sum(c for name, c in got["calls_per_step"].items() if name.startswith(("cudaGraph", "cuGraph")))
+    assert graph_launches == pytest.approx(1.0)
     assert got["launches_per_step"] <= 4  # the graph, the page table update when a page starts, the check's copies

@@ -1,7 +1,6 @@
-"""CUDA graphs of the whole decode step (forward, sampler, stop checks, bookkeeping: ``Engine.decode_step``), one per
-padded batch bucket, sampler code path (``Sampler.graph_key``) and, for a sparse method whose shapes follow
-``max_len``, length bucket; each captured the first time it is needed. The engine owns this and passes its step to
-each call (docs/engine.md)."""
+"""CUDA graphs of the whole decode step (``Engine.decode_step``) per padded batch bucket, sampler code path and, for a
+sparse method whose shapes follow ``max_len``, length bucket, captured the first time each is needed. The engine
+owns this and passes its step to each call (docs/engine.md)."""
 from __future__ import annotations
 
 import warnings

@@ -70,7 +70,7 @@ class Slots:
             self.page_table[:n], self.generated[:n] = self.page_table[src], self.generated[src]
             self.ints[:, :n], self.floats[:, :n] = self.ints[:, src], self.floats[:, src]
             self.seq_len_host[:n] = self.seq_len_host[keep]
-        if old_count > n:  # freed rows are CUDA-graph padding now: point them at the scratch page
-            self.page_table[n:old_count] = 0
-            self.seq_len[n:old_count] = 0
-            self.seq_len_host[n:old_count] = 0
+        # the freed rows n .. old_count - 1 are CUDA-graph padding now: point them at the scratch page
+        self.page_table[n:old_count] = 0
+        self.seq_len[n:old_count] = 0
+        self.seq_len_host[n:old_count] = 0
