@@ -40,9 +40,8 @@ class Slots:
         packed = torch.zeros(n, C + P + W, dtype=torch.int64)
         packed[:, :K] = torch.tensor([columns[c] for c in INTS], dtype=torch.int64).T
         packed[:, K:C] = torch.tensor([columns[c] for c in FLOATS], dtype=torch.float32).view(torch.int32).T
-        for i, (pl, toks) in enumerate(zip(pages, generated)):
-            packed[i, C:C + len(pl)] = torch.tensor(pl, dtype=torch.int64)
-            packed[i, C + P:C + P + len(toks)] = torch.tensor(toks, dtype=torch.int64)
+        packed[:, C:C + P] = torch.tensor([pl + [0] * (P - len(pl)) for pl in pages], dtype=torch.int64)
+        packed[:, C + P:] = torch.tensor([t + [0] * (W - len(t)) for t in generated], dtype=torch.int64)
         if self.device.type == "cuda":
             packed = packed.pin_memory()  # the caching host allocator keeps it alive until the copy has run
         dev = packed.to(self.device, non_blocking=True)
