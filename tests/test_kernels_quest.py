@@ -108,6 +108,10 @@ def test_select_kernel_equals_torch_selection(fused: bool | str, topk: int, sink
         if fused == "stream":  # 11 pages: 3 runs per row, counted and zeroed again; every row flagged ready
             assert -(-n_pages(meta) // 4) == 3 and not counters[0].any() and (counters[1] == 1).all()
             counters[1].zero_()  # (the decode that would follow zeroes them)
+            for bad in (dict(counters=counters, fused=False), dict(counters=counters, scores=scores),
+                        dict(counters=counters[:, :5])):  # streaming only with its own scores, [3, B * Hkv]
+                with pytest.raises(ValueError, match="counters"):
+                    quest_triton.quest_select(*args, topk, sink, local, **bad)
         reference = quest_torch.quest_scores(*args)
         assert torch.equal(scores.isinf(), reference.isinf())
         fin = reference.isfinite()

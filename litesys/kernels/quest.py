@@ -121,8 +121,8 @@ def quest_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
 
     One program per (sequence, run of ``pages_per_prog`` pages) reads each page's summaries of every KV head at
     once (one contiguous row per page, instead of a short row per head), ``block_p`` pages per pipelined step.
-    ``counters`` [>= B * Hkv] int32 (streaming, see ``quest_select``): ``programs`` persistent programs take the
-    runs in sequence order and count each finished run into its row's counters (release)."""
+    ``counters`` [3, B * Hkv] int32 (streaming, see ``quest_select``): ``programs`` persistent programs take the
+    runs in sequence order and count each finished run into its row's counter in ``counters[0]`` (release)."""
     b, hq, d = q.shape
     hkv = kmin.shape[1]
     if kmin.stride() != kmax.stride() or kmin.stride(-1) != 1:
@@ -238,7 +238,7 @@ def quest_select(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
                  programs: int | None = None, run_pages: int | None = None) -> tuple[torch.Tensor, ...]:
     """(sel, phys) [B, Hkv, S] int32: the selection of ``ref.quest.select_pages`` and its physical pages
     (0 in empty slots). Two launches (scores, select) or one (``fused``); no torch ops in between.
-    ``counters`` [3, >= B * Hkv] int32 zeros (left zero by the ``quest_decode(counters=...)`` that must follow):
+    ``counters`` [3, B * Hkv] int32 zeros (left zero by the ``quest_decode(counters=...)`` that must follow):
     streaming instead, rows handed on as they finish: ``programs`` persistent score programs count each row's
     scored runs (of ``run_pages`` pages; defaults: ``STREAM_PROGRAMS_PER_SM``, ``SCORE_RUN``), its selection
     program waits for them alone, then flags the row for the decode's programs.
