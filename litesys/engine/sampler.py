@@ -127,13 +127,12 @@ class Sampler:
                     seed_hash=seed_hash(torch.tensor([s.seed for s in seqs], dtype=torch.int64)).tolist())
 
     def refresh(self, params: list[SamplingParams]) -> None:
-        """Host flags of the running batch (after ``columns`` placed it: its repetition groups are known): they pick
-        the sampling path without reading the device."""
+        """Host flags of the running batch: they pick the sampling path without reading the device."""
         self.all_greedy = all(p.temperature == 0 for p in params)
         sampling = [p for p in params if p.temperature > 0]
         self.need_full_sort = self.deterministic or any(p.top_k <= 0 for p in sampling)
         self.max_top_k = 1 if self.need_full_sort else max([p.top_k for p in sampling] + [1])  # 1: one graph key
-        # everything besides shapes that ``step`` branches on on the host: one CUDA graph of the step per value
+        # all ``step`` branches on besides shapes (repetition groups: ``columns`` ran first): a CUDA graph per value
         self.graph_key = self.all_greedy, self.need_full_sort, self.max_top_k, tuple(self.rep_groups)
 
     def step(self, logits: torch.Tensor, rows: slice) -> None:

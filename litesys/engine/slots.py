@@ -17,9 +17,8 @@ class Slots:
         S, i32 = max_slots, dict(dtype=torch.int32, device=device)
         self.page_table = torch.zeros(S, max_pages, **i32)
         self.generated = torch.zeros(S, gen_capacity, **i32)  # generated tokens
-        # one contiguous [S] row per scalar, as attributes: seq_len (tokens already in the KV cache = the next one's
-        # position), last_token (the next step's input), finish_code (sampler.RUNNING/STOP/...), rep_group (index
-        # into the sampler's repetition groups, -1 = off), ...; few tensors: one copy to place, one gather to compact
+        # a contiguous [S] row per scalar (one copy places them all): seq_len = tokens in the KV cache (the next one's
+        # position), last_token = the next input, finish_code = sampler.RUNNING/..., rep_group = -1 (off) or a group
         self.ints = torch.zeros(len(INTS), S, dtype=torch.int64, device=device)
         self.floats = torch.zeros(len(FLOATS), S, dtype=torch.float32, device=device)
         for name, row in [*zip(INTS, self.ints), *zip(FLOATS, self.floats)]:
