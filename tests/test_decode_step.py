@@ -5,6 +5,7 @@ as is (CPU) and at the padded batch and length buckets a CUDA graph would replay
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -82,16 +83,22 @@ def reference_step(eng, B: int, max_len: int) -> None:
 
 
 class PaddedSteps(DecodeGraphs):
-    """What the CUDA graphs replay, run eagerly on the CPU: each step at its key's padded batch and length."""
+    """What the CUDA graphs replay, run eagerly (on the CPU too): each step at its graph's padded batch (the
+    engine's buckets) and length (written out here: a power-of-two bucket for a raw-logits method, else the cap)."""
+
+    min_len = cuda_graph.GRAPH_MIN_LEN
 
     def __init__(self, eng):
         super().__init__(eng.slots.max_slots, eng.max_pages * eng.page_size, eng.attn)
         self.keys = set()
 
     def run(self, step, batch: int, max_len: int, sampler_key: tuple) -> bool:
-        key = self.key(batch, max_len, sampler_key)
-        self.keys.add(key)
-        step(key[0], key[1])
+        bs = min(s for s in self.sizes if s >= batch)
+        length = self.max_len
+        if self.attn.method.graph_by_length:
+            length = min(self.max_len, max(self.min_len, 2 ** math.ceil(math.log2(max_len))))
+        self.keys.add((bs, length, sampler_key))
+        step(bs, length)
         return True
 
 
@@ -122,7 +129,7 @@ def test_one_function_step_equals_the_eager_reference_with_refills_and_preemptio
 
 
 def test_quest_step_equals_the_reference_at_length_buckets_with_swap(ckpt, monkeypatch):
-    monkeypatch.setattr(cuda_graph, "GRAPH_MIN_LEN", 16)  # length buckets 16, 32, 64 and the cap within max_seq_len
+    monkeypatch.setattr(PaddedSteps, "min_len", 16)  # length buckets 16, 32, 64 and the cap within max_seq_len
     kw = dict(num_kv_pages=24, swap_space_gb=1)
     ref, ref_eng = generate(ckpt, MIXED, "reference", sparse=QUEST, **kw)
     assert ref_eng.stats["preemptions"] > 0

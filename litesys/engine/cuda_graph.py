@@ -22,26 +22,20 @@ class DecodeGraphs:
         self.pool = None
         self.eager_only = False  # set when a step turned out not to be capturable
 
-    def key(self, batch: int, max_len: int, sampler_key: tuple) -> tuple | None:
-        """(padded batch, the max_len it runs with, sampler key) of a step's graph; None: this step runs eagerly."""
+    def run(self, step: Step, batch: int, max_len: int, sampler_key: tuple) -> bool:
+        """One decode step of ``batch`` rows as the graph of its key (padded batch, the max_len it runs with,
+        sampler key), captured first if new; False: not run (the caller runs it eagerly)."""
         method = self.attn.method  # read each step: a caller may swap it (benchmarks/throughput.py)
         if self.eager_only or batch > self.sizes[-1] or not method.graph_safe:
-            return None
+            return False
         length = self.max_len  # a dense step's shapes do not follow max_len; a raw-logits one's: power-of-two buckets
         if method.graph_by_length:
             length = min(max(GRAPH_MIN_LEN, 1 << (max_len - 1).bit_length()), self.max_len)
-        return next(s for s in self.sizes if s >= batch), length, sampler_key
-
-    def run(self, step: Step, batch: int, max_len: int, sampler_key: tuple) -> bool:
-        """One decode step of ``batch`` rows as the graph of its key, captured first if new; False: not run (the
-        caller runs it eagerly)."""
-        key = self.key(batch, max_len, sampler_key)
-        if key is None:
-            return False
+        bs = next(s for s in self.sizes if s >= batch)
+        key = (bs, length, sampler_key)
         if key in self.graphs:
             self.graphs[key].replay()
             return True
-        bs, length, _ = key
         with torch.inference_mode():
             step(bs, length)  # this step's work, and the capture's warm-up (kernel compilation, workspaces)
             torch.cuda.synchronize()
