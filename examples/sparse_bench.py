@@ -71,7 +71,7 @@ def processor_configs(ctx: int, page: int) -> dict[str, SparseConfig]:
         "oracle_topp": SparseConfig(attn_oracle_topp=0.9, **common),
         "quest_1/4": SparseConfig(quest_topk_blocks=ctx // page // 4, quest_block_size=page, attn_layer_skip=[]),
         "quest_1/8": SparseConfig(quest_topk_blocks=ctx // page // 8, quest_block_size=page, attn_layer_skip=[]),
-        # scores + selection fused in one launch (default: B * Hkv >= SMs or <= 256 pages; per-head dot products,
+        # scores + selection fused in one launch (the selector's default streams instead; per-head dot products,
         # so its scores may differ from the score kernel's in the last bits)
         "quest_1/8_fused": SparseConfig(quest_topk_blocks=ctx // page // 8, quest_block_size=page,
                                         attn_layer_skip=[]),
