@@ -10,8 +10,6 @@ import torch
 
 from litesys.engine.config import GRAPH_BATCH_SIZES, GRAPH_BATCH_STEP, GRAPH_MIN_LEN
 
-Step = Callable[[int, int], None]  # (batch, max_len) -> None: reads and writes only device state
-
 
 class DecodeGraphs:
     def __init__(self, max_batch: int, max_len: int, attn):  # attn: its sparse method decides the keys
@@ -22,9 +20,9 @@ class DecodeGraphs:
         self.pool = None
         self.eager_only = False  # set when a step turned out not to be capturable
 
-    def run(self, step: Step, batch: int, max_len: int, sampler_key: tuple) -> bool:
-        """One decode step of ``batch`` rows as the graph of its key (padded batch, the max_len it runs with,
-        sampler key), captured first if new; False: not run (the caller runs it eagerly)."""
+    def run(self, step: Callable[[int, int], None], batch: int, max_len: int, sampler_key: tuple) -> bool:
+        """``step(batch, max_len)`` (device state only) as the graph of its key (padded batch, the max_len it runs
+        with, sampler key), captured first if new; False: not run (the caller runs it eagerly)."""
         method = self.attn.method  # read each step: a caller may swap it (benchmarks/throughput.py)
         if self.eager_only or batch > self.sizes[-1] or not method.graph_safe:
             return False

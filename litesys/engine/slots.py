@@ -48,8 +48,7 @@ class Slots:
         self.ints[:, rows] = dev[:, :K].T
         self.floats[:, rows] = dev[:, K:C].to(torch.int32).view(torch.float32).T
         self.page_table[rows] = dev[:, C:C + P].to(torch.int32)
-        if W:
-            self.generated[rows, :W] = dev[:, C + P:].to(torch.int32)
+        self.generated[rows, :W] = dev[:, C + P:].to(torch.int32)  # W = 0: an empty copy, no launch
         self.seq_len_host[rows] = columns["seq_len"]
 
     def add_pages(self, rows: np.ndarray, pages: list[int], page_size: int) -> None:
