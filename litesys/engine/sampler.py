@@ -3,7 +3,7 @@ of seed ``s`` is a hash of ``(s, t)``), the stop checks, and ``Sampler``: params
 codes (docs/engine.md, "Sampling")."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -26,7 +26,7 @@ def uniform(hashed: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class SamplingTensors:  # per-row sampling parameters on the device (rows = batch slots)
+class SamplingTensors:  # per-row sampling parameters on the device (rows = batch slots; named as Slots')
     temperature: torch.Tensor  # [B] fp32, 0 = greedy
     top_k: torch.Tensor  # [B] int64, 0 = off
     top_p: torch.Tensor  # [B] fp32
@@ -140,8 +140,7 @@ class Sampler:
         ops on views of the slot tensors only (no host read), so a decode step's CUDA graph holds all of it."""
         st = self.slots
         steps, live = st.gen_len[rows], st.finish_code[rows] == RUNNING
-        params = SamplingTensors(st.temperature[rows], st.top_k[rows], st.top_p[rows], st.min_p[rows],
-                                 st.seed_hash[rows])
+        params = SamplingTensors(*(getattr(st, f.name)[rows] for f in fields(SamplingTensors)))  # slot columns
         tok = sample(logits, params, steps, self.all_greedy, self.need_full_sort, self.max_top_k)
         # Tensor parallel: every rank goes on with tp-rank 0's tokens, so scheduling can never diverge (docs/tp.md)
         tok = self.dist.broadcast_first(tok)
