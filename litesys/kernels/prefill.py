@@ -9,9 +9,10 @@ causally and at the prompt end.
 
 Paged (chunked prefill, cached prefixes): sequence ``b``'s queries are the last ``cu[b+1] - cu[b]`` of its
 ``lengths[b]`` positions (a chunk after its cached pages and earlier chunks, already written), and key position
-``n`` is read from page ``page_table[b, n // PAGE]``. Key blocks stay aligned at multiples of ``BLOCK_N`` from
-position 0 and every row folds them in the same order as in a whole-prompt prefill (a block wholly past a row
-changes nothing), so a chunk's rows are the whole prefill's rows, bit for bit, at the same tiles.
+``n`` is read from page ``page_table[b, n // PAGE]``. Query blocks stay at multiples of ``BLOCK_M`` of the
+position (a chunk's first and last blocks are partly filled, the other rows masked), so every row is tiled, looped
+(unmasked below its block, masked on the diagonal) and reduced exactly as in the whole prompt's prefill: at the
+same tiles a chunk's rows are the whole prefill's rows, bit for bit.
 """
 from __future__ import annotations
 
@@ -47,23 +48,25 @@ def _prefill_kernel(
     m_block = tl.num_programs(2) - 1 - tl.program_id(2)
     start = tl.load(cu_ptr + seq)
     seqlen = tl.load(cu_ptr + seq + 1) - start  # query rows
-    m0 = m_block * BLOCK_M
-    if m0 < seqlen:
-        if PAGE > 0:  # a chunk: the last seqlen of the sequence's kv_len positions
-            kv_len = tl.load(len_ptr + seq)
-        else:
-            kv_len = seqlen
-        q0 = kv_len - seqlen  # position of the first query row
+    if PAGE > 0:  # a chunk: the last seqlen of the sequence's kv_len positions
+        kv_len = tl.load(len_ptr + seq)
+    else:
+        kv_len = seqlen
+    q0 = kv_len - seqlen  # position of the first query row
+    # query blocks at multiples of BLOCK_M of the position (a chunk's first and last ones partly filled): each row
+    # sits where a whole prefill tiles it, so it meets the same loops, tiles and masks
+    first = (q0 // BLOCK_M + m_block) * BLOCK_M
+    if first < kv_len:
         kvh = h // G
         k_scale, v_scale = fp8_scales(ks_ptr, vs_ptr, kvh, FP8)
         if FP8:  # fp8 K/V (as the cache holds them): K's scale on the scores, V's on the output
             qk_scale = qk_scale * k_scale
-        offs_m = m0 + tl.arange(0, BLOCK_M)
+        pos = first + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, D)
-        pos = q0 + offs_m
+        offs_m = pos - q0  # row in the chunk (< 0: before it)
         tok = (start + offs_m).to(tl.int64)
-        m_valid = offs_m < seqlen
+        m_valid = (offs_m >= 0) & (offs_m < seqlen)
         q = tl.load(q_ptr + tok[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
                     mask=m_valid[:, None], other=0.0)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -72,10 +75,8 @@ def _prefill_kernel(
         k_base = k_ptr + kvh * stride_kh
         v_base = v_ptr + kvh * stride_vh
         table = table_ptr + seq.to(tl.int64) * stride_tb
-        first = q0 + m0  # the block's first query position (whole prompts: m0, a multiple of BLOCK_N)
-        below = first // BLOCK_N * BLOCK_N
         # below the diagonal: every key precedes every query of the block and lies inside the sequence
-        for n0 in range(0, below, BLOCK_N):
+        for n0 in range(0, first, BLOCK_N):
             kn = n0 + offs_n
             rows = _key_rows(table, start.to(tl.int64), kn, kn < kv_len, PAGE)
             k = tl.load(k_base + rows[:, None] * stride_kt + offs_d[None, :]).to(q.dtype)
@@ -88,7 +89,7 @@ def _prefill_kernel(
             acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
         # diagonal blocks: causal mask and sequence end
         hi = tl.minimum(first + BLOCK_M, kv_len)
-        for n0 in range(below, hi, BLOCK_N):
+        for n0 in range(first, hi, BLOCK_N):
             kn = n0 + offs_n
             kv_valid = kn < kv_len
             rows = _key_rows(table, start.to(tl.int64), kn, kv_valid, PAGE)
@@ -128,7 +129,8 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch
         v_strides, v_t, vec = v_layout(v, block_n)  # fp8 V pages are transposed: read by (page, slot), no reshape
         k = k.reshape(-1, *k.shape[2:])  # flat slots (views of the pool)
         v = v if v_t else v.reshape(-1, *v.shape[2:])
-    grid = (hq, num_seqs, cdiv(max_seqlen, block_m))
+    # a chunk at any offset spans at most one query block more than its length needs
+    grid = (hq, num_seqs, cdiv(max_seqlen, block_m) + (page_table is not None))
     table = cu_seqlens if page_table is None else page_table
     _prefill_kernel[grid](
         q, k, v, cu_seqlens, out, table, cu_seqlens if lengths is None else lengths,
