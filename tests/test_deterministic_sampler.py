@@ -10,7 +10,7 @@ from checkpoints import make_checkpoint
 
 import litesys.engine.sampler as sampler_mod
 from litesys import LLM, SamplingParams
-from litesys.engine.sampler import Sampler, SamplingTensors, sample
+from litesys.engine.sampler import Sampler, SamplingTensors, sample, seed_hash
 
 V = 1024
 MATES = (5, 20, 0, 50)  # the batch-mates' top_k
@@ -19,12 +19,12 @@ MATES = (5, 20, 0, 50)  # the batch-mates' top_k
 def _tensors(top_k: list[int], temperature: float = 0.8) -> SamplingTensors:
     B = len(top_k)
     return SamplingTensors(torch.full((B,), temperature), torch.tensor(top_k), torch.full((B,), 0.95),
-                           torch.zeros(B), torch.arange(B, dtype=torch.int64) * 7919 + 11)
+                           torch.zeros(B), seed_hash(torch.arange(B, dtype=torch.int64) * 7919 + 11))
 
 
 def _flags(deterministic: bool, top_ks: list[int]) -> tuple[bool, int]:
     s = Sampler.__new__(Sampler)  # the host flags only: no slots needed
-    s.deterministic = deterministic
+    s.deterministic, s.rep_groups = deterministic, []
     s.refresh([SamplingParams(temperature=0.8, top_k=k) for k in top_ks])
     return s.need_full_sort, s.max_top_k
 
