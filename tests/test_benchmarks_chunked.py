@@ -14,16 +14,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import chunked_prefill as cp  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny ops: one intra-op thread avoids hand-offs on the shared cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: many tiny ops
 
 
 def test_chunked_vs_whole_on_cpu(tmp_path):

@@ -21,12 +21,7 @@ WHOLE = 10_000  # a budget no prompt reaches: every prompt prefilled whole
 GREEDY = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True, repeat_check=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, many tiny ops
 
 
 @pytest.fixture(scope="module")

@@ -40,16 +40,6 @@ def _ckpt(request, model: str):
     return request.getfixturevalue({"qwen3": "ckpt", "qwen3_moe": "moe_ckpt"}[model])
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: the many tiny ops of these runs only lose to thread hand-offs on a shared 2-core machine
-    (invariance holds at any fixed thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _run(llm: LLM, prompts, params) -> tuple[list, set[bytes], list[bytes]]:
     """Outputs, the set of every logits row computed (as bytes) and the rows in order."""
     rows: list[bytes] = []
