@@ -19,10 +19,8 @@ also how many sequences have the same tokens in both modes. JSON to ``--out`` (d
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,12 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SMOKE, UsageExit, bench_args  # noqa: E402
+from common import SMOKE, UsageExit, bench_args, model_config, random_model_dir, save_json  # noqa: E402
 
 from litesys import LLM, SamplingParams  # noqa: E402
 from litesys.engine import memory  # noqa: E402
 
-CONFIGS = Path(__file__).parent / "configs"
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, vocab_size=512)  # --smoke
 SMOKE_SIZES = dict(seqs=6, prompt=200, chunk=32, short=8, warm=4, new=40)
@@ -170,11 +167,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise UsageExit(f"chunked_prefill.py: --new must exceed --warm + 2 x the chunks ({a.warm} + "
                         f"{2 * -(-a.prompt // a.chunk)}): the sequences must still decode after the long prefill")
     a.max_len = a.prompt + a.new + 64
-    src = Path(a.config) if a.config.endswith(".json") else CONFIGS / f"{a.config}.json"
-    cfg = {**json.loads(src.read_text()), **(TINY if smoke else {})}
+    cfg = {**model_config(a.config), **(TINY if smoke else {})}
     cfg["max_position_embeddings"] = max(cfg.get("max_position_embeddings", 0), a.max_len)
-    tmp = Path(tempfile.mkdtemp())
-    (tmp / "config.json").write_text(json.dumps(cfg))
+    tmp = random_model_dir(cfg)
     g = torch.Generator().manual_seed(0)
     vocab = cfg["vocab_size"]
     prompts = [torch.randint(vocab, (a.short,), generator=g).tolist() for _ in range(a.seqs)]
@@ -199,8 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if a.out:
-        Path(a.out).mkdir(parents=True, exist_ok=True)
-        (Path(a.out) / "chunked_prefill.json").write_text(json.dumps(out, indent=1))
+        save_json(a.out, "chunked_prefill.json", out)
     return out
 
 

@@ -2,14 +2,38 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"  # run a script's logic on CPU at tiny sizes before spending GPU time
 T0 = time.time()
+CONFIGS = Path(__file__).parent / "configs"  # the real architectures' config.json files, by name
+
+
+def model_config(config: str) -> dict:
+    """A name in benchmarks/configs (``qwen3_8b``) or a config.json path -> the config as a dict."""
+    return json.loads((Path(config) if config.endswith(".json") else CONFIGS / f"{config}.json").read_text())
+
+
+def random_model_dir(cfg: dict) -> Path:
+    """A fresh temporary folder holding only ``config.json``: all that ``LLM(..., load_format="random")`` reads."""
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "config.json").write_text(json.dumps(cfg))
+    return tmp
+
+
+def save_json(folder: str | Path, name: str, obj) -> Path:
+    """``obj`` as indented JSON in ``folder/name`` (the folder made if missing)."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+    return path
 
 
 class UsageExit(SystemExit):

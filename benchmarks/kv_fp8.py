@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -30,16 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import copy_bandwidth, graph_ms, log  # noqa: E402
-
-CONFIGS = Path(__file__).parent / "configs"
-
-
-def checkpoint_dir(config: str) -> Path:
-    cfg = Path(config) if config.endswith(".json") else CONFIGS / f"{config}.json"
-    tmp = Path(tempfile.mkdtemp())
-    shutil.copy(cfg, tmp / "config.json")
-    return tmp
+from common import copy_bandwidth, graph_ms, log, model_config, random_model_dir  # noqa: E402
 
 
 def capacity(a: argparse.Namespace) -> dict:
@@ -47,8 +36,8 @@ def capacity(a: argparse.Namespace) -> dict:
 
     res = dict(config=a.config, seq_len=a.seq_len, gpu_memory_utilization=a.gpu_memory_utilization)
     for kv in ("auto", "fp8_e4m3"):
-        llm = LLM(str(checkpoint_dir(a.config)), device="cuda", dtype=torch.bfloat16, max_seq_len=a.seq_len,
-                  load_format="random", cuda_graphs=False, kv_cache_dtype=kv,
+        llm = LLM(str(random_model_dir(model_config(a.config))), device="cuda", dtype=torch.bfloat16,
+                  max_seq_len=a.seq_len, load_format="random", cuda_graphs=False, kv_cache_dtype=kv,
                   gpu_memory_utilization=a.gpu_memory_utilization)
         pages, per_seq = llm.kv.num_pages, -(-a.seq_len // llm.kv.page_size)
         name = "bf16" if kv == "auto" else "fp8"
@@ -85,8 +74,8 @@ def accuracy(a: argparse.Namespace) -> dict:
     from litesys.attention.kv_fp8 import FP8_DTYPE
     from litesys.kernels.ref import ops_torch
 
-    llm = LLM(str(checkpoint_dir(a.config)), device="cuda", dtype=torch.bfloat16, max_seq_len=a.tokens + 16,
-              load_format="random", cuda_graphs=False, num_kv_pages=4)
+    llm = LLM(str(random_model_dir(model_config(a.config))), device="cuda", dtype=torch.bfloat16,
+              max_seq_len=a.tokens + 16, load_format="random", cuda_graphs=False, num_kv_pages=4)
     model, cfg = llm.model, llm.cfg
     pages = a.tokens // 16 + 2
 

@@ -16,16 +16,15 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from litesys import LLM, SamplingParams  # noqa: E402
+from common import model_config, random_model_dir  # noqa: E402
 
-CONFIGS = Path(__file__).parent / "configs"
+from litesys import LLM, SamplingParams  # noqa: E402
 
 
 def workload(n: int, prefix_len: int, question_len: tuple[int, int], vocab: int, seed: int = 0) -> list[list[int]]:
@@ -74,9 +73,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", help="cuda; cpu only checks the script at tiny sizes")
     a = ap.parse_args()
     lo, hi = map(int, a.question_len.split("-"))
-    tmp = Path(tempfile.mkdtemp())
-    shutil.copy(CONFIGS / f"{a.config}.json", tmp / "config.json")
-    vocab = json.loads((tmp / "config.json").read_text())["vocab_size"]
+    cfg = model_config(a.config)
+    tmp, vocab = random_model_dir(cfg), cfg["vocab_size"]
     prompts = workload(a.num_requests, a.prefix_len, (lo, hi), vocab)
     max_len = a.prefix_len + hi + a.gen_len + 8
     off = run(tmp, prompts, a.gen_len, False, max_len, a.device)

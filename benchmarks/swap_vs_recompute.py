@@ -17,11 +17,9 @@ replayed when ``needs_replay``). The tokens of both requests are compared with t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,13 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import UsageExit  # noqa: E402
+from common import UsageExit, model_config, random_model_dir, save_json  # noqa: E402
 
 from litesys import LLM, SamplingParams  # noqa: E402
 from litesys.engine.config import KV_WATERMARK_DIVISOR  # noqa: E402
 from litesys.engine.swap import SwapSpace  # noqa: E402
 
-CONFIGS = Path(__file__).parent / "configs"
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, vocab_size=512)  # --device cpu
 
@@ -107,10 +104,8 @@ def tokens_to_preempt(prompt: int, page_size: int) -> int:
 
 
 def measure(config: str, a: argparse.Namespace, cuda: bool) -> dict:
-    src = json.loads((CONFIGS / f"{config}.json").read_text()) if not config.endswith(".json") else \
-        json.loads(Path(config).read_text())
-    tmp = Path(tempfile.mkdtemp())
-    (tmp / "config.json").write_text(json.dumps({**src, **({} if cuda else TINY)}))
+    src = model_config(config)
+    tmp = random_model_dir({**src, **({} if cuda else TINY)})
     ps, vocab = a.page_size, (src if cuda else TINY)["vocab_size"]
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(vocab, (a.prompt,), generator=g).tolist() for _ in range(2)]
@@ -174,8 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     for config in a.configs.split(","):
         out["runs"].append(measure(config, a, cuda))
         if a.out:
-            Path(a.out).mkdir(parents=True, exist_ok=True)
-            (Path(a.out) / "swap_vs_recompute.json").write_text(json.dumps(out, indent=1))
+            save_json(a.out, "swap_vs_recompute.json", out)
     return out
 
 

@@ -22,9 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,12 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported (tests)
-from common import UsageExit, copy_bandwidth  # noqa: E402
+from common import UsageExit, copy_bandwidth, model_config, random_model_dir  # noqa: E402
 from moe_stats import ExpertStats  # noqa: E402
 
 from litesys import LLM, SamplingParams  # noqa: E402
 
-CONFIGS = Path(__file__).parent / "configs"
 DECODE_STEP = "_decode"  # the Engine method that runs one decode step (wrapped to time and profile it)
 PROFILE_SKIP, PROFILE_STEPS = 8, 16  # the profiled window: steps 8..23 of a short run (whole check periods)
 LAUNCH_APIS = ("cudaLaunch", "cuLaunch", "cudaGraphLaunch", "cuGraphLaunch")  # prefixes of the runtime/driver calls
@@ -226,7 +223,7 @@ def profile(llm: LLM, ids: list[list[int]], params: list[SamplingParams]) -> Non
         Path(os.environ["OUT"], "profile.txt").write_text(table)
 
 
-def run_hf(cfg_path: Path, prompts: torch.Tensor, g: int, sp: SamplingParams, device: str) -> dict:
+def run_hf(model_dir: Path, prompts: torch.Tensor, g: int, sp: SamplingParams, device: str) -> dict:
     """transformers ``generate`` on the same workload: a model made from the same config.json with random weights
     (bf16 on CUDA, fp32 on CPU as LiteSys), sampling with the same temperature/top-p/top-k, exactly ``g`` new tokens
     per request (``min_new_tokens``: EOS cannot end one early), one batch of equal-length prompts (no padding)."""
@@ -234,7 +231,7 @@ def run_hf(cfg_path: Path, prompts: torch.Tensor, g: int, sp: SamplingParams, de
 
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    config = AutoConfig.from_pretrained(cfg_path)
+    config = AutoConfig.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
     model = model.to(device).eval()
     kw = dict(do_sample=True, temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, max_new_tokens=g,
@@ -319,9 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
 def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int, int], cuda: bool) -> dict:
     """Build the engine, time the workload, and measure its floor, step times and launches."""
     ragged = p_range[0] < p_range[1] or g_range[0] < g_range[1]
-    cfg_path = Path(a.config) if a.config.endswith(".json") else CONFIGS / f"{a.config}.json"
-    tmp = Path(tempfile.mkdtemp())
-    shutil.copy(cfg_path, tmp / "config.json")
+    tmp = random_model_dir(model_config(a.config))
     bw = copy_bandwidth(device=a.device)
     llm = LLM(str(tmp), device=a.device, dtype=torch.bfloat16 if cuda else torch.float32,
               max_seq_len=p_range[1] + g_range[1] + 8, load_format="random",
@@ -385,7 +380,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     del llm
     if a.compare_hf:
         hf_n = a.hf_num_requests or a.num_requests
-        res.update(run_hf(cfg_path, torch.tensor(ids[:hf_n]), g_range[0], sp, a.device))
+        res.update(run_hf(tmp, torch.tensor(ids[:hf_n]), g_range[0], sp, a.device))
         res["speedup_vs_hf"] = tok_s / res["hf_tok_s"]
         if hf_n < a.num_requests:  # a smaller batch gets less from batching: the ratio is not at equal n
             res["hf_note"] = (f"HF ran the first {hf_n} of the {a.num_requests} requests (same prompts, same "
