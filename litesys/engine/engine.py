@@ -257,7 +257,7 @@ class Engine:
         for b in rows:
             self.allocator.release(self.running[b].pages)
             self.running[b].pages = []
-        keep = [i for i in range(len(self.running)) if i not in set(rows)]
+        keep = sorted(set(range(len(self.running))) - set(rows))  # the rows that stay, in slot order
         self.slots.compact(keep, len(self.running))
         self.running = [self.running[i] for i in keep]
         self.sampler.refresh([s.req.params for s in self.running])
