@@ -25,16 +25,21 @@ class Swapped:  # a sequence's pages on the host: its i-th page in host slot ``s
 class SwapSpace:
     def __init__(self, paged: Callable[[], list[torch.Tensor]], budget_bytes: int, dist: Dist | None = None):
         self.paged, self.budget, self.dist = paged, int(budget_bytes), dist or Dist()
-        self.used, self.stats = 0, dict(swapped_out=0, swapped_in=0, fallbacks=0)
+        self.stats = dict(swapped_out=0, swapped_in=0, fallbacks=0)
         self.pool = self._allocate()
         sizes = [t[:, 0].numel() * t.element_size() for t in paged()]  # per paged tensor: one page, every layer
-        n = self.budget // max(1, sum(sizes))  # page slots
+        self.slot_bytes = sum(sizes)
+        n = self.budget // max(1, self.slot_bytes)  # page slots
         ends = accumulate(b * n for b in sizes)  # slot-major views: consecutive slots take one copy
         self.views = [self.pool[e - n * b:e].view(n, b) for b, e in zip(sizes, ends)]
         self.slots = PageAllocator(n, reserved=0)
 
-    def page_bytes(self) -> int:
-        return sum(t[:, 0].numel() * t.element_size() for t in self.paged())
+    def page_bytes(self) -> int:  # one page of every paged tensor, every layer: one host slot
+        return self.slot_bytes
+
+    @property
+    def used(self) -> int:  # bytes held by swapped-out sequences
+        return (self.slots.num_pages - self.slots.num_free) * self.slot_bytes
 
     def swap_out(self, pages: list[int]) -> Swapped | None:
         """Copy ``pages`` (all layers, every paged tensor) to free host slots; None when too few are free."""
@@ -48,7 +53,6 @@ class SwapSpace:
             idx = torch.tensor(pages, dtype=torch.int64, device=src.device)
             for a, s, n in self._runs(item.slots, dst.shape[1]):
                 dst[s:s + n].copy_(src[idx[a:a + n]].reshape(n, -1), non_blocking=True)
-        self.used += item.nbytes
         self.stats["swapped_out"] += 1
         return item
 
@@ -63,11 +67,9 @@ class SwapSpace:
                 dst[idx[a:a + n]] = src[s:s + n].to(dst.device, non_blocking=True).view(n, *dst.shape[1:])
         # copies into the freed slots later are stream-ordered after these; reversed: the next alloc runs upward
         self.slots.release(item.slots[::-1])
-        self.used -= item.nbytes
         self.stats["swapped_in"] += 1
 
     def clear(self) -> None:  # forget every swapped sequence (the engine's reset): every slot free again
-        self.used = 0
         self.slots.reset()
 
     def _allocate(self) -> torch.Tensor:
@@ -97,6 +99,4 @@ class SwapSpace:
 
 def paged_tensors(kv, method) -> Callable[[], list[torch.Tensor]]:
     """The pool's K and V, then the sparse method's per-page state (``method.paged_state()``)."""
-    def tensors() -> list[torch.Tensor]:
-        return [kv.k, kv.v, *method.paged_state()]
-    return tensors
+    return lambda: [kv.k, kv.v, *method.paged_state()]  # read at each call: the method's state may be rebound
