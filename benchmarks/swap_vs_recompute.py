@@ -156,9 +156,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda", help="cuda; cpu runs the logic at tiny sizes (tests)")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for swap_vs_recompute.json (default $OUT)")
     a = ap.parse_args(argv)
+    for flag, value, ok in (("--swap-gb", a.swap_gb, a.swap_gb > 0), ("--page-size", a.page_size, a.page_size >= 1),
+                            ("--prompt", a.prompt, a.prompt is None or a.prompt >= 1),
+                            ("--new", a.new, a.new is None or a.new >= 1)):
+        if not ok:  # before any engine is built or anything written
+            raise UsageExit(f"swap_vs_recompute.py: {flag} must be > 0, got {value}")
     cuda = a.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
-        sys.exit("swap_vs_recompute.py: no CUDA GPU; pass --device cpu for the tiny CPU check")
+        raise UsageExit("swap_vs_recompute.py: no CUDA GPU; pass --device cpu for the tiny CPU check")
     a.prompt = a.prompt or (16376 if cuda else 60)
     need = tokens_to_preempt(a.prompt, a.page_size)
     a.new = a.new or need + (64 if cuda else 8)

@@ -44,6 +44,16 @@ def test_a_too_short_generation_names_the_flag():
         svr.main(["--device", "cpu", "--new", "5"])
 
 
+@pytest.mark.parametrize("flag,value", [("--swap-gb", "-1"), ("--swap-gb", "0"), ("--page-size", "0"),
+                                        ("--prompt", "-4"), ("--new", "-2")])
+def test_a_bad_flag_is_one_line_exit_2_and_writes_nothing(tmp_path, flag, value):
+    with pytest.raises(SystemExit) as err:
+        svr.main(["--device", "cpu", "--out", str(tmp_path / "out"), flag, value])
+    shown = float(value) if flag == "--swap-gb" else int(value)  # as argparse typed it
+    assert err.value.code == 2 and str(err.value) == f"swap_vs_recompute.py: {flag} must be > 0, got {shown}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_deterministic_engine_section_at_scale_flags(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "deterministic.py"), "--smoke", "--engine-only",
