@@ -95,11 +95,10 @@ class KVCache:
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
         """Store new tokens' K/V ([T, Hkv, D]) at their flat slots (negative slot = padding, skipped)."""
+        if use_triton(k) and self.head_dim & (self.head_dim - 1) == 0:  # one launch for K and V (fp8: in registers)
+            from litesys.kernels import kv_write
+            return kv_write.write(k, v, self.k[layer], self.v[layer], slot_mapping, *self.scales(layer))
         if self.fp8:
-            if use_triton(k) and self.head_dim & (self.head_dim - 1) == 0:  # one launch for K and V, in registers
-                from litesys.kernels.kv_write import write_fp8
-                write_fp8(k, v, self.k[layer], self.v[layer], self.k_scale[layer], self.v_scale[layer], slot_mapping)
-                return
             return self.write_quantized(layer, *self.quantize(layer, k, v), slot_mapping)
         for cache, x in ((self.k, k), (self.v, v)):  # padding rows (graph buckets) write the scratch page 0: no mask
             cache[layer].view(-1, self.num_kv_heads, self.head_dim).index_copy_(0, slot_mapping, x.to(cache.dtype))

@@ -1,7 +1,8 @@
-"""FP8 KV write: quantise new tokens' K and V with their per-KV-head scales and store them in their slots.
+"""KV write: store new tokens' K and V in their page slots, one launch per layer for K and V together.
 
-One launch per layer for K and V together (the torch chain would be ~10 small kernels per layer inside every
-decode graph). Same arithmetic as ``kv_fp8.quantize``: correctly rounded ``x / scale``, clamp to +-448, round to
+bf16/fp16/fp32 pages: a plain copy (torch would launch one ``index_copy_`` each for K and V). fp8 pages: quantise
+with the per-KV-head scales in registers (the torch chain would be ~10 small kernels per layer inside every
+decode graph), same arithmetic as ``kv_fp8.quantize``: correctly rounded ``x / scale``, clamp to +-448, round to
 nearest even (NaN -> 0); a negative slot (padding) is skipped. The e4m3 bytes are encoded with integer ops rather
 than a cast: the CPU interpreter's fp32 -> fp8 cast truncates (and mishandles subnormals), and this way the CPU
 tests check the very code the GPU runs. Pages of any strides: fp8 V pages are transposed (docs/kv_fp8.md).
@@ -41,32 +42,56 @@ def _quantize_store(x_ptr, c_ptr, scale, page, slot, t, h, stride_xt, stride_xh,
 
 
 @triton.jit
-def _kv_write_fp8_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, slot_ptr,
-                         stride_kt, stride_kh, stride_vt, stride_vh,
-                         stride_kcp, stride_kcs, stride_kch, stride_kcd, stride_vcp, stride_vcs, stride_vch, stride_vcd,
-                         PAGE: tl.constexpr, D: tl.constexpr, MAX: tl.constexpr):
+def _store(x_ptr, c_ptr, page, slot, t, h, stride_xt, stride_xh, stride_cp, stride_cs, stride_ch, stride_cd,
+           D: tl.constexpr):
+    offs_d = tl.arange(0, D)
+    x = tl.load(x_ptr + t * stride_xt + h * stride_xh + offs_d)
+    tl.store(c_ptr + page * stride_cp + slot * stride_cs + h * stride_ch + offs_d * stride_cd,
+             x.to(c_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _kv_write_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, slot_ptr,
+                     stride_kt, stride_kh, stride_vt, stride_vh,
+                     stride_kcp, stride_kcs, stride_kch, stride_kcd, stride_vcp, stride_vcs, stride_vch, stride_vcd,
+                     PAGE: tl.constexpr, D: tl.constexpr, MAX: tl.constexpr, FP8: tl.constexpr):
     t = tl.program_id(0)
     h = tl.program_id(1)
     flat = tl.load(slot_ptr + t).to(tl.int64)
     if flat >= 0:
         page, slot = flat // PAGE, flat % PAGE
-        _quantize_store(k_ptr, kc_ptr, tl.load(ks_ptr + h), page, slot, t, h, stride_kt, stride_kh, stride_kcp,
-                        stride_kcs, stride_kch, stride_kcd, D, MAX)
-        _quantize_store(v_ptr, vc_ptr, tl.load(vs_ptr + h), page, slot, t, h, stride_vt, stride_vh, stride_vcp,
-                        stride_vcs, stride_vch, stride_vcd, D, MAX)
+        if FP8:
+            _quantize_store(k_ptr, kc_ptr, tl.load(ks_ptr + h), page, slot, t, h, stride_kt, stride_kh, stride_kcp,
+                            stride_kcs, stride_kch, stride_kcd, D, MAX)
+            _quantize_store(v_ptr, vc_ptr, tl.load(vs_ptr + h), page, slot, t, h, stride_vt, stride_vh, stride_vcp,
+                            stride_vcs, stride_vch, stride_vcd, D, MAX)
+        else:
+            _store(k_ptr, kc_ptr, page, slot, t, h, stride_kt, stride_kh, stride_kcp, stride_kcs, stride_kch,
+                   stride_kcd, D)
+            _store(v_ptr, vc_ptr, page, slot, t, h, stride_vt, stride_vh, stride_vcp, stride_vcs, stride_vch,
+                   stride_vcd, D)
 
 
-def write_fp8(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-              k_scale: torch.Tensor, v_scale: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """k/v [T, Hkv, D] (any float dtype, last dim contiguous) -> fp8 pages [P, page, Hkv, D] (any strides: V pages
-    are ``common.transposed_pages``) at flat slots ``page * page_size + slot``."""
+def write(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+          slot_mapping: torch.Tensor, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
+    """k/v [T, Hkv, D] (any float dtype, last dim a power of two) -> pages [P, page, Hkv, D] (any strides: fp8 V
+    pages are ``common.transposed_pages``) at flat slots ``page * page_size + slot``; a negative slot is skipped.
+    With ``k_scale``/``v_scale`` [Hkv] the pages are fp8 and K/V are quantised (``kv_fp8.quantize``), else they are
+    stored cast to the pages' dtype (as ``x.to(cache.dtype)``)."""
     t, hkv, d = k.shape
     if t == 0:
         return
     k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (k, v))
-    kc, vc = k_cache.view(torch.uint8), v_cache.view(torch.uint8)  # bytes: e4m3_bits encodes them
-    _kv_write_fp8_kernel[(t, hkv)](
-        k, v, kc, vc, k_scale, v_scale, slot_mapping,
+    fp8 = k_scale is not None
+    kc, vc = (k_cache.view(torch.uint8), v_cache.view(torch.uint8)) if fp8 else (k_cache, v_cache)  # e4m3 bytes
+    _kv_write_kernel[(t, hkv)](
+        k, v, kc, vc, k_scale if fp8 else slot_mapping, v_scale if fp8 else slot_mapping, slot_mapping,
         k.stride(0), k.stride(1), v.stride(0), v.stride(1), *kc.stride(), *vc.stride(),
-        PAGE=k_cache.shape[1], D=d, MAX=FP8_MAX, num_warps=1,
+        PAGE=k_cache.shape[1], D=d, MAX=FP8_MAX, FP8=fp8, num_warps=1,
     )
+
+
+def write_fp8(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+              k_scale: torch.Tensor, v_scale: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """``write`` into fp8 pages with the layer's scales [Hkv]."""
+    write(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from litesys.kernels.ref.moe import sum_slots
+from litesys.kernels.common import use_triton
+from litesys.kernels.ref.moe_route import route_topk
 
 
 def route(x: torch.Tensor, gate: torch.Tensor, top_k: int, norm_topk_prob: bool, linear: Callable = F.linear,
@@ -18,11 +19,13 @@ def route(x: torch.Tensor, gate: torch.Tensor, top_k: int, norm_topk_prob: bool,
 
     As transformers: softmax in fp32 over all experts, top-k, optionally renormalised over the k, then cast
     to the activation dtype (bf16 weights are what the reference multiplies with). ``linear``: the router GEMM;
-    ``invariant`` (deterministic mode): the renormalising sum in slot order, never a reduction kernel's.
+    ``invariant`` (deterministic mode): the renormalising sum in slot order, never a reduction kernel's. On CUDA
+    the post-GEMM steps are one kernel (``kernels/moe_route.py``, batch-invariant: both modes), else the twin.
     """
-    probs = torch.softmax(linear(x, gate).float(), dim=-1)
-    weights, ids = torch.topk(probs, top_k, dim=-1)
-    if norm_topk_prob:
-        total = sum_slots(weights.unsqueeze(-1)) if invariant else weights.sum(dim=-1, keepdim=True)
-        weights = weights / total
-    return weights.to(x.dtype), ids
+    logits = linear(x, gate)
+    if use_triton(logits):
+        from litesys.kernels import moe_route  # Triton only where it can run
+
+        if moe_route.fits(gate.shape[0], top_k):
+            return moe_route.route_topk(logits, top_k, norm_topk_prob, x.dtype)
+    return route_topk(logits, top_k, norm_topk_prob, x.dtype, invariant)
