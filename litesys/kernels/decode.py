@@ -81,7 +81,7 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     if b == 0:
         return out
     q = _last_dim_contiguous(q.to(dtype))
-    resident = 0 if k_scale is None else cfg.fp8_resident_per_sm
+    resident = cfg.resident_per_sm if k_scale is None else cfg.fp8_resident_per_sm
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg, resident)
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
                  group_pad(hq // hkv), dot_precision(dtype), cfg.num_warps, cfg.num_stages, k_scale, v_scale,

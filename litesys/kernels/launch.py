@@ -28,6 +28,11 @@ class DecodeConfig:
     # chosen to fill whole waves of that many (``decode.wave_splits``): at batch 32 x 8K, Qwen3-8B heads, 4 programs
     # per SM, 3 splits (1.5 waves) ran 208 us, 4 splits (1.9 waves) 181 us. 0: programs_per_sm
     fp8_resident_per_sm: int = 0
+    # 16-bit pages, fused kernel: the same whole-wave split choice with this many programs per SM (0: programs_per_sm).
+    # H200 sweep (benchmarks/decode_splits.py, results/h200_decode_splits.json): 5 gives the measured best split count
+    # at every engine row's shape, e.g. 32 x 4K Qwen3-8B heads 5 splits 136 us (3: 175), 128 x 1500 one split 184 us
+    # (2: 210), Qwen3-30B-A3B heads 128 x 700 2 splits 59 us (3: 68); programs_per_sm = 8 split the last two
+    resident_per_sm: int = 0
     # > 0: pieces of this many tokens (a multiple of block_n) instead of a split count chosen from the batch, so a
     # sequence's reduction order depends on its length only (deterministic mode, docs/reproducibility.md)
     split_tokens: int = 0
@@ -45,7 +50,7 @@ class PrefillConfig:
     num_stages: int = 3
 
 
-DECODE = DecodeConfig(fp8_block_n=128, fp8_num_stages=3, fp8_resident_per_sm=4)
+DECODE = DecodeConfig(resident_per_sm=5, fp8_block_n=128, fp8_num_stages=3, fp8_resident_per_sm=4)
 
 
 def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:

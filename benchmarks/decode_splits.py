@@ -1,0 +1,90 @@
+"""How the split count of the fused 16-bit decode kernel sets its speed (H200: the measurement behind
+``DecodeConfig.resident_per_sm``).
+
+    python benchmarks/decode_splits.py [--out DIR]     # GPU only, ~20 s; writes DIR/decode_splits.json
+
+For each shape (batch, context, q heads, KV heads) of the engine's benchmark rows: the fused split + merge time of
+DECODE and of ``programs_per_sm`` 4..8 x ``block_n`` 32/64 (CUDA graph of 20 calls, pages shuffled), as % of the
+copy bandwidth for the K/V bytes read.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import UsageExit, copy_bandwidth  # noqa: E402
+
+from litesys.kernels import decode  # noqa: E402
+from litesys.kernels.launch import DECODE  # noqa: E402
+
+SHAPES = [(32, 4200, 32, 8, 8320), (32, 8200, 32, 8, 8320), (32, 2000, 32, 8, 8320), (16, 8000, 32, 8, 8320),
+          (64, 4000, 16, 8, 4224), (64, 2100, 16, 8, 4224), (64, 1000, 16, 8, 4224), (128, 500, 32, 8, 2560),
+          (128, 1500, 32, 8, 2560), (128, 700, 32, 4, 1536), (128, 1000, 32, 4, 1536), (256, 650, 16, 8, 1152),
+          (256, 1100, 16, 8, 1152), (128, 200, 16, 8, 384)]  # (batch, context, Hq, Hkv, table capacity)
+
+
+def graph_us(fn, reps: int = 20) -> float:
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    g.replay()
+    start, end = torch.cuda.Event(True), torch.cuda.Event(True)
+    start.record()
+    for _ in range(5):
+        g.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / (5 * reps)
+
+
+def measure(b: int, ctx: int, hq: int, hkv: int, cap: int, copy: float, page: int = 16, d: int = 128) -> dict:
+    """One shape: us per fused call for DECODE and the programs_per_sm x block_n grid."""
+    num_pages = b * (cap // page) + 1
+    k_cache = torch.randn(num_pages, page, hkv, d, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn_like(k_cache)
+    table = (torch.randperm(num_pages - 1, device="cuda") + 1).view(b, cap // page).int()
+    lengths = torch.full((b,), ctx, device="cuda", dtype=torch.int32)
+    q = torch.randn(b, hq, d, device="cuda", dtype=torch.bfloat16)
+    floor_us = b * ctx * hkv * d * 2 * 2 / copy * 1e6
+    grid = itertools.product(range(4, 9), (32, 64))
+    cfgs = {"DECODE": DECODE, **{f"programs_per_sm={p},block_n={n}": dataclasses.replace(
+        DECODE, resident_per_sm=0, programs_per_sm=p, block_n=n) for p, n in grid}}
+    us = {name: graph_us(lambda c=c: decode.fused(q, k_cache, v_cache, table, lengths, 0.088, c))
+          for name, c in cfgs.items()}
+    return dict(batch=b, context=ctx, q_heads=hq, kv_heads=hkv, floor_us=floor_us, us=us,
+                of_copy_bw={n: floor_us / t for n, t in us.items()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for decode_splits.json")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise UsageExit("decode_splits.py measures GPU kernels: run it on a CUDA device")
+    copy = copy_bandwidth()
+    rows = []
+    for shape in SHAPES:
+        row = measure(*shape, copy)
+        us = row["us"]
+        print(f"{shape[0]} x {shape[1]} ({shape[2]}/{shape[3]} heads): DECODE {us['DECODE']:.1f} us "
+              f"({row['of_copy_bw']['DECODE']:.0%} of copy bw), best {min(us.values()):.1f}", flush=True)
+        rows.append(row)
+    out = Path(args.out) / "decode_splits.json"
+    out.write_text(json.dumps(dict(device=torch.cuda.get_device_name(), copy_TBps=copy / 1e12, rows=rows), indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
