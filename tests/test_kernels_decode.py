@@ -182,3 +182,17 @@ def test_grid_depends_on_shapes_only() -> None:
         d = c["dev"]
         out = ops_triton.paged_decode_fused(d["q"], d["kc"], d["vc"], d["pt"], d["lens"], c["scale"]).cpu()
         assert rel_err(out, reference(c)) < 1e-5
+
+
+def test_bf16_split_counts_of_the_benchmark_rows() -> None:
+    """DECODE's 16-bit split choice on an H200 (132 SMs x 5 resident programs = 660 slots), by hand: the counts the
+    split sweep measured fastest (benchmarks/decode_splits.py) for the engine rows' (sequence, KV head) pairs."""
+    from litesys.kernels.decode import wave_splits
+    from litesys.kernels.launch import DECODE
+
+    slots = DECODE.resident_per_sm * 132
+    assert slots == 660
+    assert wave_splits(2048, slots, 64) == 1  # 256 seqs x 8 KV heads: one wave of whole sequences, no merge
+    assert wave_splits(1024, slots, 64) == 1  # 128 x 8: 184 us; 2 splits (programs_per_sm = 8) 210 us
+    assert wave_splits(512, slots, 64) == 2  # 64 x 8 and Qwen3-30B-A3B's 128 x 4: 2 splits; 3 were 5-15% slower
+    assert wave_splits(256, slots, 64) == 5  # 32 x 8: 5 splits (1,280 programs, two waves) 136 us; 3: 175 us
