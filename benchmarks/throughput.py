@@ -5,16 +5,17 @@
     python benchmarks/throughput.py --config qwen3_8b -n 128 -p 512 -g 2048
     python benchmarks/throughput.py --config qwen3_8b -n 32 -p 128 -g 8192 --kv-cache-dtype fp8_e4m3
 
-Reports output tok/s, decode ms/step, the memory floor (weights + the KV of every running sequence read once per
-decode step, over the HBM copy bandwidth measured in this run; fp8 KV pages count 1 byte per element) and the
-ratio to it. ``--prompt-range LO-HI`` and ``--gen-range LO-HI`` draw each request's prompt length and generation
-budget (seeded; exactly that many tokens). Where the step time goes: host ms per decode step (the engine's decode
-step timed on the host: Python and launches), GPU span per step (CUDA events around it: idle gaps included), and
-over a few steady steps of a short profiled run, GPU busy ms per step (kernel time) and launches per step
-(cudaLaunchKernel, cuLaunchKernel, cudaGraphLaunch, ...). ``--hf`` (= ``--compare-hf``) then runs transformers
-``generate`` on the same workload in the same process, right after LiteSys has freed its engine (same config with
-random weights, same sampling, exactly g tokens each; ``--hf-num-requests N``: the first N requests only, stated in
-the JSON): ``hf_tok_s`` and ``speedup_vs_hf``. Results print as a table and go to ``--json`` (and $OUT if set).
+``--greedy``: temperature 0 instead of the default T 0.6 / top-p 0.95 / top-k 20. Reports output tok/s, decode
+ms/step, the memory floor (weights + the KV of every running sequence read once per decode step, over the HBM copy
+bandwidth measured in this run; fp8 KV pages count 1 byte per element) and the ratio to it. ``--prompt-range LO-HI``
+and ``--gen-range LO-HI`` draw each request's prompt length and generation budget (seeded; exactly that many tokens).
+Where the step time goes: host ms per decode step (the engine's decode step timed on the host: Python and launches),
+GPU span per step (CUDA events around it: idle gaps included), and over a few steady steps of a short profiled run,
+GPU busy ms per step (kernel time) and launches per step (cudaLaunchKernel, cuLaunchKernel, cudaGraphLaunch, ...).
+``--hf`` (= ``--compare-hf``) then runs transformers ``generate`` on the same workload in the same process, right
+after LiteSys has freed its engine (same config with random weights, same sampling, exactly g tokens each;
+``--hf-num-requests N``: the first N requests only, stated in the JSON): ``hf_tok_s`` and ``speedup_vs_hf``. Results
+print as a table and go to ``--json`` (and $OUT if set).
 """
 from __future__ import annotations
 
@@ -234,8 +235,8 @@ def run_hf(model_dir: Path, prompts: torch.Tensor, g: int, sp: SamplingParams, d
     config = AutoConfig.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
     model = model.to(device).eval()
-    kw = dict(do_sample=True, temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, max_new_tokens=g,
-              min_new_tokens=g, pad_token_id=0)
+    sampling = dict(temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k) if sp.temperature > 0 else {}
+    kw = dict(do_sample=sp.temperature > 0, **sampling, max_new_tokens=g, min_new_tokens=g, pad_token_id=0)
     prompts = prompts.to(device)
     with torch.inference_mode():
         model.generate(prompts[:8], **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})  # warm-up
@@ -274,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8_e4m3"),
                     help="KV pages: auto = bf16, fp8_e4m3 = FP8 (docs/kv_fp8.md)")
     ap.add_argument("--deterministic", action="store_true", help="deterministic=True: batch-invariant kernels")
+    ap.add_argument("--greedy", action="store_true", help="temperature 0 (argmax; HF: do_sample=False) instead of "
+                    "the default T 0.6 / top-p 0.95 / top-k 20")
     ap.add_argument("--hf", "--compare-hf", dest="compare_hf", action="store_true",
                     help="then transformers generate on the same workload in the same process: its tok/s and ours/its")
     ap.add_argument("--hf-num-requests", type=int, default=None, metavar="N",
@@ -331,8 +334,8 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     ids, budgets = workload(a.num_requests, p_range, g_range)
     prompt_lens = [len(x) for x in ids]
-    sp = SamplingParams(temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=g_range[1], ignore_eos=True,
-                        repeat_check=False)
+    sp = SamplingParams(temperature=0.0 if a.greedy else 0.6, top_p=0.95, top_k=20, max_new_tokens=g_range[1],
+                        ignore_eos=True, repeat_check=False)
     params = [dataclasses.replace(sp, max_new_tokens=g) for g in budgets]
     # warm-up: budgets 1..n shrink the batch through every graph bucket, so no capture lands in the timed run
     llm.generate(ids, [dataclasses.replace(sp, max_new_tokens=min(1 + i, g_range[0])) for i in range(len(ids))])
@@ -360,6 +363,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
                device=torch.cuda.get_device_name() if cuda else "cpu",
                torch=torch.__version__, logits_path=a.logits_path, cuda_graphs=cuda and not a.no_cuda_graphs,
                kv_cache_dtype=a.kv_cache_dtype, kv_dtype=str(llm.kv.k.dtype), deterministic=a.deterministic,
+               greedy=a.greedy,
                hbm_copy_TBps=bw / 1e12, kv_pages=llm.kv.num_pages, page_size=a.page_size,
                tok_s=tok_s, total_s=t_total, prefill_s=t_prefill, decode_steps=steps,
                decode_ms_per_step=(t_total - t_prefill) / max(steps, 1) * 1e3,
@@ -391,7 +395,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
 
 def summary_line(a: argparse.Namespace, res: dict) -> str:
     tags = (" logits-path" if a.logits_path else "") + ("" if a.kv_cache_dtype == "auto" else f" kv {a.kv_cache_dtype}")
-    tags += " deterministic" if a.deterministic else ""
+    tags += (" deterministic" if a.deterministic else "") + (" greedy" if a.greedy else "")
     line = (f"{a.config} {a.num_requests}x{res['p']}->{res['g']}{tags}: "
             f"{res['tok_s']:,.0f} tok/s, graphs {res['graphs_captured']} (fallback {res['graph_eager_fallback']}), "
             f"{res['decode_ms_per_step']:.2f} ms/step, floor {res['floor_tok_s']:,.0f} tok/s "

@@ -142,3 +142,31 @@ def test_hf_in_the_same_run_on_cpu(tmp_path, monkeypatch):
             throughput.main(args + bad)
     with pytest.raises(SystemExit, match="--hf-num-requests"):
         throughput.main(["--device", "cpu", "--config", str(cfg), "-n", "4", "--hf-num-requests", "2"])
+
+
+def test_greedy_rows_on_cpu(tmp_path, monkeypatch):
+    """--greedy: every LiteSys request at temperature 0 and HF with do_sample=False (no sampling settings); the
+    JSON says greedy."""
+    from transformers.generation.utils import GenerationMixin
+
+    calls, params_seen = [], []
+    generate = GenerationMixin.generate
+
+    def recording(self, inputs=None, **kw):
+        calls.append(kw)
+        return generate(self, inputs, **kw)
+
+    monkeypatch.setattr(GenerationMixin, "generate", recording)
+    llm_generate = throughput.LLM.generate
+
+    def recording_llm(self, prompts, params=None, **kw):
+        params_seen.extend(params if isinstance(params, list) else [params])
+        return llm_generate(self, prompts, params, **kw)
+
+    monkeypatch.setattr(throughput.LLM, "generate", recording_llm)
+    cfg, _ = _tiny_config(tmp_path)
+    res = throughput.main(["--device", "cpu", "--config", str(cfg), "-n", "3", "-p", "5", "-g", "6", "--greedy",
+                           "--hf"])
+    assert res["greedy"] and not calls[-1]["do_sample"] and "temperature" not in calls[-1]
+    assert params_seen and all(p.temperature == 0 for p in params_seen)
+    assert res["hf_generated_tokens"] == 3 * 6
