@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     shape = ("" if p_range[0] == p_range[1] else f"_p{p_range[0]}-{p_range[1]}") + \
         ("" if g_range[0] == g_range[1] else f"_g{g_range[0]}-{g_range[1]}")
     tag = f"{'' if a.kv_cache_dtype == 'auto' else '_' + a.kv_cache_dtype}{'_det' if a.deterministic else ''}"
+    tag += "_greedy" if a.greedy else ""
     for path in filter(None, [a.json, os.environ.get("OUT") and
                               f"{os.environ['OUT']}/throughput_{a.config}{shape}{'_logits' if a.logits_path else ''}"
                               f"{tag}.json"]):
