@@ -26,6 +26,7 @@ TWINS = {
     "norm_rope": (K + "norm_rope", K + "ref.norm_rope", "test_kernels_norm_rope.py"),
     "moe": (K + "moe", K + "ref.moe", "test_kernels_moe.py"),
     "moe_align": (K + "moe_align", K + "ref.moe_align", "test_kernels_moe.py"),
+    "topk": (K + "topk", K + "ref.topk", "test_sampler_topk.py"),
     "moe_route": (K + "moe_route", K + "ref.moe_route", "test_kernels_moe_route.py"),
     "oracle": (K + "oracle", S, "test_kernels_oracle.py"),
     "sparse_ops": (S, S, "test_sparse_processors.py"),

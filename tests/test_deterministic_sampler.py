@@ -1,7 +1,9 @@
 """Deterministic mode's sampler when one batch mixes ``top_k`` values (CPU, fp32): a row's candidates, probabilities
-and tokens do not depend on its batch-mates' ``top_k`` (5, 20, 0 = off, 50). The default sampler takes its
-candidate count from the batch (``max(top_k)``, or the whole vocabulary once any row has top_k off), and on the GPU
-softmax / cumsum over another length can round a row differently (docs/reproducibility.md)."""
+and tokens do not depend on its batch-mates' ``top_k`` (5, 20, 0 = off, 50, 64, 65 = past the kernel's TOPK_MAX).
+The default sampler takes its candidate count from the batch (``max(top_k)``, or the whole vocabulary once any row
+has top_k off), and on the GPU softmax / cumsum over another length can round a row differently; deterministic mode
+gives a row with 1 <= top_k <= TOPK_MAX its first TOPK_MAX candidates whatever the batch, and only a batch holding a
+row with top_k 0 (or past TOPK_MAX) sorts the vocabulary (docs/reproducibility.md)."""
 from __future__ import annotations
 
 import pytest
@@ -11,9 +13,10 @@ from checkpoints import make_checkpoint
 import litesys.engine.sampler as sampler_mod
 from litesys import LLM, SamplingParams
 from litesys.engine.sampler import Sampler, SamplingTensors, sample, seed_hash
+from litesys.kernels.topk import TOPK_MAX
 
 V = 1024
-MATES = (5, 20, 0, 50)  # the batch-mates' top_k
+MATES = (5, 20, 0, 50, 64, 65)  # the batch-mates' top_k
 
 
 def _tensors(top_k: list[int], temperature: float = 0.8) -> SamplingTensors:
@@ -30,46 +33,58 @@ def _flags(deterministic: bool, top_ks: list[int]) -> tuple[bool, int]:
 
 
 def test_fixed_candidate_count_whatever_the_mates():
-    # default: the candidate count follows the batch; deterministic: always the whole sorted vocabulary
-    assert [_flags(False, [20, m]) for m in MATES] == [(False, 20), (False, 20), (True, 1), (False, 50)]
-    assert [_flags(True, [20, m]) for m in MATES] == [(True, 1)] * 4
+    # default: the candidate count follows the batch; deterministic: TOPK_MAX, and a full sort beside it for a mate
+    # with top_k off or past TOPK_MAX
+    assert [_flags(False, [20, m]) for m in MATES] == [(False, 20), (False, 20), (True, 0), (False, 50), (False, 64),
+                                                       (True, 0)]
+    assert [_flags(True, [20, m]) for m in MATES] == [(m in (0, 65), TOPK_MAX) for m in MATES]
 
 
-@pytest.mark.parametrize("own_k", [20, 0, 1])
+def _own_set(logits, p, flags, own_k):
+    """(probs, ids) of row 0's candidate set: the fixed-width one when its top_k fits, else the full sort's."""
+    sets = sampler_mod.candidates(logits, p, *flags)
+    probs, idx = sets[-1] if 1 <= own_k <= TOPK_MAX else sets[0]
+    return probs[0], idx[0]
+
+
+@pytest.mark.parametrize("own_k", [20, 0, 1, 64, 65])
 def test_a_rows_probabilities_and_tokens_do_not_depend_on_its_mates(own_k):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(8, V, generator=g) * 3
+    logits[:, 100:110] = logits[:, :1]  # ties in the candidates: ranked by index in both paths
     steps = torch.arange(8)
     rows = {}
     for mate in MATES:
         top_k = [own_k] + [mate] * 7
         p = _tensors(top_k)
-        need_full_sort, max_top_k = _flags(True, top_k)
-        probs, idx = sampler_mod.candidates(logits, p, need_full_sort, max_top_k)
-        toks = torch.stack([sample(logits, p, steps + s, False, need_full_sort, max_top_k)[0] for s in range(50)])
-        rows[mate] = (probs[0], idx[0], toks)
-    first = rows[MATES[0]]
-    assert first[0].shape == (V,) and (first[0] > 0).sum() <= (own_k or V)
+        flags = _flags(True, top_k)
+        toks = torch.stack([sample(logits, p, steps + s, False, *flags)[0] for s in range(50)])
+        rows[mate] = (*_own_set(logits, p, flags, own_k), toks)
+    first = rows[MATES[0]] if 1 <= own_k <= TOPK_MAX else rows[0]
+    assert first[0].shape == ((TOPK_MAX,) if 1 <= own_k <= TOPK_MAX else (V,))
+    assert 0 < (first[0] > 0).sum() <= (own_k or V)
+    assert len(set(first[2].tolist())) == 1 if own_k == 1 else len(set(first[2].tolist())) > 1  # real draws
     for mate, (probs, idx, toks) in rows.items():
-        assert torch.equal(probs, first[0]) and torch.equal(idx, first[1]), f"mates with top_k {mate}"
-        assert torch.equal(toks, first[2])
+        if probs.shape == first[0].shape:  # a row past TOPK_MAX meets the full sort only beside its own kind
+            assert torch.equal(probs, first[0]) and torch.equal(idx, first[1]), f"mates with top_k {mate}"
+        assert torch.equal(toks, first[2]), f"mates with top_k {mate}"
     # the row alone, too
     p = _tensors([own_k])
-    probs, idx = sampler_mod.candidates(logits[:1], p, *_flags(True, [own_k]))
-    assert torch.equal(probs[0], first[0]) and torch.equal(idx[0], first[1])
+    probs, idx = _own_set(logits[:1], p, _flags(True, [own_k]), own_k)
+    assert torch.equal(probs, first[0]) and torch.equal(idx, first[1])
 
 
 def test_engine_row_among_mates_with_other_top_k(tmp_path, monkeypatch):
-    """LLM(deterministic=True): a top_k=20 request's tokens are the same alone and among requests with top_k 5, 20, 0
-    and 50, and every sampled step ranks the whole vocabulary."""
+    """LLM(deterministic=True): a top_k=20 request's tokens are the same alone and among requests with top_k 5, 20, 0,
+    50, 64 and 65; a step sorts the whole vocabulary only beside a mate with top_k 0 or 65."""
     ckpt = make_checkpoint(tmp_path / "m", "qwen3", with_tokenizer=False, vocab_size=V)
     widths = []
     candidates = sampler_mod.candidates
 
     def record(logits, *args):
-        probs, idx = candidates(logits, *args)
-        widths.append(probs.shape[1])
-        return probs, idx
+        sets = candidates(logits, *args)
+        widths.append(tuple(probs.shape[1] for probs, _ in sets))
+        return sets
 
     monkeypatch.setattr(sampler_mod, "candidates", record)
     llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=64, deterministic=True)
@@ -83,4 +98,4 @@ def test_engine_row_among_mates_with_other_top_k(tmp_path, monkeypatch):
                  for i in range(3)]
         outs = llm.generate(others[:1] + [target] + others[1:], mates[:1] + [own] + mates[1:])
         assert outs[1].token_ids == alone.token_ids, f"mates with top_k {mate}"
-    assert set(widths) == {V}
+    assert set(widths) == {(V, TOPK_MAX), (TOPK_MAX,)} and widths[:24] == [(TOPK_MAX,)] * 24  # alone: no sort

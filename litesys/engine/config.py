@@ -12,8 +12,6 @@ CHECK_EVERY_CUDA, CHECK_EVERY_CPU = 4, 1  # decode steps between host reads of t
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256)  # CUDA-graph batch buckets
 GRAPH_BATCH_STEP = 64  # past the list: one bucket every 64 sequences up to max_num_seqs
 GRAPH_MIN_LEN = 256  # smallest raw-logits length bucket of the lazily captured (sparse) decode graphs
-TOPK_CHUNKS = (64, 32, 16)  # GPU top-k: per-chunk top-k first, over the first chunk count that divides the vocab
-TOPK_CHUNK_FACTOR = 4  # ... used only while every chunk holds at least 4 * k logits
 
 
 def _f(default: Any, help: str, flag: str | None = None) -> Any:

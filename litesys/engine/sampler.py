@@ -8,21 +8,11 @@ from dataclasses import dataclass, fields
 import torch
 
 from litesys.distributed import Dist
-from litesys.engine.config import TOPK_CHUNK_FACTOR, TOPK_CHUNKS
 from litesys.engine.sequence import Seq
 from litesys.engine.slots import Slots
-from litesys.kernels.hash import hash_to_uniform, lowbias32
+from litesys.kernels.hash import seed_hash, uniform
+from litesys.kernels.topk import TOPK_MAX, topk
 from litesys.sampling_params import SamplingParams
-
-
-def seed_hash(seeds: torch.Tensor) -> torch.Tensor:
-    """The step-independent half of the draw's hash (int64 [B]): a slot keeps it, so a step hashes only its counter."""
-    return lowbias32(lowbias32(seeds ^ 0x9E3779B9) ^ (seeds >> 32))
-
-
-def uniform(hashed: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """Deterministic U[0, 1) per row from (seed, step); hashed: ``seed_hash(seeds)`` int64 [B], steps: int [B]."""
-    return hash_to_uniform(lowbias32(hashed ^ steps.long()))
 
 
 @dataclass
@@ -34,26 +24,12 @@ class SamplingTensors:  # per-row sampling parameters on the device (rows = batc
     seed_hash: torch.Tensor  # [B] int64: seed_hash of the sample's seed
 
 
-def topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise top-k, sorted descending; on the GPU the top-k of C chunks first, then of the C·k (far faster)."""
-    B, V = x.shape
-    chunks = next((c for c in TOPK_CHUNKS if V % c == 0 and V // c >= TOPK_CHUNK_FACTOR * k), 0)
-    if not x.is_cuda or chunks == 0:
-        return x.topk(k, dim=-1)
-    v, i = x.view(B, chunks, V // chunks).topk(k, dim=-1)  # [B, C, k]
-    i = i + (torch.arange(chunks, device=x.device) * (V // chunks)).view(1, chunks, 1)
-    v2, j = v.reshape(B, chunks * k).topk(k, dim=-1)
-    return v2, i.reshape(B, chunks * k).gather(1, j)
-
-
-def candidates(logits: torch.Tensor, p: SamplingTensors, need_full_sort: bool, max_top_k: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Filtered candidates sorted by probability: (probs [B, K] with zeros for dropped, token ids [B, K])."""
-    # order candidates on the raw logits (temperature does not change the order), then scale only those
-    vals, idx = logits.sort(dim=-1, descending=True) if need_full_sort else topk(logits, max_top_k)
+def filtered(vals: torch.Tensor, idx: torch.Tensor, p: SamplingTensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ranked candidates -> (probs [B, K] with zeros for dropped, token ids [B, K]): temperature, each row's top-k,
+    top-p, min-p."""
     vals = vals.float() / p.temperature.clamp_min(1e-6).unsqueeze(1)
     K = vals.shape[1]
-    rank = torch.arange(K, device=logits.device).unsqueeze(0)
+    rank = torch.arange(K, device=vals.device).unsqueeze(0)
     k = torch.where(p.top_k > 0, p.top_k, K).clamp(max=K).unsqueeze(1)
     vals = vals.masked_fill(rank >= k, float("-inf"))
     probs = torch.softmax(vals, dim=-1)
@@ -67,19 +43,39 @@ def candidates(logits: torch.Tensor, p: SamplingTensors, need_full_sort: bool, m
     return probs / probs.cumsum(-1)[:, -1:], idx
 
 
+def candidates(logits: torch.Tensor, p: SamplingTensors, need_full_sort: bool, max_top_k: int
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The candidate sets of a step, [(probs [B, K], token ids [B, K])], ranked on the raw logits (temperature does
+    not change the order) by (value desc, index asc): the full sort's and/or the first ``max_top_k``'s (0: none;
+    the Triton top-k on the GPU, ``kernels/topk.py``). With both, a row with 1 <= top_k <= max_top_k draws from the
+    second: the same ops at the same width as in a batch without a sort, so deterministic mode's fixed candidate
+    count holds whatever the row's mates' top_k (``Sampler.refresh``)."""
+    w = min(max_top_k, logits.shape[1])
+    vals, idx = logits.sort(dim=-1, descending=True, stable=True) if need_full_sort else topk(logits, w)
+    sets = [filtered(vals, idx, p)]
+    if need_full_sort and w:
+        sets.append(filtered(vals[:, :w].contiguous(), idx[:, :w].contiguous(), p))
+    return sets
+
+
+def draw(probs: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse CDF: the candidate that uniform ``u`` [B, 1] lands on -> token ids [B]."""
+    cdf = probs.cumsum(-1)
+    pick = (cdf <= u * cdf[:, -1:]).sum(-1, keepdim=True).clamp(max=probs.shape[1] - 1)
+    # never land on a dropped (zero-mass) candidate because of rounding at the top of the cdf
+    pick = torch.minimum(pick, (probs > 0).sum(-1, keepdim=True) - 1)
+    return idx.gather(1, pick).squeeze(1)
+
+
 def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_greedy: bool,
            need_full_sort: bool, max_top_k: int) -> torch.Tensor:
     """Next token per row: [B] int64. ``steps``: index of the token being drawn within each sequence."""
     greedy = logits.argmax(dim=-1)
     if all_greedy:
         return greedy
-    probs, idx = candidates(logits, p, need_full_sort, max_top_k)
-    cdf = probs.cumsum(-1)
-    u = uniform(p.seed_hash, steps).unsqueeze(1) * cdf[:, -1:]
-    pick = (cdf <= u).sum(-1, keepdim=True).clamp(max=probs.shape[1] - 1)
-    # never land on a dropped (zero-mass) candidate because of rounding at the top of the cdf
-    pick = torch.minimum(pick, (probs > 0).sum(-1, keepdim=True) - 1)
-    tok = idx.gather(1, pick).squeeze(1)
+    u = uniform(p.seed_hash, steps).unsqueeze(1)
+    toks = [draw(probs, idx, u) for probs, idx in candidates(logits, p, need_full_sort, max_top_k)]
+    tok = toks[0] if len(toks) == 1 else torch.where((p.top_k >= 1) & (p.top_k <= max_top_k), toks[1], toks[0])
     return torch.where(p.temperature == 0, greedy, tok)
 
 
@@ -108,7 +104,7 @@ class Sampler:
     groups (one per distinct window/block/threshold) belong to one run: ``start_run`` forgets them."""
 
     def __init__(self, slots: Slots, eos_ids: list[int], max_seq_len: int, dist: Dist, deterministic: bool = False):
-        # deterministic: a sampled row's candidates are the whole sorted vocabulary, whatever its batch-mates' top_k
+        # deterministic: a row with 1 <= top_k <= TOPK_MAX draws from TOPK_MAX candidates, whatever its mates' top_k
         self.slots, self.max_seq_len, self.dist, self.deterministic = slots, max_seq_len, dist, deterministic
         self.eos = torch.tensor(eos_ids or [-1], dtype=torch.int64, device=slots.device)
         self.start_run()
@@ -129,9 +125,12 @@ class Sampler:
     def refresh(self, params: list[SamplingParams]) -> None:
         """Host flags of the running batch: they pick the sampling path without reading the device."""
         self.all_greedy = all(p.temperature == 0 for p in params)
-        sampling = [p for p in params if p.temperature > 0]
-        self.need_full_sort = self.deterministic or any(p.top_k <= 0 for p in sampling)
-        self.max_top_k = 1 if self.need_full_sort else max([p.top_k for p in sampling] + [1])  # 1: one graph key
+        top_ks = [p.top_k for p in params if p.temperature > 0]
+        small = [k for k in top_ks if 1 <= k <= TOPK_MAX]  # the rest (0 = off, or large) need the full sort
+        self.need_full_sort = len(small) < len(top_ks)
+        # the small rows' candidate count: TOPK_MAX whatever the batch (deterministic), else the batch's largest
+        # top_k; 0: every row from the full sort
+        self.max_top_k = TOPK_MAX if self.deterministic else 0 if self.need_full_sort else max(small + [1])
         # all ``step`` branches on besides shapes (repetition groups: ``columns`` ran first): a CUDA graph per value
         self.graph_key = self.all_greedy, self.need_full_sort, self.max_top_k, tuple(self.rep_groups)
 

@@ -59,6 +59,18 @@ def hash_to_uniform(x: torch.Tensor) -> torch.Tensor:
     return (x >> 8).to(torch.float32) * (2.0 ** -24)
 
 
+def seed_hash(seeds: torch.Tensor) -> torch.Tensor:
+    """The step-independent half of the sampler's draw hash (int64 [B]): a slot keeps it, so a step hashes only its
+    counter."""
+    return lowbias32(lowbias32(seeds ^ 0x9E3779B9) ^ (seeds >> 32))
+
+
+def uniform(hashed: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """The sampler's deterministic U[0, 1) per row from (seed, step); hashed: ``seed_hash(seeds)`` int64 [B], steps:
+    int [B]."""
+    return hash_to_uniform(lowbias32(hashed ^ steps.long()))
+
+
 if triton is not None:
 
     @triton.jit
