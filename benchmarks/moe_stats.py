@@ -5,6 +5,8 @@ A decode step reads only the experts its batch routes to. ``ExpertStats.install(
 executor's ``forward`` and ``route``: decode steps count, per sparse layer, the distinct experts routed to, on the
 device (no host sync: captured graphs keep counting). ``ExpertStats.of(model)`` then gives that model's
 counters, ``weight_bytes_per_step()`` turns them into routers + mean routed expert bytes per step.
+The counting itself is a few small kernels per MoE layer and step: a timed run sets ``enabled = False`` (and
+captures its graphs after that), taking its counts from an identical run before it (benchmarks/throughput.py).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class ExpertStats:
     def __init__(self, model: Qwen3MoeForCausalLM):
         self.model = model
         self.counting = False  # this forward is a decode step: count its routed experts
+        self.enabled = True  # off: count nothing (graphs captured while off hold no counting kernels)
         self.expert_hits = torch.zeros(model.cfg.num_layers, dtype=torch.int64, device=model.device)
         self.decode_steps = torch.zeros((), dtype=torch.int64, device=model.device)
 
@@ -33,7 +36,7 @@ class ExpertStats:
 
         def forward_counted(self, ids, positions, meta, attn):
             stats = self.expert_stats
-            stats.counting = not meta.is_prefill
+            stats.counting = stats.enabled and not meta.is_prefill
             if stats.counting:
                 stats.decode_steps += 1
             return forward(self, ids, positions, meta, attn)

@@ -170,3 +170,32 @@ def test_greedy_rows_on_cpu(tmp_path, monkeypatch):
     assert res["greedy"] and not calls[-1]["do_sample"] and "temperature" not in calls[-1]
     assert params_seen and all(p.temperature == 0 for p in params_seen)
     assert res["hf_generated_tokens"] == 3 * 6
+
+
+def test_moe_experts_are_counted_outside_the_timed_run(tmp_path, monkeypatch):
+    """The MoE floor's routed experts come from an identical run before the timed one; the timed run (and its
+    graphs) count nothing, so its step time carries no counting kernels."""
+    import transformers
+    from checkpoints import BASE
+    from moe_stats import ExpertStats
+
+    cfg = tmp_path / "moe.json"
+    cfg.write_text(json.dumps(transformers.Qwen3MoeConfig(**BASE, num_experts=8, num_experts_per_tok=2,
+                                                           moe_intermediate_size=32).to_dict()))
+    counted = []
+    generate = throughput.LLM.generate
+
+    def recording(self, prompts, params=None, **kw):
+        stats = ExpertStats.of(self.model)
+        before = int(stats.decode_steps)
+        outs = generate(self, prompts, params, **kw)
+        counted.append((stats, stats.enabled, int(stats.decode_steps) - before))
+        return outs
+
+    monkeypatch.setattr(throughput.LLM, "generate", recording)
+    throughput.main(["--device", "cpu", "--config", str(cfg), "-n", "3", "-p", "5", "-g", "6"])
+    stats = counted[0][0]
+    assert counted[0][1:] == (True, 5)  # the counting run: the timed workload's 5 decode steps
+    assert all(not on and steps == 0 for _, on, steps in counted[1:])  # warm-up, prefill, timed run, profile
+    # per step, each of the 2 sparse layers routes 3 tokens x 2 slots to 2..6 distinct experts
+    assert 2 * 2 <= int(stats.expert_hits.sum()) / int(stats.decode_steps) <= 2 * 6
