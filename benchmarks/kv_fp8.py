@@ -2,7 +2,7 @@
 
     python benchmarks/kv_fp8.py capacity --config qwen3_8b --seq-len 32768
     python benchmarks/kv_fp8.py accuracy --config qwen3_8b --prompts 8 --tokens 4096
-    python benchmarks/kv_fp8.py kernel      # fused decode alone, bf16 vs fp8 pages, a few launch configurations
+    python benchmarks/kv_fp8.py kernel [--sweep]   # fused decode alone, bf16 vs fp8 pages (tensor-core / converted)
 
 ``capacity``: the KV pool the memory planner gives at ``--gpu-memory-utilization`` (default 0.9) for bf16 and for
 fp8 pages, and how many sequences of ``--seq-len`` tokens it holds. ``accuracy``: teacher-forced next-token
@@ -10,9 +10,9 @@ distributions with fp8 vs bf16 pages on the same random prompts: one prefill per
 prefill does) attends to the K/V as the cache stores them; the fp8 scales are calibrated on the first prompt and
 then fixed. Reports KL(bf16 || fp8), top-1 agreement and the logit error. Random weights (N(0, 0.02), unit norms),
 so the numbers describe the quantisation of such activations, not of a trained model. ``kernel``: decode attention
-alone (imports only litesys.kernels): the fused kernel and the softmax·V stage at batch 32 x 8K with Qwen3-8B heads and
-64 x 4K with Qwen3-0.6B heads, bf16 vs fp8 pages (V transposed, as the pool stores them; and token-major V, as
-before), bytes read over the copy bandwidth.
+alone (imports only litesys.kernels): the fused kernel and the softmax·V stage at batch 32 x 4K / 8K with Qwen3-8B
+heads and 64 x 2K / 4K with Qwen3-0.6B heads, bf16 vs fp8 pages (V transposed, as the pool stores them, through the
+e4m3 tensor-core path and the converting path; and token-major V), bytes read over the copy bandwidth.
 JSON to $OUT if set.
 """
 from __future__ import annotations
@@ -115,14 +115,43 @@ def accuracy(a: argparse.Namespace) -> dict:
     return res
 
 
-KERNEL_SHAPES = {"qwen3_8b": (32, 8192, 32, 8), "qwen3_0.6b": (64, 4096, 16, 8)}  # batch, context, Hq, Hkv
+# batch, context, Hq, Hkv: Qwen3-8B heads at 32 x 4K / 8K, Qwen3-0.6B heads at 64 x 2K / 4K
+KERNEL_SHAPES = {"qwen3_8b_4k": (32, 4096, 32, 8), "qwen3_8b": (32, 8192, 32, 8), "qwen3_0.6b_2k": (64, 2048, 16, 8),
+                 "qwen3_0.6b": (64, 4096, 16, 8)}
+# --sweep: fused-kernel launch configurations of the fp8 tensor-core path (block_n, num_warps, num_stages) x splits
+SWEEP_TILES = ((128, 4, 2), (128, 4, 3), (64, 4, 2), (64, 4, 3), (64, 4, 4), (128, 8, 2), (256, 8, 2))
+SWEEP_SPLITS = (1, 2, 3, 4, 5, 6, 8, 12)
+
+
+def fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits: int, ks, vs, fp8_mma: bool):
+    """The fused decode at a given split count (the split rule bypassed), and a launch that returns the compiled
+    kernel (registers, spills, shared memory)."""
+    from litesys.kernels.common import LOG2E, group_pad
+    from litesys.kernels.decode_merge import decode_merge
+    from litesys.kernels.decode_split import decode_split, fp8_mma_group_pad
+
+    b, hq, d = q.shape
+    out = torch.empty_like(q)
+    partial = torch.empty(b, hq, splits, d, dtype=torch.float32, device=q.device) if splits > 1 else None
+    lse = torch.empty(b, hq, splits, dtype=torch.float32, device=q.device) if splits > 1 else None
+    qq = q if fp8_mma else q.half()
+
+    def run():
+        kernel = decode_split(qq, kc, vc, pt, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
+                              (fp8_mma_group_pad if fp8_mma else group_pad)(hq // kc.shape[2]), "tf32", cfg.num_warps,
+                              cfg.num_stages, ks, vs, 0, fp8_mma)
+        if partial is not None:
+            decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
+        return kernel
+    return run, out
 
 
 def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 128, page: int = 16,
-                 device: str = "cuda") -> dict:
+                 device: str = "cuda", sweep: bool = False) -> dict:
     """Decode attention alone at one shape, bf16 vs fp8 pages (a ragged first row): the fused kernel with the
-    default launch configuration and a few split counts, and the processors' softmax·V stage. Imports only
-    litesys.kernels. Bytes: K+V rows read once (softmax·V: V and the fp32 logits)."""
+    default launch configuration (fp8: the tensor-core path, ``DecodeConfig.fp8_mma``, and the path that converts
+    the tiles, as before), the processors' softmax·V stage, and with ``sweep`` the tensor-core path's tiles x
+    splits. Imports only litesys.kernels. Bytes: K+V rows read once (softmax·V: V and the fp32 logits)."""
     from litesys.kernels import decode
     from litesys.kernels.common import to_transposed_pages
     from litesys.kernels.launch import DECODE
@@ -137,6 +166,7 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
     caches = {"bf16": (k, v, None, None), "fp8": (k8, v8, ks, vs), "fp8_token_major_v": (k8, v8, ks, vs)}
     caches = {n: (kc.view(n_pages, page, hkv, d), vc.view(n_pages, page, hkv, d), s_k, s_v)
               for n, (kc, vc, s_k, s_v) in caches.items()}
+    del k, v, k8, v8
     # fp8 V pages as the pool stores them (transposed: [P, Hkv, D, page]); the last row: V as bf16 pages are laid out
     caches["fp8"] = (caches["fp8"][0], to_transposed_pages(caches["fp8"][1]), ks, vs)
     pt = (torch.randperm(n_pages - 1, device=device, generator=g)[: batch * ctx // page] + 1).int().view(batch, -1)
@@ -145,32 +175,69 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
     q = torch.randn(batch, hq, d, device=device, generator=g, dtype=torch.bfloat16)
     tokens, scale = int(lengths.sum()), d ** -0.5
     rows, outs = [], {}
+    configs = {"bf16": {"default": DECODE}, "fp8": {"default": DECODE, "converted": replace(DECODE, fp8_mma=False)},
+               "fp8_token_major_v": {"default": DECODE}}
     for name, (kc, vc, s_k, s_v) in caches.items():
         nbytes = 2 * tokens * hkv * d * kc.element_size()
-        cfgs = {"default": DECODE, **{f"programs_per_sm={p}": replace(DECODE, programs_per_sm=p, fp8_resident_per_sm=0)
-                                      for p in (4, 8)}}
-        for label, cfg in cfgs.items():
+        for label, cfg in configs[name].items():
             fn = partial(decode.fused, q, kc, vc, pt, lengths, scale, cfg, k_scale=s_k, v_scale=s_v)
             ms = graph_ms(fn)
             rows.append(dict(kv=name, path="fused", config=label, us=ms * 1e3, bw_frac=nbytes / (ms / 1e3) / bw))
-            if name not in outs:
-                outs[name] = fn()
-        lg = decode.logits(q, kc, pt, lengths, scale, ctx, k_scale=s_k)
-        ms = graph_ms(partial(decode.softmax_v, lg, vc, pt, lengths, DECODE, s_v, torch.bfloat16))
-        rows.append(dict(kv=name, path="softmax_v", config="default", us=ms * 1e3,
-                         bw_frac=(nbytes / 2 + lg.numel() * 4) / (ms / 1e3) / bw))
-        for r in rows[-len(cfgs) - 1:]:
+            outs[(name, label)] = fn()
+        if name != "fp8_token_major_v":
+            lg = decode.logits(q, kc, pt, lengths, scale, ctx, k_scale=s_k)
+            ms = graph_ms(partial(decode.softmax_v, lg, vc, pt, lengths, DECODE, s_v, torch.bfloat16))
+            rows.append(dict(kv=name, path="softmax_v", config="default", us=ms * 1e3,
+                             bw_frac=(nbytes / 2 + lg.numel() * 4) / (ms / 1e3) / bw))
+            del lg
+        for r in rows[-len(configs[name]) - (name != "fp8_token_major_v"):]:
             log(f"{name} {r['path']} {r['config']}: {r['us']:.1f} us, {r['bw_frac']:.0%} of copy bw")
-    err = ((outs["fp8"].float() - outs["bf16"].float()).norm() / outs["bf16"].float().norm()).item()
-    layout_err = ((outs["fp8"].float() - outs["fp8_token_major_v"].float()).norm() / outs["bf16"].float().norm()).item()
-    us = {n: next(r["us"] for r in rows if r["kv"] == n and r["config"] == "default") for n in caches}
-    return dict(shape=dict(batch=batch, context=ctx, hq=hq, hkv=hkv, head_dim=d, page=page), rows=rows,
-                speedup_fp8_default=us["bf16"] / us["fp8"], fp8_vs_bf16_rel_err=err, fp8_layouts_rel_diff=layout_err)
+    ref = outs[("bf16", "default")].float()
+
+    def err(key: tuple) -> float:
+        return ((outs[key].float() - ref).norm() / ref.norm()).item()
+    us = {(r["kv"], r["config"]): r["us"] for r in rows if r["path"] == "fused"}
+    res = dict(shape=dict(batch=batch, context=ctx, hq=hq, hkv=hkv, head_dim=d, page=page), rows=rows,
+               speedup_fp8_default=us[("bf16", "default")] / us[("fp8", "default")],
+               fp8_vs_bf16_rel_err=err(("fp8", "default")), fp8_converted_vs_bf16_rel_err=err(("fp8", "converted")),
+               fp8_mma_vs_converted_rel_diff=((outs[("fp8", "default")].float() - outs[("fp8", "converted")].float())
+                                              .norm() / ref.norm()).item(),
+               fp8_layouts_rel_diff=((outs[("fp8", "converted")].float()
+                                      - outs[("fp8_token_major_v", "default")].float()).norm() / ref.norm()).item())
+    if sweep:
+        kc, vc = caches["fp8"][:2]
+        nbytes = 2 * tokens * hkv * d
+        res["sweep"] = []
+        for bn, warps, stages in SWEEP_TILES:
+            cfg = replace(DECODE, block_n=bn, num_warps=warps, num_stages=stages)
+            for splits in SWEEP_SPLITS:
+                try:
+                    fn, out = fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits, ks, vs, True)
+                    kernel = fn()
+                    ms = graph_ms(fn)
+                except Exception as e:  # a configuration the compiler or the GPU refuses: recorded, sweep goes on
+                    res["sweep"].append(dict(block_n=bn, warps=warps, stages=stages, splits=splits, error=str(e)[:200]))
+                    log(f"sweep bn{bn} w{warps} s{stages} sp{splits}: {str(e)[:120]}")
+                    break
+                res["sweep"].append(dict(block_n=bn, warps=warps, stages=stages, splits=splits, us=ms * 1e3,
+                                         bw_frac=nbytes / (ms / 1e3) / bw, regs=getattr(kernel, "n_regs", None),
+                                         spills=getattr(kernel, "n_spills", None),
+                                         shared=getattr(getattr(kernel, "metadata", None), "shared", None),
+                                         rel_err=((out.float() - ref).norm() / ref.norm()).item()))
+                log(f"sweep bn{bn} w{warps} s{stages} sp{splits}: {ms * 1e3:.1f} us ({nbytes / (ms / 1e3) / bw:.0%}), "
+                    f"{res['sweep'][-1]['regs']} regs, {res['sweep'][-1]['shared']} B shared")
+    return res
 
 
 def kernel(a: argparse.Namespace) -> dict:
     bw = copy_bandwidth()
-    return dict(hbm_copy_TBps=bw / 1e12, **{n: kernel_shape(*dims, bw) for n, dims in KERNEL_SHAPES.items()})
+    res = dict(hbm_copy_TBps=bw / 1e12)
+    for n, dims in KERNEL_SHAPES.items():
+        res[n] = kernel_shape(*dims, bw, sweep=a.sweep)
+        torch.cuda.empty_cache()
+        if os.environ.get("OUT"):  # as it goes: a run stopped at its time limit keeps the shapes done
+            Path(os.environ["OUT"], "kv_fp8_kernel.partial.json").write_text(json.dumps(res, indent=1))
+    return res
 
 
 def main() -> None:
@@ -181,6 +248,7 @@ def main() -> None:
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--sweep", action="store_true", help="kernel: also sweep the fp8 fused kernel's tiles x splits")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("kv_fp8.py needs a CUDA GPU")

@@ -16,6 +16,7 @@ PKG = ROOT / "litesys"
 K, S = "litesys.kernels.", "litesys.attention.sparse"
 TWINS = {
     "blocks": (K + "ops_triton", K + "ref.ops_torch", "test_kernels_decode.py"),
+    "blocks_fp8": (K + "decode", K + "ref.ops_torch", "test_kv_fp8.py"),
     "decode_logits": (K + "ops_triton", K + "ref.ops_torch", "test_kernels_decode.py"),
     "decode_merge": (K + "ops_triton", K + "ref.ops_torch", "test_kernels_decode.py"),
     "decode_softmax_v": (K + "ops_triton", K + "ref.ops_torch", "test_kernels_decode.py"),

@@ -17,6 +17,7 @@ from litesys.attention.kv_cache import KVCache  # noqa: E402
 from litesys.kernels import decode, ops_triton  # noqa: E402
 from litesys.kernels import quest as quest_triton
 from litesys.kernels.common import to_transposed_pages, v_layout  # noqa: E402
+from litesys.kernels.decode_split import fp8_mma_fits  # noqa: E402
 from litesys.kernels.kv_write import write_fp8  # noqa: E402
 from litesys.kernels.launch import DecodeConfig  # noqa: E402
 from litesys.kernels.ref import ops_torch as ref  # noqa: E402
@@ -105,9 +106,11 @@ def test_write_kernel_stores_what_quantize_gives() -> None:
 # ---------------------------------------------------------------- read kernels vs the dequantised reference
 
 
-def fp8_case(lengths: list[int], hq: int, hkv: int, d: int, page: int, qdtype: torch.dtype, seed: int = 0) -> dict:
+def fp8_case(lengths: list[int], hq: int, hkv: int, d: int, page: int, qdtype: torch.dtype, seed: int = 0,
+             v_poison: float = float("nan")) -> dict:
     """An fp8 cache with shuffled pages and per-head scales; NaN bytes wherever nothing may be read (transposed V
-    pages read them, with weight 0: the kernels must drop them, not compute 0 x NaN)."""
+    pages read them, with weight 0: the kernels must drop them, not compute 0 x NaN). ``v_poison``: V's bytes there
+    instead (the tensor-core path multiplies them by their 0 weight: pages never hold NaN, a finite one must vanish)."""
     g = torch.Generator().manual_seed(seed)
     b = len(lengths)
     n_used = [(n + page - 1) // page for n in lengths]
@@ -126,11 +129,11 @@ def fp8_case(lengths: list[int], hq: int, hkv: int, d: int, page: int, qdtype: t
     kdq = kv_fp8.dequantize(kc8, ks)  # the reference reads these fp32 values through the plain ops_torch
     vdq = kv_fp8.dequantize(vc8, vs)
     kp, vp = kc8.clone(), vc8.clone()
-    nan = torch.tensor(float("nan")).to(F8)
-    kp[poison], vp[poison] = nan, nan
+    nan, vbad = torch.tensor(float("nan")).to(F8), torch.tensor(v_poison).to(F8)
+    kp[poison], vp[poison] = nan, vbad
     for i, n in enumerate(lengths):
         if n % page:
-            kp[pt[i, n // page], n % page:], vp[pt[i, n // page], n % page:] = nan, nan
+            kp[pt[i, n // page], n % page:], vp[pt[i, n // page], n % page:] = nan, vbad
     q = torch.randn(b, hq, d, generator=g).to(qdtype)
     lens = torch.tensor(lengths, dtype=torch.int32)
     dev = {n: x.to(DEVICE) for n, x in dict(q=q, kc=kp, vc_rows=vp, pt=pt, lens=lens, ks=ks, vs=vs).items()}
@@ -187,6 +190,31 @@ def test_fused_decode_fp8(qdtype: torch.dtype, group: int, cfg: DecodeConfig | N
     mine = ref.paged_decode_fused(c["q"].float(), c["kc8"], c["vc8"], c["pt"], c["lens"], c["scale"], c["max_len"],
                                   c["ks"], c["vs"])
     assert rel_err(mine, expected) < 1e-6
+
+
+@pytest.mark.parametrize("group,d,block_n", [(4, 32, 32), (2, 64, 64), (4, 128, 128)],
+                         ids=["g4-d32", "g2-d64", "g4-d128"])
+def test_fused_decode_fp8_tensor_cores(group: int, d: int, block_n: int) -> None:
+    """The e4m3 tensor-core path (q and P as two e4m3 terms, blocks_fp8) stays within bf16 rounding of the dequantised
+    reference, as the converting path does, and far inside what a one-term e4m3 q would cost; garbage V bytes past
+    each length (the largest e4m3 value) and NaN K bytes there change nothing."""
+    c = fp8_case([1, 15, 16, 17, 40, 70, 129], hq=2 * group, hkv=2, d=d, page=8, qdtype=torch.bfloat16, seed=d,
+                 v_poison=448.0)
+    dv = c["dev"]
+    assert fp8_mma_fits(dv["vc"], block_n) and not fp8_mma_fits(dv["vc_rows"], block_n)
+    expected = ref.paged_decode_fused(c["q"].float(), c["kdq"], c["vdq"], c["pt"], c["lens"], c["scale"],
+                                      c["max_len"])
+    q = c["q"].float()
+    qs = q.abs().amax(-1, keepdim=True) / 448
+    q1 = (q / qs).to(F8).float() * qs  # q as one e4m3 term per value
+    one_term = ref.paged_decode_fused(q1, c["kdq"], c["vdq"], c["pt"], c["lens"], c["scale"], c["max_len"])
+    for cfg in (DecodeConfig(max_splits=4, block_n=block_n, fp8_resident_per_sm=4, fp8_mma=True),
+                DecodeConfig(max_splits=1, block_n=block_n, fp8_mma=True)):  # several splits + merge; one (direct)
+        out = decode.fused(dv["q"], dv["kc"], dv["vc"], dv["pt"], dv["lens"], c["scale"], cfg, k_scale=dv["ks"],
+                           v_scale=dv["vs"]).cpu()
+        assert out.dtype == torch.bfloat16 and not out.isnan().any()
+        err = rel_err(out, expected)
+        assert err < TOL[torch.bfloat16] and err < rel_err(one_term, expected) / 3, (err, rel_err(one_term, expected))
 
 
 def test_fp8_error_is_fp8_rounding() -> None:

@@ -103,7 +103,7 @@ def attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, str
 
 @triton.jit
 def paged_v_tile(v_ptr, page, slot, valid, kvh, stride_vp, stride_vs, stride_vh, stride_vd, dtype: tl.constexpr,
-                 D: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr):
+                 D: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr, RAW: tl.constexpr = False):
     """V rows [N, D] of a paged block (``page``/``slot``/``valid`` [N] as in ``attend_paged_block``) as ``dtype``,
     ready for P·V. Every V reader of the paged cache goes through here (decode, softmax·V, Quest, paged prefill).
 
@@ -114,13 +114,18 @@ def paged_v_tile(v_ptr, page, slot, valid, kvh, stride_vp, stride_vs, stride_vh,
       and is converted after, with no fp16 staging. Whole runs of ``VEC`` slots are read, so invalid rows are
       read too (their page is 0 where the page table is masked): their scores are -inf, weight 0, and the
       NaN-dropping max against -448 (a no-op on e4m3 values) keeps garbage bytes from turning 0 x NaN into NaN.
+    - ``RAW`` (transposed pages, ``blocks_fp8``): the stored V^T tile [D, N] as it is, for the e4m3 tensor cores
+      (no NaN guard: the product multiplies the bytes themselves).
     """
     offs_d = tl.arange(0, D)
     if V_T:
         offs = (page * stride_vp + slot * stride_vs + kvh * stride_vh)[None, :] + offs_d[:, None] * stride_vd
         offs = tl.max_contiguous(tl.multiple_of(offs, [1, VEC]), [1, VEC])  # [D, N]: VEC slots of one page
-        vt = tl.load(v_ptr + offs).to(dtype)
-        return tl.trans(tl.maximum(vt, tl.full([1, 1], -448.0, dtype)))
+        if RAW:
+            return tl.load(v_ptr + offs)
+        else:
+            vt = tl.load(v_ptr + offs).to(dtype)
+            return tl.trans(tl.maximum(vt, tl.full([1, 1], -448.0, dtype)))
     else:
         v = tl.load(v_ptr + (page * stride_vp + slot * stride_vs + kvh * stride_vh)[:, None] + offs_d[None, :],
                     mask=valid[:, None], other=0.0).to(dtype)

@@ -15,7 +15,7 @@ from litesys.kernels.common import (
 from litesys.kernels.decode_logits import decode_logits
 from litesys.kernels.decode_merge import decode_merge
 from litesys.kernels.decode_softmax_v import softmax_v_split
-from litesys.kernels.decode_split import decode_split
+from litesys.kernels.decode_split import decode_split, fp8_mma_fits, fp8_mma_group_pad
 from litesys.kernels.launch import DECODE, DecodeConfig
 
 
@@ -80,12 +80,14 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     out = torch.empty(b, hq, d, dtype=q.dtype if k_scale is not None else v_cache.dtype, device=q.device)
     if b == 0:
         return out
-    q = _last_dim_contiguous(q.to(dtype))
+    # fp8 tensor cores for a 16-bit model (q read as it is, quantised in the kernel); an fp32 model keeps exact tiles
+    fp8_mma = k_scale is not None and cfg.fp8_mma and dtype != torch.float32 and fp8_mma_fits(v_cache, cfg.block_n)
+    q = _last_dim_contiguous(q if fp8_mma else q.to(dtype))
     resident = cfg.resident_per_sm if k_scale is None else cfg.fp8_resident_per_sm
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg, resident)
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
-                 group_pad(hq // hkv), dot_precision(dtype), cfg.num_warps, cfg.num_stages, k_scale, v_scale,
-                 cfg.split_tokens)
+                 (fp8_mma_group_pad if fp8_mma else group_pad)(hq // hkv), dot_precision(dtype), cfg.num_warps,
+                 cfg.num_stages, k_scale, v_scale, cfg.split_tokens, fp8_mma)
     if partial is not None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps, cfg.split_tokens)
     return out

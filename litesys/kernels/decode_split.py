@@ -19,7 +19,8 @@ from litesys.kernels.blocks import (
     split_bounds,
     store_split,
 )
-from litesys.kernels.common import v_layout
+from litesys.kernels.blocks_fp8 import attend_block_f8, finish_t, load_q_pair, softmax_state_t
+from litesys.kernels.common import next_pow2, v_layout
 
 
 @triton.jit
@@ -35,7 +36,7 @@ def _decode_split_kernel(
     qk_scale, ks_ptr, vs_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
-    SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr,
+    SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr, F8_MMA: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -47,37 +48,69 @@ def _decode_split_kernel(
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N, SPLIT_TOKENS)
     # Short sequences leave trailing splits empty: their loop is empty (and with several splits, nothing is stored).
     offs_n = tl.arange(0, BLOCK_N)
-    q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
-    m, den, acc = softmax_state(G_PAD, D)
     pt_row = pt_ptr + b * stride_ptb
-    for n0 in range(start, end, BLOCK_N):
-        pos = n0 + offs_n
-        valid = pos < end
-        page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
-        slot = pos % PAGE
-        acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp, stride_ks,
-                                         stride_kh, stride_vp, stride_vs, stride_vh, stride_vd, qk_scale, D, DOT_PREC,
-                                         V_T, VEC)
+    if F8_MMA:  # fp8 pages on e4m3 tensor cores (blocks_fp8)
+        q2, qfac = load_q_pair(q_ptr, b, kvh, stride_qb, stride_qh, qk_scale, G, G_PAD, D)
+        m, den, acc_t = softmax_state_t(G_PAD, D)
+        for n0 in range(start, end, BLOCK_N):
+            pos = n0 + offs_n
+            valid = pos < end
+            page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
+            acc_t, m, den = attend_block_f8(acc_t, m, den, q2, qfac, k_ptr, v_ptr, page, pos % PAGE, valid, kvh,
+                                            stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
+                                            stride_vd, G_PAD, D, VEC)
+        acc = finish_t(acc_t, G_PAD)
+    else:
+        q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
+        m, den, acc = softmax_state(G_PAD, D)
+        for n0 in range(start, end, BLOCK_N):
+            pos = n0 + offs_n
+            valid = pos < end
+            page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
+            slot = pos % PAGE
+            acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp,
+                                             stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_vd,
+                                             qk_scale, D, DOT_PREC, V_T, VEC)
     store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
                 stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G, G_PAD, D, FP8, DIRECT)
+
+
+def fp8_mma_fits(v_cache: torch.Tensor, block_n: int) -> bool:
+    """Whether the e4m3 tensor-core path (``blocks_fp8``) reads these pages: fp8, V transposed (``common.v_layout``),
+    D and ``block_n`` multiples of 32 (the depth of an fp8 dot)."""
+    return (v_cache.element_size() == 1 and v_cache.stride(1) == 1 and v_cache.shape[-1] % 32 == 0
+            and block_n % 32 == 0)
+
+
+def fp8_mma_group_pad(group: int) -> int:
+    """Query rows of the tensor-core path: its products are transposed, the group is their N (two columns a head,
+    ``blocks_fp8.fp8_pair``), and wgmma takes N = 8: 4 rows, not the 16 a [G, D] tile needs (H200, Qwen3-8B
+    heads: 128 -> 72 registers, a quarter of the softmax work)."""
+    return max(4, next_pow2(group))
 
 
 def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                  lengths: torch.Tensor, partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor,
                  qk_scale: float, block_n: int, group_pad: int, dot_prec: str, num_warps: int,
                  num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
-                 split_tokens: int = 0) -> None:
+                 split_tokens: int = 0, fp8_mma: bool = False):
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
     tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. V pages in
     either layout (``common.v_layout``). fp8 caches:
-    ``k_scale``/``v_scale`` [Hkv] fp32. ``split_tokens > 0``: splits of that many tokens (``blocks.split_bounds``)."""
+    ``k_scale``/``v_scale`` [Hkv] fp32. ``split_tokens > 0``: splits of that many tokens (``blocks.split_bounds``).
+    ``fp8_mma``: fp8 pages on e4m3 tensor cores (``blocks_fp8``; where ``fp8_mma_fits``; q in any float dtype),
+    else the tiles are converted to q's dtype. Returns the launched kernel
+    (``n_regs``, ``n_spills``, ``metadata.shared``: what benchmarks report)."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     direct = partial is None
     po, ls = (out, out) if direct else (partial, lse)
     n_splits = 1 if direct else partial.shape[2]
     v_strides, v_t, vec = v_layout(v_cache, block_n)
-    _decode_split_kernel[(b, hkv, n_splits)](
+    if fp8_mma and not (k_scale is not None and fp8_mma_fits(v_cache, block_n)):
+        raise ValueError("decode_split(fp8_mma=True) needs fp8 pages, transposed V and D, block_n multiples of 32 "
+                         "(check fp8_mma_fits first)")
+    return _decode_split_kernel[(b, hkv, n_splits)](
         q, k_cache, v_cache, page_table, lengths, po, ls,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -89,5 +122,5 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         qk_scale, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, SPLIT_TOKENS=split_tokens, V_T=v_t, VEC=vec,
-        num_warps=num_warps, num_stages=num_stages,
+        F8_MMA=fp8_mma, num_warps=num_warps, num_stages=num_stages,
     )
