@@ -26,10 +26,10 @@ def by_contract(x: torch.Tensor, k: int) -> list[list[int]]:
     return [sorted(range(len(row)), key=lambda i: (-row[i], i))[:k] for row in x.float().tolist()]
 
 
-def check(x: torch.Tensor, k: int, **kw) -> None:
+def check(x: torch.Tensor, k: int, chunk: int = 8192, group: int = 16, sup: int = 1) -> None:
     want_idx = by_contract(x, k)
     want_vals = x.float().topk(k, dim=-1).values
-    for vals, idx in (topk(x, k, backend="triton", **kw), topk_torch(x, k)):
+    for vals, idx in (topk(x, k, backend="triton", config=(chunk, group, sup, 4)), topk_torch(x, k)):
         assert vals.dtype == x.dtype and idx.dtype == torch.int64 and vals.shape == idx.shape == (x.shape[0], k)
         assert idx.tolist() == want_idx
         assert torch.equal(vals.float(), want_vals)
@@ -50,14 +50,21 @@ def ties(B: int, V: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
 def test_ties_across_chunks_by_index(dtype):
     # 5 chunks, the last short; k 40 (bucket 64): the tied best logits (every 7th) span the first three chunks
     check(ties(1, 600, dtype).to(DEVICE), 40, chunk=128)
+    check(ties(1, 3000, dtype).to(DEVICE), 20, chunk=1024, group=4, sup=8)  # two levels
 
 
-@pytest.mark.parametrize("B,V,k,chunk,group", [(1, 37, 5, 4096, 16), (2, 8, 8, 4096, 16), (2, 600, 1, 128, 16),
-                                                (1, 700, 64, 128, 16), (1, 900, 16, 256, 1), (1, 5000, 64, 4096, 16)])
-def test_shapes(B, V, k, chunk, group):
-    """V below one chunk, V == k, k = 1, k > the chunk's groups (group shrinks), GROUP 1, V past one chunk."""
+@pytest.mark.parametrize("B,V,k,chunk,group,sup", [(1, 37, 5, 4096, 16, 1), (2, 8, 8, 4096, 16, 4),
+                                                    (2, 600, 1, 128, 16, 1), (1, 700, 64, 128, 16, 1),
+                                                    (1, 900, 16, 256, 1, 1), (1, 5000, 64, 4096, 16, 1),
+                                                    (1, 3000, 8, 1024, 4, 8), (2, 1100, 20, 1024, 4, 4),
+                                                    (1, 700, 64, 1024, 4, 8)])
+def test_shapes(B, V, k, chunk, group, sup):
+    """V below one chunk, V == k, k = 1, k > the chunk's groups (group shrinks), group 1, V past one chunk, two
+    levels (super-groups of 8 and 4 groups; and super-groups that must shrink to leave k of them)."""
     g = torch.Generator().manual_seed(V)
-    check((torch.randn(B, V, generator=g) * 3).bfloat16().to(DEVICE), k, chunk=chunk, group=group)
+    x = (torch.randn(B, V, generator=g) * 3).bfloat16()
+    x[:, 3::5] = x[:, :1]
+    check(x.to(DEVICE), k, chunk=chunk, group=group, sup=sup)
 
 
 def test_infinite_and_signed_zero_rows():
@@ -71,8 +78,9 @@ def test_infinite_and_signed_zero_rows():
     x[3, 200:] = 0.5  # the best values all in the last chunk
     check(x.to(DEVICE), 8, chunk=128)
     check(x.to(DEVICE).float(), 8, chunk=128)
+    check(x.to(DEVICE), 8, chunk=128, group=4, sup=4)
     vals, idx = topk(x[2:3].to(DEVICE), 4, backend="triton")
-    assert idx.tolist() == [[0, 1, 2, 3]] and torch.equal(vals.view(torch.int16), x[2:3, :4].view(torch.int16))
+    assert idx.tolist() == [[0, 1, 2, 3]] and torch.equal(vals.cpu().view(torch.int16), x[2:3, :4].view(torch.int16))
 
 
 def test_strided_rows_and_batch_independence():
@@ -80,8 +88,8 @@ def test_strided_rows_and_batch_independence():
     x = ties(3, 700, torch.bfloat16, seed=1).to(DEVICE)
     wide = torch.zeros(3, 768, dtype=x.dtype, device=DEVICE)
     wide[:, :700] = x
-    vals, idx = topk(wide[:, :700], 32, backend="triton", chunk=256)
-    v1, i1 = topk(x[2:3], 32, backend="triton", chunk=256)
+    vals, idx = topk(wide[:, :700], 32, backend="triton", config=(256, 4, 2, 4))
+    v1, i1 = topk(x[2:3], 32, backend="triton", config=(256, 4, 2, 4))
     assert torch.equal(vals[2:3], v1) and torch.equal(idx[2:3], i1)
     assert idx.tolist() == by_contract(x, 32)
 
