@@ -45,11 +45,12 @@ def test_kernel_stores_the_torch_bits(src, cache):
     vc = to_transposed_pages(kc)  # the kernel honours strides (fp8 V pages are transposed; bf16 are not)
     kv_write.write(k.to(DEVICE), v.to(DEVICE), kc, vc, slots.to(DEVICE))
     used = slots.unique()
-    real = used[used != 0]  # slot 0: two padding rows race for the scratch page (either may land, on the GPU)
+    real = used[used != 0]  # slot 0: two padding rows race for the scratch page (on the GPU)
     for got, want, x in ((kc, kv.k[1], k), (vc, kv.v[1], v)):
         got = got.cpu().reshape(-1, HKV, D)
         assert torch.equal(bits(got[real]), bits(want.reshape(-1, HKV, D)[real]))
-        assert any(torch.equal(bits(got[0]), bits(x[i].to(cache))) for i in (3, 4))
+        a, b = (bits(x[i].to(cache)) for i in (3, 4))  # each element is one of theirs (programs race per head)
+        assert ((bits(got[0]) == a) | (bits(got[0]) == b)).all()
         others = torch.ones(PAGES * PAGE, dtype=torch.bool)
         others[used] = False
         assert got[others].isnan().all()  # nothing else written
