@@ -41,7 +41,7 @@ from litesys.kernels.topk import TOPK_MAX, topk  # noqa: E402
 
 V = 151_936 if not SMOKE else 4096
 BATCHES = (64, 128, 256) if not SMOKE else (2,)
-# (chunk, group, super-group, warps) tried per k bucket; the first is the measured best of the first lease
+# (chunk, group, super-group, warps) tried per k bucket (results/h200_sampler_topk_lease1.json: the one-level ones)
 SWEEP = {32: [(8192, 16, 1, 4), (8192, 16, 1, 2), (4096, 8, 1, 2), (4096, 16, 1, 2), (16384, 16, 8, 4),
               (16384, 16, 4, 4), (16384, 8, 8, 4), (8192, 16, 4, 4), (8192, 8, 8, 4), (32768, 16, 8, 4),
               (16384, 16, 8, 8), (16384, 16, 8, 2), (16384, 8, 4, 2), (8192, 8, 4, 2)],

@@ -27,9 +27,11 @@ except ImportError:  # pragma: no cover - CPU installs without triton
 __all__ = ["TOPK_MAX", "topk"]
 
 # (chunk, group, super, warps) per power-of-two k: logits per stage-1 program (<= 65536: a position fits the key's
-# 16 low bits), consecutive logits per group (one vector load per thread), groups per super-group (1: one level)
-CONFIGS = {32: (8192, 16, 1, 4), 64: (8192, 16, 1, 4)}
-DEFAULT = (8192, 16, 1, 4)
+# 16 low bits), consecutive logits per group (one vector load per thread), groups per super-group (1: one level).
+# The fastest measured on the H200 at 256 x 151,936 bf16 (benchmarks/results/h200_sampler_topk.json): k 32 59 us
+# (one level at best 85 us); k 64 137 us (one level; the two-level configs were not reached at k 64).
+CONFIGS = {32: (16384, 8, 8, 4), 64: (8192, 16, 1, 4)}
+DEFAULT = (16384, 8, 8, 4)  # k <= 16: k 32's, measured only there
 
 
 def topk(x: torch.Tensor, k: int, backend: str = "auto", config: tuple[int, int, int, int] | None = None
