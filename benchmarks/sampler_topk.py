@@ -2,7 +2,7 @@
 whole ``sample()`` at the benchmark's params (T 0.6 / top-p 0.95 / top-k 20), default and deterministic.
 
     python benchmarks/sampler_topk.py [--out DIR] [--sweep]    # GPU, ~1-2 min; writes DIR/sampler_topk.json
-    python benchmarks/sampler_topk.py --smoke                  # the logic on CPU (interpreter), tiny sizes
+    python benchmarks/sampler_topk.py --smoke                  # the logic on CPU (the twin), tiny sizes
 
 Each time is the median us per call replayed from a CUDA graph (as the decode graphs run it), on random bf16 logits
 [B, 151936] (Qwen3's vocabulary) at B = 64, 128, 256: ``torch_chunked`` = the sampler's previous top-k ([B, 64,
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         row = dict(read_us=round(B * V * 2 / bw * 1e6, 2), torch_chunked=us(chunked_torch_topk, x, 20),
                    torch_topk=us(x.topk, 20), sort=us(x.sort, dim=-1, descending=True),
                    sort_stable=us(x.sort, dim=-1, descending=True, stable=True),
-                   kernel_k20=us(topk, x, 20), kernel_k64=us(topk, x, 64), stage1_k20=us(stage1, x, 20),
+                   kernel_k20=us(topk, x, 20), kernel_k64=us(topk, x, 64),
+                   stage1_k20=us(stage1, x, 20) if not SMOKE else None,  # the interpreter: seconds
                    sample_default=us(sample, x, p, steps, False, False, 20),
                    sample_deterministic=us(sample, x, p, steps, False, False, TOPK_MAX),
                    sample_deterministic_with_top_k_0=us(sample, x, p0, steps, False, True, TOPK_MAX),

@@ -137,3 +137,20 @@ def test_gpu_graph_capture():
     graph.replay()
     assert not torch.equal(got[1], want[1])
     assert torch.equal(got[0], topk_torch(x, 20)[0]) and torch.equal(got[1], topk_torch(x, 20)[1])
+
+
+def test_benchmark_smoke(tmp_path):
+    """benchmarks/sampler_topk.py --smoke: every timing of every row and a sweep entry land in the JSON."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sampler_topk.py"
+    subprocess.run([sys.executable, str(script), "--smoke", "--sweep", "--out", str(tmp_path)], check=True,
+                   capture_output=True, timeout=120)
+    res = json.loads((tmp_path / "sampler_topk.json").read_text())
+    (row,) = res["rows"].values()
+    assert {"torch_chunked", "kernel_k20", "kernel_k64", "sample_default", "sample_deterministic",
+            "sample_deterministic_with_top_k_0", "sample_previous_deterministic"} <= set(row)
+    assert all(v > 0 for v in row.values() if v is not None) and res["sweep"] and all(r["exact"] for r in res["sweep"])
