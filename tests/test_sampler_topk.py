@@ -154,3 +154,28 @@ def test_benchmark_smoke(tmp_path):
     assert {"torch_chunked", "kernel_k20", "kernel_k64", "sample_default", "sample_deterministic",
             "sample_deterministic_with_top_k_0", "sample_previous_deterministic"} <= set(row)
     assert all(v > 0 for v in row.values() if v is not None) and res["sweep"] and all(r["exact"] for r in res["sweep"])
+
+
+@pytest.mark.gpu
+def test_gpu_deterministic_draws_do_not_depend_on_mates():
+    """sample() on the GPU in deterministic mode's flags (151,936 random bf16 logits): a top_k 20 row's 20
+    draws are the same alone, among 255 mates with top_k 20 (the kernel's 64 candidates only) and among mates with
+    top_k 0 / 65 (the full sort, and the first 64 of it for the row)."""
+    from litesys.engine.sampler import SamplingTensors, sample, seed_hash
+    from litesys.kernels.topk import TOPK_MAX
+
+    logits = (torch.randn(256, 151_936, generator=torch.Generator().manual_seed(4)) * 3).bfloat16().cuda()
+
+    def draws(B: int, mate_k: int) -> torch.Tensor:
+        top_k = torch.full((B,), mate_k, device="cuda")
+        top_k[0] = 20
+        p = SamplingTensors(torch.full((B,), 0.8, device="cuda"), top_k, torch.full((B,), 0.95, device="cuda"),
+                            torch.zeros(B, device="cuda"), seed_hash(torch.arange(B, device="cuda") + 3))
+        full = not 1 <= mate_k <= TOPK_MAX
+        return torch.stack([sample(logits[:B], p, torch.full((B,), s, device="cuda"), False, full, TOPK_MAX)[0]
+                            for s in range(20)])
+
+    alone = draws(1, 20)
+    assert len(set(alone.tolist())) > 1
+    for mate_k in (20, 0, 65):
+        assert torch.equal(draws(256, mate_k), alone), mate_k
