@@ -40,7 +40,7 @@ def topk(x: torch.Tensor, k: int, backend: str = "auto", config: tuple[int, int,
     Any 1 <= k <= V; the kernel takes k up to TOPK_MAX (its power-of-two bucket, sliced), the twin the rest."""
     B, V = x.shape
     K = max(2, next_pow2(k))  # k = 1 too: tl.topk's one-element case differs across Triton versions
-    if not use_triton(x, backend) or K > min(TOPK_MAX, V) or x.dtype not in BITS:
+    if not use_triton(x, backend) or K > min(TOPK_MAX, V) or x.dtype not in BITS or B == 0:
         return topk_torch(x, k)
     x = x if x.stride(1) == 1 else x.contiguous()
     chunk, group, sup, warps = config or CONFIGS.get(K, DEFAULT)
