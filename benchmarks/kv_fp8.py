@@ -2,7 +2,7 @@
 
     python benchmarks/kv_fp8.py capacity --config qwen3_8b --seq-len 32768
     python benchmarks/kv_fp8.py accuracy --config qwen3_8b --prompts 8 --tokens 4096
-    python benchmarks/kv_fp8.py kernel [--sweep]   # fused decode alone, bf16 vs fp8 pages (tensor-core / converted)
+    python benchmarks/kv_fp8.py kernel [--sweep] [--probe] [--page-size 32]   # decode attention alone
 
 ``capacity``: the KV pool the memory planner gives at ``--gpu-memory-utilization`` (default 0.9) for bf16 and for
 fp8 pages, and how many sequences of ``--seq-len`` tokens it holds. ``accuracy``: teacher-forced next-token
@@ -11,8 +11,9 @@ prefill does) attends to the K/V as the cache stores them; the fp8 scales are ca
 then fixed. Reports KL(bf16 || fp8), top-1 agreement and the logit error. Random weights (N(0, 0.02), unit norms),
 so the numbers describe the quantisation of such activations, not of a trained model. ``kernel``: decode attention
 alone (imports only litesys.kernels): the fused kernel and the softmax·V stage at batch 32 x 4K / 8K with Qwen3-8B
-heads and 64 x 2K / 4K with Qwen3-0.6B heads, bf16 vs fp8 pages (V transposed, as the pool stores them, through the
-e4m3 tensor-core path and the converting path; and token-major V), bytes read over the copy bandwidth.
+heads and 64 x 2K / 4K with Qwen3-0.6B heads, bf16 vs fp8 pages (V transposed, as the pool stores them, converted in
+registers (the default) and on e4m3 tensor cores; token-major V), bytes read over the copy bandwidth; ``--sweep``: the
+tensor-core kernel's tiles x splits; ``--probe``: a kernel that only reads the same pages (the access pattern's floor).
 JSON to $OUT if set.
 """
 from __future__ import annotations
@@ -26,9 +27,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import triton
+import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import copy_bandwidth, graph_ms, log, model_config, random_model_dir  # noqa: E402
+
+from litesys.kernels.blocks import split_bounds  # noqa: E402
 
 
 def capacity(a: argparse.Namespace) -> dict:
@@ -123,6 +128,46 @@ SWEEP_TILES = ((128, 4, 2), (128, 4, 3), (64, 4, 2), (64, 4, 3), (64, 4, 4), (12
 SWEEP_SPLITS = (1, 2, 3, 4, 5, 6, 8, 12)
 
 
+@triton.jit
+def _read_probe_kernel(k_ptr, v_ptr, pt_ptr, len_ptr, out_ptr, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs,
+                       stride_vh, stride_vd, stride_ptb, num_splits, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
+                       D: tl.constexpr, VEC: tl.constexpr, V_T: tl.constexpr):
+    """The fused kernel's reads alone: the same split, page-table gather and K / V tiles (V^T for transposed fp8
+    pages), each used by one dot with a constant so nothing is dropped; no softmax. Its time is the floor the
+    access pattern leaves the real kernel."""
+    b, kvh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    length = tl.load(len_ptr + b)
+    start, end, _ = split_bounds(length, split, num_splits, BLOCK_N, 0)
+    offs_n, offs_d = tl.arange(0, BLOCK_N), tl.arange(0, D)
+    dt = k_ptr.dtype.element_ty
+    qc, pc = tl.full([D, 16], 0.0078125, tl.float32).to(dt), tl.full([BLOCK_N, 16], 0.0078125, tl.float32).to(dt)
+    acc, acc_s = tl.zeros([D, 16], tl.float32), tl.zeros([BLOCK_N, 16], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        pos = n0 + offs_n
+        page = tl.load(pt_ptr + b * stride_ptb + pos // PAGE, mask=pos < end, other=0).to(tl.int64)
+        row = page * stride_kp + (pos % PAGE) * stride_ks + kvh * stride_kh
+        acc_s += tl.dot(tl.load(k_ptr + row[:, None] + offs_d[None, :]), qc)
+        row = page * stride_vp + (pos % PAGE) * stride_vs + kvh * stride_vh
+        if V_T:
+            offs = tl.max_contiguous(tl.multiple_of(row[None, :] + offs_d[:, None] * stride_vd, [1, VEC]), [1, VEC])
+            acc += tl.dot(tl.load(v_ptr + offs), pc)
+        else:
+            acc += tl.dot(tl.trans(tl.load(v_ptr + row[:, None] + offs_d[None, :] * stride_vd)), pc)
+    tl.store(out_ptr + (b * tl.num_programs(1) + kvh) * num_splits + split, tl.sum(tl.sum(acc, 1), 0)
+             + tl.sum(tl.sum(acc_s, 1), 0))
+
+
+def read_probe(kc, vc, pt, lengths, splits: int, cfg):
+    """A launch of ``_read_probe_kernel`` over these pages (``cfg``: block_n, num_warps, num_stages)."""
+    from litesys.kernels.common import v_layout
+
+    out = torch.empty(lengths.shape[0] * kc.shape[2] * splits, device=kc.device)
+    v_strides, v_t, vec = v_layout(vc, cfg.block_n)
+    return lambda: _read_probe_kernel[(lengths.shape[0], kc.shape[2], splits)](
+        kc, vc, pt, lengths, out, *kc.stride()[:3], *v_strides, pt.stride(0), splits, PAGE=kc.shape[1],
+        BLOCK_N=cfg.block_n, D=kc.shape[3], VEC=vec, V_T=v_t, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
 def fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits: int, ks, vs, fp8_mma: bool):
     """The fused decode at a given split count (the split rule bypassed), and a launch that returns the compiled
     kernel (registers, spills, shared memory)."""
@@ -147,11 +192,12 @@ def fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits: int, ks, vs, fp8
 
 
 def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 128, page: int = 16,
-                 device: str = "cuda", sweep: bool = False) -> dict:
+                 device: str = "cuda", sweep: bool = False, probe: bool = False) -> dict:
     """Decode attention alone at one shape, bf16 vs fp8 pages (a ragged first row): the fused kernel with the
-    default launch configuration (fp8: the tensor-core path, ``DecodeConfig.fp8_mma``, and the path that converts
-    the tiles, as before), the processors' softmax·V stage, and with ``sweep`` the tensor-core path's tiles x
-    splits. Imports only litesys.kernels. Bytes: K+V rows read once (softmax·V: V and the fp32 logits)."""
+    default launch configuration (fp8: tiles converted in registers) and the e4m3 tensor-core path
+    (``DecodeConfig.fp8_mma``), the processors' softmax·V stage; with ``sweep`` the tensor-core path's tiles x
+    splits, with ``probe`` the read-only kernel (``_read_probe_kernel``) over the same pages. Imports only
+    litesys.kernels. Bytes: K+V rows read once (softmax·V: V and the fp32 logits)."""
     from litesys.kernels import decode
     from litesys.kernels.common import to_transposed_pages
     from litesys.kernels.launch import DECODE
@@ -175,7 +221,8 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
     q = torch.randn(batch, hq, d, device=device, generator=g, dtype=torch.bfloat16)
     tokens, scale = int(lengths.sum()), d ** -0.5
     rows, outs = [], {}
-    configs = {"bf16": {"default": DECODE}, "fp8": {"default": DECODE, "converted": replace(DECODE, fp8_mma=False)},
+    configs = {"bf16": {"default": DECODE},
+               "fp8": {"default": DECODE, "tensor_cores": replace(DECODE, fp8_mma=True)},
                "fp8_token_major_v": {"default": DECODE}}
     for name, (kc, vc, s_k, s_v) in caches.items():
         nbytes = 2 * tokens * hkv * d * kc.element_size()
@@ -199,11 +246,22 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
     us = {(r["kv"], r["config"]): r["us"] for r in rows if r["path"] == "fused"}
     res = dict(shape=dict(batch=batch, context=ctx, hq=hq, hkv=hkv, head_dim=d, page=page), rows=rows,
                speedup_fp8_default=us[("bf16", "default")] / us[("fp8", "default")],
-               fp8_vs_bf16_rel_err=err(("fp8", "default")), fp8_converted_vs_bf16_rel_err=err(("fp8", "converted")),
-               fp8_mma_vs_converted_rel_diff=((outs[("fp8", "default")].float() - outs[("fp8", "converted")].float())
-                                              .norm() / ref.norm()).item(),
-               fp8_layouts_rel_diff=((outs[("fp8", "converted")].float()
+               fp8_vs_bf16_rel_err=err(("fp8", "default")),
+               fp8_tensor_cores_vs_bf16_rel_err=err(("fp8", "tensor_cores")),
+               fp8_tensor_cores_vs_default_rel_diff=((outs[("fp8", "tensor_cores")].float()
+                                                      - outs[("fp8", "default")].float()).norm() / ref.norm()).item(),
+               fp8_layouts_rel_diff=((outs[("fp8", "default")].float()
                                       - outs[("fp8_token_major_v", "default")].float()).norm() / ref.norm()).item())
+    if probe:  # bf16 at its tile (64 rows, 2 stages), fp8 (transposed V) at 128 rows and 3 stages
+        for name, cfg in (("bf16", replace(DECODE, block_n=64, num_stages=2)),
+                          ("fp8", replace(DECODE, block_n=128, num_stages=3))):
+            kc, vc = caches[name][:2]
+            nbytes = 2 * tokens * hkv * d * kc.element_size()
+            for splits in (1, 3, 6):
+                ms = graph_ms(read_probe(kc, vc, pt, lengths, splits, cfg))
+                rows.append(dict(kv=name, path="read_probe", config=f"splits={splits}", us=ms * 1e3,
+                                 bw_frac=nbytes / (ms / 1e3) / bw))
+                log(f"{name} read probe, {splits} splits: {ms * 1e3:.1f} us, {rows[-1]['bw_frac']:.0%} of copy bw")
     if sweep:
         kc, vc = caches["fp8"][:2]
         nbytes = 2 * tokens * hkv * d
@@ -231,9 +289,9 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
 
 def kernel(a: argparse.Namespace) -> dict:
     bw = copy_bandwidth()
-    res = dict(hbm_copy_TBps=bw / 1e12)
+    res = dict(hbm_copy_TBps=bw / 1e12, page_size=a.page_size)
     for n, dims in KERNEL_SHAPES.items():
-        res[n] = kernel_shape(*dims, bw, sweep=a.sweep)
+        res[n] = kernel_shape(*dims, bw, page=a.page_size, sweep=a.sweep, probe=a.probe)
         torch.cuda.empty_cache()
         if os.environ.get("OUT"):  # as it goes: a run stopped at its time limit keeps the shapes done
             Path(os.environ["OUT"], "kv_fp8_kernel.partial.json").write_text(json.dumps(res, indent=1))
@@ -249,7 +307,11 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=4096)
     ap.add_argument("--sweep", action="store_true", help="kernel: also sweep the fp8 fused kernel's tiles x splits")
+    ap.add_argument("--probe", action="store_true", help="kernel: also time a kernel that only reads the pages")
+    ap.add_argument("--page-size", type=int, default=16, help="kernel: tokens per page (16, 32, 64)")
     a = ap.parse_args()
+    if a.page_size not in (16, 32, 64):
+        ap.error(f"--page-size must be 16, 32 or 64, got {a.page_size}")
     if not torch.cuda.is_available():
         sys.exit("kv_fp8.py needs a CUDA GPU")
     res = dict(capacity=capacity, accuracy=accuracy, kernel=kernel)[a.what](a)

@@ -99,8 +99,8 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     either layout (``common.v_layout``). fp8 caches:
     ``k_scale``/``v_scale`` [Hkv] fp32. ``split_tokens > 0``: splits of that many tokens (``blocks.split_bounds``).
     ``fp8_mma``: fp8 pages on e4m3 tensor cores (``blocks_fp8``; where ``fp8_mma_fits``; q in any float dtype),
-    else the tiles are converted to q's dtype. Returns the launched kernel
-    (``n_regs``, ``n_spills``, ``metadata.shared``: what benchmarks report)."""
+    else the tiles are converted to q's dtype. Returns the launched kernel (``n_regs``, ``n_spills``,
+    ``metadata.shared``: what benchmarks report)."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     direct = partial is None
