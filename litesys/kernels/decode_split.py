@@ -84,9 +84,10 @@ def fp8_mma_fits(v_cache: torch.Tensor, block_n: int) -> bool:
 
 def fp8_mma_group_pad(group: int) -> int:
     """Query rows of the tensor-core path: its products are transposed, the group is their N (two columns a head,
-    ``blocks_fp8.fp8_pair``), and wgmma takes N = 8: 4 rows, not the 16 a [G, D] tile needs (H200, Qwen3-8B
-    heads: 128 -> 72 registers, a quarter of the softmax work)."""
-    return max(4, next_pow2(group))
+    ``blocks_fp8.fp8_pair``), and Triton 3.6 keeps an e4m3 dot on ``wgmma`` only from N = 16 (N = 8 compiles to
+    fp16 ``mma.sync`` with every K/V value converted): 8 rows, not the 16 a [G, D] tile needs (sm_90, Qwen3-8B
+    heads, 128-row blocks: 128 -> 80 registers, half the softmax work)."""
+    return max(8, next_pow2(group))
 
 
 def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,

@@ -34,10 +34,9 @@ class DecodeConfig:
     # (2: 210), Qwen3-30B-A3B heads 128 x 700 2 splits 59 us (3: 68); programs_per_sm = 8 split the last two
     resident_per_sm: int = 0
     # fp8 pages, fused kernel, 16-bit models: both products on e4m3 tensor cores, q and P as two e4m3 terms
-    # (``blocks_fp8``), instead of converting every K/V value to fp16 in registers. Off by default: on the H200 it
-    # measured the same as the converting kernel (32 x 8K Qwen3-8B heads 4 splits 181 vs 180 us; 64 x 4K Qwen3-0.6B
-    # 1 split 171 vs 178 us at 3): both sit under the ~77% of copy bandwidth that even a kernel doing nothing but
-    # read these pages reaches (docs/kv_fp8.md)
+    # (``blocks_fp8``), instead of converting every K/V value to fp16 in registers. Off by default: on the H200, with
+    # 16 query rows, it measured the same as the converting kernel (32 x 8K Qwen3-8B heads 178.5 vs 183.3 us, 64 x 4K
+    # Qwen3-0.6B 183.5 vs 181.7 us); the 8-row group it now uses is not measured yet (docs/kv_fp8.md)
     fp8_mma: bool = False
     # > 0: pieces of this many tokens (a multiple of block_n) instead of a split count chosen from the batch, so a
     # sequence's reduction order depends on its length only (deterministic mode, docs/reproducibility.md)
