@@ -48,10 +48,10 @@ def _decode_split_kernel(
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N, SPLIT_TOKENS)
     # Short sequences leave trailing splits empty: their loop is empty (and with several splits, nothing is stored).
     offs_n = tl.arange(0, BLOCK_N)
-    pt_row = pt_ptr + b * stride_ptb
     if F8_MMA:  # fp8 pages on e4m3 tensor cores (blocks_fp8)
         q2, qfac = load_q_pair(q_ptr, b, kvh, stride_qb, stride_qh, qk_scale, G, G_PAD, D)
         m, den, acc_t = softmax_state_t(G_PAD, D)
+        pt_row = pt_ptr + b * stride_ptb
         for n0 in range(start, end, BLOCK_N):
             pos = n0 + offs_n
             valid = pos < end
@@ -63,6 +63,7 @@ def _decode_split_kernel(
     else:
         q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
         m, den, acc = softmax_state(G_PAD, D)
+        pt_row = pt_ptr + b * stride_ptb
         for n0 in range(start, end, BLOCK_N):
             pos = n0 + offs_n
             valid = pos < end
