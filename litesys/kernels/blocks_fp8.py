@@ -1,7 +1,8 @@
 """fp8 pages on fp8 tensor cores: the ``@triton.jit`` pieces of the fused decode kernel's fp8 path (``F8_MMA``).
 
-Converting e4m3 K/V to fp16 in registers (one ``cvt`` per two values) bounds the plain fp8 kernel at ~70% of the
-copy bandwidth on the H200. Here neither tile is converted: both products run on the e4m3 tensor cores (Hopper
+The default fp8 kernel converts every e4m3 K/V value to fp16 in registers (one ``cvt`` per two values) and reads
+fp8 pages at ~70% of the H200's copy bandwidth. Here neither tile is converted (opt-in, ``DecodeConfig.fp8_mma``;
+measured with 16 query rows: no faster, docs/kv_fp8.md): both products run on the e4m3 tensor cores (Hopper
 ``wgmma``, which needs at least 64 rows, so the products are taken transposed: ``S^T = K q^T`` with the block's
 keys as rows, ``O^T = V^T P^T`` with V's dims as rows, read as stored from the transposed pages). The other operand
 of each, q and P, is given as two e4m3 terms, ``x ~ hi + lo / 16`` (``fp8_pair``: about 7 significant bits, the
