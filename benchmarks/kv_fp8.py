@@ -13,7 +13,8 @@ so the numbers describe the quantisation of such activations, not of a trained m
 alone (imports only litesys.kernels): the fused kernel and the softmax·V stage at batch 32 x 4K / 8K with Qwen3-8B
 heads and 64 x 2K / 4K with Qwen3-0.6B heads, bf16 vs fp8 pages (V transposed, as the pool stores them, converted in
 registers (the default) and on e4m3 tensor cores; token-major V), bytes read over the copy bandwidth; ``--sweep``: the
-tensor-core kernel's tiles x splits; ``--probe``: a kernel that only reads the same pages (the access pattern's floor).
+fp8 kernels' tiles x L2 prefetch distance x splits; ``--probe``: a kernel that only reads the same pages (the access
+pattern's floor).
 JSON to $OUT if set.
 """
 from __future__ import annotations
@@ -123,8 +124,9 @@ def accuracy(a: argparse.Namespace) -> dict:
 # batch, context, Hq, Hkv: Qwen3-8B heads at 32 x 4K / 8K, Qwen3-0.6B heads at 64 x 2K / 4K
 KERNEL_SHAPES = {"qwen3_8b_4k": (32, 4096, 32, 8), "qwen3_8b": (32, 8192, 32, 8), "qwen3_0.6b_2k": (64, 2048, 16, 8),
                  "qwen3_0.6b": (64, 4096, 16, 8)}
-# --sweep: fused-kernel launch configurations of the fp8 tensor-core path (block_n, num_warps, num_stages) x splits
-SWEEP_TILES = ((128, 4, 2), (128, 4, 3), (64, 4, 2), (64, 4, 3), (64, 4, 4), (128, 8, 2), (256, 8, 2))
+# --sweep: fp8 fused-kernel variants (tensor cores, (block_n, num_warps, num_stages), L2 prefetch distance) x splits
+SWEEP_VARIANTS = tuple((False, (128, 4, 3), pf) for pf in (0, 1, 2, 4)) + tuple(
+    (True, tile, pf) for tile in ((128, 4, 3), (128, 4, 2), (64, 4, 2), (64, 4, 3)) for pf in (0, 2))
 SWEEP_SPLITS = (1, 2, 3, 4, 5, 6, 8, 12)
 
 
@@ -168,7 +170,7 @@ def read_probe(kc, vc, pt, lengths, splits: int, cfg):
         BLOCK_N=cfg.block_n, D=kc.shape[3], VEC=vec, V_T=v_t, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
-def fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits: int, ks, vs, fp8_mma: bool):
+def fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits: int, ks, vs, fp8_mma: bool, prefetch: int = 0):
     """The fused decode at a given split count (the split rule bypassed), and a launch that returns the compiled
     kernel (registers, spills, shared memory)."""
     from litesys.kernels.common import LOG2E, group_pad
@@ -184,7 +186,7 @@ def fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits: int, ks, vs, fp8
     def run():
         kernel = decode_split(qq, kc, vc, pt, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
                               (fp8_mma_group_pad if fp8_mma else group_pad)(hq // kc.shape[2]), "tf32", cfg.num_warps,
-                              cfg.num_stages, ks, vs, 0, fp8_mma)
+                              cfg.num_stages, ks, vs, 0, fp8_mma, prefetch)
         if partial is not None:
             decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps)
         return kernel
@@ -266,23 +268,24 @@ def kernel_shape(batch: int, ctx: int, hq: int, hkv: int, bw: float, d: int = 12
         kc, vc = caches["fp8"][:2]
         nbytes = 2 * tokens * hkv * d
         res["sweep"] = []
-        for bn, warps, stages in SWEEP_TILES:
+        for mma, (bn, warps, stages), pf in SWEEP_VARIANTS:
             cfg = replace(DECODE, block_n=bn, num_warps=warps, num_stages=stages)
+            row = dict(tensor_cores=mma, block_n=bn, warps=warps, stages=stages, prefetch=pf)
             for splits in SWEEP_SPLITS:
+                label = f"sweep {'tc' if mma else 'cvt'} bn{bn} w{warps} s{stages} pf{pf} sp{splits}"
                 try:
-                    fn, out = fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits, ks, vs, True)
+                    fn, out = fused_at_splits(q, kc, vc, pt, lengths, scale, cfg, splits, ks, vs, mma, pf)
                     kernel = fn()
                     ms = graph_ms(fn)
                 except Exception as e:  # a configuration the compiler or the GPU refuses: recorded, sweep goes on
-                    res["sweep"].append(dict(block_n=bn, warps=warps, stages=stages, splits=splits, error=str(e)[:200]))
-                    log(f"sweep bn{bn} w{warps} s{stages} sp{splits}: {str(e)[:120]}")
+                    res["sweep"].append(dict(row, splits=splits, error=str(e)[:200]))
+                    log(f"{label}: {str(e)[:120]}")
                     break
-                res["sweep"].append(dict(block_n=bn, warps=warps, stages=stages, splits=splits, us=ms * 1e3,
-                                         bw_frac=nbytes / (ms / 1e3) / bw, regs=getattr(kernel, "n_regs", None),
-                                         spills=getattr(kernel, "n_spills", None),
+                res["sweep"].append(dict(row, splits=splits, us=ms * 1e3, bw_frac=nbytes / (ms / 1e3) / bw,
+                                         regs=getattr(kernel, "n_regs", None), spills=getattr(kernel, "n_spills", None),
                                          shared=getattr(getattr(kernel, "metadata", None), "shared", None),
                                          rel_err=((out.float() - ref).norm() / ref.norm()).item()))
-                log(f"sweep bn{bn} w{warps} s{stages} sp{splits}: {ms * 1e3:.1f} us ({nbytes / (ms / 1e3) / bw:.0%}), "
+                log(f"{label}: {ms * 1e3:.1f} us ({nbytes / (ms / 1e3) / bw:.0%}), "
                     f"{res['sweep'][-1]['regs']} regs, {res['sweep'][-1]['shared']} B shared")
     return res
 
@@ -306,7 +309,8 @@ def main() -> None:
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=4096)
-    ap.add_argument("--sweep", action="store_true", help="kernel: also sweep the fp8 fused kernel's tiles x splits")
+    ap.add_argument("--sweep", action="store_true",
+                    help="kernel: also sweep the fp8 fused kernels' tiles x prefetch distance x splits")
     ap.add_argument("--probe", action="store_true", help="kernel: also time a kernel that only reads the pages")
     ap.add_argument("--page-size", type=int, default=16, help="kernel: tokens per page (16, 32, 64)")
     a = ap.parse_args()

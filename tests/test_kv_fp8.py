@@ -2,6 +2,7 @@
 (on CPU through TRITON_INTERPRET=1), the engine with fp8 pages vs transformers, the memory plan, and resume."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -215,6 +216,24 @@ def test_fused_decode_fp8_tensor_cores(group: int, d: int, block_n: int) -> None
         assert out.dtype == torch.bfloat16 and not out.isnan().any()
         err = rel_err(out, expected)
         assert err < TOL[torch.bfloat16] and err < rel_err(one_term, expected) / 3, (err, rel_err(one_term, expected))
+
+
+@pytest.mark.parametrize("mma", [False, True], ids=["converted", "tensor-cores"])
+def test_fp8_l2_prefetch_changes_nothing(mma: bool) -> None:
+    """``fp8_prefetch`` only asks L2 for blocks ahead (on the GPU; a no-op in the interpreter): same output, bit for
+    bit, and the same reference error, whichever kernel and however many splits."""
+    c = fp8_case([1, 15, 16, 17, 40, 70, 129], hq=8, hkv=2, d=32, page=8, qdtype=torch.bfloat16, seed=7,
+                 v_poison=448.0 if mma else float("nan"))
+    dv = c["dev"]
+    expected = ref.paged_decode_fused(c["q"].float(), c["kdq"], c["vdq"], c["pt"], c["lens"], c["scale"],
+                                      c["max_len"])
+    for base in (DecodeConfig(max_splits=4, block_n=32, fp8_resident_per_sm=4, fp8_mma=mma),
+                 DecodeConfig(max_splits=1, block_n=32, fp8_mma=mma)):
+        outs = [decode.fused(dv["q"], dv["kc"], dv["vc"], dv["pt"], dv["lens"], c["scale"],
+                             dataclasses.replace(base, fp8_prefetch=pf), k_scale=dv["ks"], v_scale=dv["vs"]).cpu()
+                for pf in (0, 1, 2)]
+        assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+        assert rel_err(outs[0], expected) < TOL[torch.bfloat16]
 
 
 def test_fp8_error_is_fp8_rounding() -> None:

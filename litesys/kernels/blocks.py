@@ -2,8 +2,12 @@
 bounds, partial/final stores, fp8 scales, programmatic-dependent-launch waits."""
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
+
+INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")  # the CPU interpreter (no inline PTX there)
 
 
 @triton.jit
@@ -99,6 +103,32 @@ def attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, str
         v = paged_v_tile(v_ptr, page, slot, valid, kvh, stride_vp, stride_vs, stride_vh, stride_vd, q.dtype, D, V_T,
                          VEC)
     return online_softmax_step(acc, m, den, s, v, DOT_PREC)
+
+
+@triton.jit
+def prefetch_l2(ptrs):
+    """Ask L2 for the 128-byte lines at ``ptrs`` (``prefetch.global.L2``: no registers or shared memory held, no
+    wait); a no-op under the CPU interpreter."""
+    if not INTERPRET:
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
+def prefetch_paged_block(k_ptr, v_ptr, pt_row, n0, end, kvh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs,
+                         stride_vh, PAGE: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, V_T: tl.constexpr):
+    """L2 prefetch of the K and V bytes of the paged block at rows ``n0 ..`` (those below ``end``; page 0 past it):
+    one line per K row (a 128-byte fp8 row of D 128) and, with transposed V, lines spread over each page's
+    contiguous ``D x PAGE`` bytes of V^T (one per slot, D bytes apart). Shared memory caps how many bytes a
+    program's pipelined loads keep in flight; prefetched lines are not counted against it."""
+    pos = n0 + tl.arange(0, BLOCK_N)
+    page = tl.load(pt_row + pos // PAGE, mask=pos < end, other=0).to(tl.int64)
+    slot = pos % PAGE
+    prefetch_l2(k_ptr + page * stride_kp + slot * stride_ks + kvh * stride_kh)
+    if V_T:
+        prefetch_l2(v_ptr + page * stride_vp + kvh * stride_vh + slot * D)
+    else:
+        prefetch_l2(v_ptr + page * stride_vp + slot * stride_vs + kvh * stride_vh)
 
 
 @triton.jit

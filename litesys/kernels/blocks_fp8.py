@@ -11,22 +11,17 @@ stays within bf16 rounding of the kernels that dequantise (tested against the sa
 """
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
-from litesys.kernels.blocks import paged_v_tile
+from litesys.kernels.blocks import INTERPRET, paged_v_tile
 from litesys.kernels.kv_write import e4m3_bits
-
-# the CPU interpreter's fp32 -> fp8 cast truncates: there the bytes are encoded with integer ops (kv_write.e4m3_bits,
-# round to nearest even, as the GPU's cvt.rn.satfinite does)
-INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
 
 @triton.jit
 def to_e4m3(x):
-    """fp32 (|x| <= 448) -> e4m3, rounded to nearest even."""
+    """fp32 (|x| <= 448) -> e4m3, rounded to nearest even. The CPU interpreter's fp32 -> fp8 cast truncates: there
+    the byte is encoded with integer ops (``kv_write.e4m3_bits``, as the GPU's ``cvt.rn.satfinite`` rounds)."""
     if INTERPRET:
         return e4m3_bits(x).to(tl.float8e4nv, bitcast=True)
     else:

@@ -85,9 +85,10 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     q = _last_dim_contiguous(q if fp8_mma else q.to(dtype))
     resident = cfg.resident_per_sm if k_scale is None else cfg.fp8_resident_per_sm
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg, resident)
+    prefetch = 0 if k_scale is None else cfg.fp8_prefetch
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
                  (fp8_mma_group_pad if fp8_mma else group_pad)(hq // hkv), dot_precision(dtype), cfg.num_warps,
-                 cfg.num_stages, k_scale, v_scale, cfg.split_tokens, fp8_mma)
+                 cfg.num_stages, k_scale, v_scale, cfg.split_tokens, fp8_mma, prefetch)
     if partial is not None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps, cfg.split_tokens)
     return out

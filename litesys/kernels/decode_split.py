@@ -15,6 +15,7 @@ from litesys.kernels.blocks import (
     attend_paged_block,
     fp8_scales,
     load_q_group,
+    prefetch_paged_block,
     softmax_state,
     split_bounds,
     store_split,
@@ -37,6 +38,7 @@ def _decode_split_kernel(
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
     SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr, F8_MMA: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -53,6 +55,9 @@ def _decode_split_kernel(
         m, den, acc_t = softmax_state_t(G_PAD, D)
         pt_row = pt_ptr + b * stride_ptb
         for n0 in range(start, end, BLOCK_N):
+            if PREFETCH > 0:
+                prefetch_paged_block(k_ptr, v_ptr, pt_row, n0 + PREFETCH * BLOCK_N, end, kvh, stride_kp, stride_ks,
+                                     stride_kh, stride_vp, stride_vs, stride_vh, PAGE, BLOCK_N, D, V_T)
             pos = n0 + offs_n
             valid = pos < end
             page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
@@ -65,6 +70,9 @@ def _decode_split_kernel(
         m, den, acc = softmax_state(G_PAD, D)
         pt_row = pt_ptr + b * stride_ptb
         for n0 in range(start, end, BLOCK_N):
+            if PREFETCH > 0:
+                prefetch_paged_block(k_ptr, v_ptr, pt_row, n0 + PREFETCH * BLOCK_N, end, kvh, stride_kp, stride_ks,
+                                     stride_kh, stride_vp, stride_vs, stride_vh, PAGE, BLOCK_N, D, V_T)
             pos = n0 + offs_n
             valid = pos < end
             page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
@@ -95,13 +103,14 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                  lengths: torch.Tensor, partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor,
                  qk_scale: float, block_n: int, group_pad: int, dot_prec: str, num_warps: int,
                  num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
-                 split_tokens: int = 0, fp8_mma: bool = False):
+                 split_tokens: int = 0, fp8_mma: bool = False, prefetch: int = 0):
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
     tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. V pages in
     either layout (``common.v_layout``). fp8 caches:
     ``k_scale``/``v_scale`` [Hkv] fp32. ``split_tokens > 0``: splits of that many tokens (``blocks.split_bounds``).
     ``fp8_mma``: fp8 pages on e4m3 tensor cores (``blocks_fp8``; where ``fp8_mma_fits``; q in any float dtype),
-    else the tiles are converted to q's dtype. Returns the launched kernel (``n_regs``, ``n_spills``,
+    else the tiles are converted to q's dtype. ``prefetch > 0``: each block first asks L2 for the block that many
+    blocks ahead (``blocks.prefetch_paged_block``). Returns the launched kernel (``n_regs``, ``n_spills``,
     ``metadata.shared``: what benchmarks report)."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
@@ -124,5 +133,5 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         qk_scale, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, SPLIT_TOKENS=split_tokens, V_T=v_t, VEC=vec,
-        F8_MMA=fp8_mma, num_warps=num_warps, num_stages=num_stages,
+        F8_MMA=fp8_mma, PREFETCH=prefetch, num_warps=num_warps, num_stages=num_stages,
     )

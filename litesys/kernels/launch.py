@@ -38,6 +38,10 @@ class DecodeConfig:
     # 16 query rows, it measured the same as the converting kernel (32 x 8K Qwen3-8B heads 178.5 vs 183.3 us, 64 x 4K
     # Qwen3-0.6B 183.5 vs 181.7 us); the 8-row group it now uses is not measured yet (docs/kv_fp8.md)
     fp8_mma: bool = False
+    # fp8 pages, fused kernel: > 0 = each block first prefetches into L2 the K/V lines of the block this many blocks
+    # ahead. Shared memory caps the bytes a program's pipelined loads hold in flight (Triton 3.6: one or two K/V
+    # buffers), prefetches do not count against it. Not measured yet (docs/kv_fp8.md); 0: none
+    fp8_prefetch: int = 0
     # > 0: pieces of this many tokens (a multiple of block_n) instead of a split count chosen from the batch, so a
     # sequence's reduction order depends on its length only (deterministic mode, docs/reproducibility.md)
     split_tokens: int = 0
