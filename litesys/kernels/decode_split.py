@@ -50,36 +50,31 @@ def _decode_split_kernel(
     start, end, _ = split_bounds(length, split, num_splits, BLOCK_N, SPLIT_TOKENS)
     # Short sequences leave trailing splits empty: their loop is empty (and with several splits, nothing is stored).
     offs_n = tl.arange(0, BLOCK_N)
-    if F8_MMA:  # fp8 pages on e4m3 tensor cores (blocks_fp8)
-        q2, qfac = load_q_pair(q_ptr, b, kvh, stride_qb, stride_qh, qk_scale, G, G_PAD, D)
-        m, den, acc_t = softmax_state_t(G_PAD, D)
-        pt_row = pt_ptr + b * stride_ptb
-        for n0 in range(start, end, BLOCK_N):
-            if PREFETCH > 0:
-                prefetch_paged_block(k_ptr, v_ptr, pt_row, n0 + PREFETCH * BLOCK_N, end, kvh, stride_kp, stride_ks,
-                                     stride_kh, stride_vp, stride_vs, stride_vh, PAGE, BLOCK_N, D, V_T)
-            pos = n0 + offs_n
-            valid = pos < end
-            page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
-            acc_t, m, den = attend_block_f8(acc_t, m, den, q2, qfac, k_ptr, v_ptr, page, pos % PAGE, valid, kvh,
-                                            stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
-                                            stride_vd, G_PAD, D, VEC)
-        acc = finish_t(acc_t, G_PAD)
+    if F8_MMA:  # fp8 pages on e4m3 tensor cores (blocks_fp8): the state is kept transposed
+        q, qfac = load_q_pair(q_ptr, b, kvh, stride_qb, stride_qh, qk_scale, G, G_PAD, D)
+        m, den, acc = softmax_state_t(G_PAD, D)
     else:
         q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
         m, den, acc = softmax_state(G_PAD, D)
-        pt_row = pt_ptr + b * stride_ptb
-        for n0 in range(start, end, BLOCK_N):
-            if PREFETCH > 0:
-                prefetch_paged_block(k_ptr, v_ptr, pt_row, n0 + PREFETCH * BLOCK_N, end, kvh, stride_kp, stride_ks,
-                                     stride_kh, stride_vp, stride_vs, stride_vh, PAGE, BLOCK_N, D, V_T)
-            pos = n0 + offs_n
-            valid = pos < end
-            page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
-            slot = pos % PAGE
+    pt_row = pt_ptr + b * stride_ptb
+    for n0 in range(start, end, BLOCK_N):
+        if PREFETCH > 0:
+            prefetch_paged_block(k_ptr, v_ptr, pt_row, n0 + PREFETCH * BLOCK_N, end, kvh, stride_kp, stride_ks,
+                                 stride_kh, stride_vp, stride_vs, stride_vh, PAGE, BLOCK_N, D, V_T)
+        pos = n0 + offs_n
+        valid = pos < end
+        page = tl.load(pt_row + pos // PAGE, mask=valid, other=0).to(tl.int64)
+        slot = pos % PAGE
+        if F8_MMA:
+            acc, m, den = attend_block_f8(acc, m, den, q, qfac, k_ptr, v_ptr, page, slot, valid, kvh,
+                                          stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
+                                          stride_vd, G_PAD, D, VEC)
+        else:
             acc, m, den = attend_paged_block(acc, m, den, q, k_ptr, v_ptr, page, slot, valid, kvh, stride_kp,
                                              stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_vd,
                                              qk_scale, D, DOT_PREC, V_T, VEC)
+    if F8_MMA:
+        acc = finish_t(acc, G_PAD)
     store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
                 stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G, G_PAD, D, FP8, DIRECT)
 
