@@ -79,8 +79,9 @@ def bench_ms(fn, rep: int = 50) -> float:
     return do_bench(fn, warmup=10, rep=rep, return_mode="median")
 
 
-def graph_ms(fn, iters: int = 50) -> float:
-    """ms per call of ``fn`` replayed from a CUDA graph (no launch overhead, as in the engine's decode graphs)."""
+def graph_ms(fn, iters: int = 50, calls: int = 1) -> float:
+    """ms per call of ``fn`` replayed from a CUDA graph (no launch overhead, as in the engine's decode graphs);
+    ``calls`` back-to-back calls in the graph amortise the replay's own cost over them (short kernels)."""
     if SMOKE:
         return bench_ms(fn)
     for _ in range(3):
@@ -88,7 +89,8 @@ def graph_ms(fn, iters: int = 50) -> float:
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        fn()
+        for _ in range(calls):
+            fn()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     graph.replay()
     start.record()
@@ -96,7 +98,7 @@ def graph_ms(fn, iters: int = 50) -> float:
         graph.replay()
     end.record()
     torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
+    return start.elapsed_time(end) / (iters * calls)
 
 
 def copy_bandwidth(elems: int = 1 << 29, device: str = "cuda") -> float:

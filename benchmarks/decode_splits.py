@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import UsageExit, copy_bandwidth  # noqa: E402
+from common import UsageExit, copy_bandwidth, graph_ms  # noqa: E402
 
 from litesys.kernels import decode  # noqa: E402
 from litesys.kernels.launch import DECODE  # noqa: E402
@@ -30,23 +30,6 @@ SHAPES = [(32, 4200, 32, 8, 8320), (32, 8200, 32, 8, 8320), (32, 2000, 32, 8, 83
           (64, 4000, 16, 8, 4224), (64, 2100, 16, 8, 4224), (64, 1000, 16, 8, 4224), (128, 500, 32, 8, 2560),
           (128, 1500, 32, 8, 2560), (128, 700, 32, 4, 1536), (128, 1000, 32, 4, 1536), (256, 650, 16, 8, 1152),
           (256, 1100, 16, 8, 1152), (128, 200, 16, 8, 384)]  # (batch, context, Hq, Hkv, table capacity)
-
-
-def graph_us(fn, reps: int = 20) -> float:
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    g.replay()
-    start, end = torch.cuda.Event(True), torch.cuda.Event(True)
-    start.record()
-    for _ in range(5):
-        g.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / (5 * reps)
 
 
 def measure(b: int, ctx: int, hq: int, hkv: int, cap: int, copy: float, page: int = 16, d: int = 128) -> dict:
@@ -61,7 +44,7 @@ def measure(b: int, ctx: int, hq: int, hkv: int, cap: int, copy: float, page: in
     grid = itertools.product(range(4, 9), (32, 64))
     cfgs = {"DECODE": DECODE, **{f"programs_per_sm={p},block_n={n}": dataclasses.replace(
         DECODE, resident_per_sm=0, programs_per_sm=p, block_n=n) for p, n in grid}}
-    us = {name: graph_us(lambda c=c: decode.fused(q, k_cache, v_cache, table, lengths, 0.088, c))
+    us = {name: 1e3 * graph_ms(lambda c=c: decode.fused(q, k_cache, v_cache, table, lengths, 0.088, c), 5, 20)
           for name, c in cfgs.items()}
     return dict(batch=b, context=ctx, q_heads=hq, kv_heads=hkv, floor_us=floor_us, us=us,
                 of_copy_bw={n: floor_us / t for n, t in us.items()})
