@@ -3,12 +3,17 @@ one-launch kernels, each timed as 20 back-to-back calls inside one CUDA graph (a
 bit checks on the device. Writes $OUT/k_small_kernels.json."""
 import json
 import os
+import sys
+from pathlib import Path
 
 import torch
 
-from litesys.kernels import kv_write, moe_route
-from litesys.kernels.common import transposed_pages
-from litesys.kernels.ref.moe_route import route_topk as route_twin
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import graph_ms  # noqa: E402
+
+from litesys.kernels import kv_write, moe_route  # noqa: E402
+from litesys.kernels.common import transposed_pages  # noqa: E402
+from litesys.kernels.ref.moe_route import route_topk as route_twin  # noqa: E402
 
 torch.manual_seed(0)
 dev = "cuda"
@@ -16,21 +21,7 @@ REPS = 20
 
 
 def graph_us(fn, replays: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(REPS):
-            fn()
-    g.replay()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(replays):
-        g.replay()
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e) * 1e3 / (replays * REPS)
+    return 1e3 * graph_ms(fn, replays, REPS)  # REPS back-to-back calls in one graph
 
 
 def old_route(logits, k, norm, dtype):  # routing.route before brief K (after the GEMM)
