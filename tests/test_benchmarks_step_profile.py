@@ -15,6 +15,7 @@ import step_profile  # noqa: E402
     ("nvjet_sm90_tst_192x32_64x7_2x1_v_bz_TNT", "projections"),
     ("void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16>", "projections"),
     ("_add_rms_norm_kernel", "small"), ("_qk_norm_rope_kernel", "small"), ("_kv_write_fp8_kernel", "small"),
+    ("_kv_write_kernel", "small"),
     ("void at::native::index_elementwise_kernel<128, 4>", "small"), ("_silu_mul_kernel", "small"),
     ("void at::native::mbtopk::gatherTopK<c10::BFloat16, unsigned int, 2>", "sampler"),
     ("void at::native::bitonicSortKVInPlace<2, -1, 16, 16, float, long>", "sampler"),

@@ -19,7 +19,7 @@ from litesys.kernels import decode, ops_triton  # noqa: E402
 from litesys.kernels import quest as quest_triton
 from litesys.kernels.common import to_transposed_pages, v_layout  # noqa: E402
 from litesys.kernels.decode_split import fp8_mma_fits  # noqa: E402
-from litesys.kernels.kv_write import write_fp8  # noqa: E402
+from litesys.kernels.kv_write import write  # noqa: E402
 from litesys.kernels.launch import DecodeConfig  # noqa: E402
 from litesys.kernels.ref import ops_torch as ref  # noqa: E402
 from litesys.kernels.ref import quest as quest_torch  # noqa: E402
@@ -91,8 +91,7 @@ def test_write_kernel_stores_what_quantize_gives() -> None:
     kc = torch.full_like(kv.k[0].view(torch.uint8), 0x7F).view(F8).to(DEVICE)  # NaN: untouched slots stay NaN
     vc = to_transposed_pages(kc)  # V pages as the pool holds them: [P, Hkv, D, page] under the usual shape
     assert kv.v.stride()[2] == 1 and vc.stride(1) == 1  # slots contiguous, in the pool too
-    write_fp8(k.to(DEVICE), v.to(DEVICE), kc, vc, kv.k_scale[0].to(DEVICE), kv.v_scale[0].to(DEVICE),
-              slots.to(DEVICE))
+    write(k.to(DEVICE), v.to(DEVICE), kc, vc, slots.to(DEVICE), kv.k_scale[0].to(DEVICE), kv.v_scale[0].to(DEVICE))
     flat = slots[slots >= 0]
     for got, want in ((kc, expect_k[0]), (vc, expect_v[0])):  # reshape: the logical order, whatever the strides
         assert torch.equal(got.cpu().view(torch.uint8).reshape(-1, hkv, d)[flat],

@@ -90,8 +90,3 @@ def write(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         PAGE=k_cache.shape[1], D=d, MAX=FP8_MAX, FP8=fp8, num_warps=1,
     )
 
-
-def write_fp8(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-              k_scale: torch.Tensor, v_scale: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """``write`` into fp8 pages with the layer's scales [Hkv]."""
-    write(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
