@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import UsageExit, copy_bandwidth, graph_ms  # noqa: E402
+from common import UsageExit, copy_bandwidth, graph_ms, save_json  # noqa: E402
 
 from litesys.kernels import decode  # noqa: E402
 from litesys.kernels.launch import DECODE  # noqa: E402
@@ -64,8 +63,8 @@ def main() -> None:
         print(f"{shape[0]} x {shape[1]} ({shape[2]}/{shape[3]} heads): DECODE {us['DECODE']:.1f} us "
               f"({row['of_copy_bw']['DECODE']:.0%} of copy bw), best {min(us.values()):.1f}", flush=True)
         rows.append(row)
-    out = Path(args.out) / "decode_splits.json"
-    out.write_text(json.dumps(dict(device=torch.cuda.get_device_name(), copy_TBps=copy / 1e12, rows=rows), indent=1))
+    out = save_json(args.out, "decode_splits.json", dict(device=torch.cuda.get_device_name(), copy_TBps=copy / 1e12,
+                                                         rows=rows))
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sweep", action="store_true", help="the kernel's configs at B = 256 first (the best is used)")
     ap.add_argument("--sweep-seconds", type=float, default=60.0, help="stop sweeping after this long")
     a = bench_args(__doc__, "sampler_topk.json", argv, [ap])
+    if a.sweep_seconds <= 0:
+        raise UsageExit(f"sampler_topk.py: --sweep-seconds must be > 0 (got {a.sweep_seconds})")
     if not SMOKE and not torch.cuda.is_available():
         raise UsageExit("sampler_topk.py needs a CUDA GPU (or --smoke for the logic on CPU)")
     bw = copy_bandwidth(device=DEV)

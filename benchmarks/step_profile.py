@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     if a.num_seqs < 1 or a.context < 1 or a.steps < 1:
         raise UsageExit("step_profile.py: -n, --context and --steps must be >= 1")
+    if a.json and not Path(a.json).resolve().parent.is_dir():
+        raise UsageExit(f"step_profile.py: --json {a.json}: its folder does not exist; create it or pick another path")
     if not torch.cuda.is_available():
         raise UsageExit("step_profile.py profiles GPU kernels: run it on a CUDA device")
     from torch.autograd import DeviceType

@@ -31,6 +31,9 @@ def test_bad_flags_and_no_gpu_are_one_line_exit_2(capsys) -> None:
         with pytest.raises(SystemExit) as e:
             step_profile.main(argv)
         assert e.value.code == 2 and "-n, --context and --steps" in str(e.value)
+    with pytest.raises(SystemExit, match="--json") as e:
+        step_profile.main(["--json", "/nonexistent/dir/x.json"])
+    assert e.value.code == 2
     with pytest.raises(SystemExit, match="CUDA device") as e:
         step_profile.main([])
     assert e.value.code == 2

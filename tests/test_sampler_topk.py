@@ -156,6 +156,19 @@ def test_benchmark_smoke(tmp_path):
     assert all(v > 0 for v in row.values() if v is not None) and res["sweep"] and all(r["exact"] for r in res["sweep"])
 
 
+
+def test_benchmark_bad_sweep_seconds_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sampler_topk.py"
+    r = subprocess.run([sys.executable, str(script), "--smoke", "--sweep-seconds", "0", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["sampler_topk.py: --sweep-seconds must be > 0 "
+                                                                    "(got 0.0)"]
+    assert not list(tmp_path.iterdir())  # nothing written
+
 @pytest.mark.gpu
 def test_gpu_deterministic_draws_do_not_depend_on_mates():
     """sample() on the GPU in deterministic mode's flags (151,936 random bf16 logits): a top_k 20 row's 20
