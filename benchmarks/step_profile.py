@@ -86,20 +86,29 @@ def main(argv: list[str] | None = None) -> dict:
     bw = copy_bandwidth()
     warm = 8
     llm = LLM(str(random_model_dir(model_config(a.config))), device="cuda", dtype=torch.bfloat16,
-              max_seq_len=a.context + warm + a.steps + 8, load_format="random", max_num_seqs=a.num_seqs,
+              max_seq_len=a.context + warm + 2 * a.steps + 8, load_format="random", max_num_seqs=a.num_seqs,
               kv_cache_dtype=a.kv_cache_dtype)
     ids = torch.randint(100, 100000, (a.num_seqs, a.context), generator=torch.Generator().manual_seed(0)).tolist()
     sp = SamplingParams(temperature=0.0 if a.greedy else 0.6, top_p=0.95, top_k=20, ignore_eos=True,
-                        repeat_check=False, max_new_tokens=warm + a.steps + 2)
+                        repeat_check=False, max_new_tokens=warm + 2 * a.steps + 2)
     llm.generate(ids[:2], SamplingParams(max_new_tokens=4, ignore_eos=True))  # compile the kernels
     engine, state = llm.engine, {"calls": 0}
     prof = profile(activities=[ProfilerActivity.CUDA])
     step = engine._decode
+    # a second window of as many steps, unprofiled, timed by the wall clock: what the kernels' sum leaves out
+    # (gaps between kernels, graph launch, the host's work at check points) is wall minus GPU time
+    wall = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
 
     def counted(*args, **kwargs):
-        if state["calls"] in (warm, warm + a.steps):
+        c = state["calls"]
+        if c in (warm, warm + a.steps, warm + 2 * a.steps):
             torch.cuda.synchronize()
-            prof.start() if state["calls"] == warm else prof.stop()
+            if c == warm:
+                prof.start()
+            elif c == warm + a.steps:
+                prof.stop()
+        if c in (warm + a.steps, warm + 2 * a.steps):
+            wall[c != warm + a.steps].record()
         state["calls"] += 1
         return step(*args, **kwargs)
 
@@ -120,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     floors = dict(attention=a.num_seqs * ctx * kv_token, **weight_floors(llm))
     floor_us = {k: b / bw * 1e6 for k, b in floors.items()}
     total = sum(us.values()) / a.steps
+    wall_ms = wall[0].elapsed_time(wall[1]) / a.steps
     kinds = {k: dict(ms_per_step=us[k] / a.steps / 1e3, share=us[k] / a.steps / total,
                      kernels_per_step=launches[k] / a.steps,
                      **({"floor_ms": floor_us[k] / 1e3, "of_floor": floor_us[k] / (us[k] / a.steps)}
@@ -128,11 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
     step_floor = sum(floor_us.values())
     res = dict(config=a.config, n=a.num_seqs, context=a.context, kv_cache_dtype=a.kv_cache_dtype, greedy=a.greedy,
                device=torch.cuda.get_device_name(), hbm_copy_TBps=bw / 1e12, profiled_steps=a.steps,
-               gpu_ms_per_step=total / 1e3, floor_ms_per_step=step_floor / 1e3, of_floor=step_floor / total,
+               gpu_ms_per_step=total / 1e3, wall_ms_per_step=wall_ms, idle_share=1 - total / 1e3 / wall_ms,
+               floor_ms_per_step=step_floor / 1e3, of_floor=step_floor / total,
                kinds=kinds)
     llm.close()
     print(f"{a.config} {a.num_seqs} x {a.context} (kv {a.kv_cache_dtype}): GPU {total / 1e3:.2f} ms/step, floor "
-          f"{step_floor / 1e3:.2f} ms ({step_floor / total:.0%})")
+          f"{step_floor / 1e3:.2f} ms ({step_floor / total:.0%}); wall {wall_ms:.2f} ms/step, GPU idle "
+          f"{1 - total / 1e3 / wall_ms:.1%}")
     for k, v in kinds.items():
         extra = f", floor {v['floor_ms']:.3f} ms ({v['of_floor']:.0%})" if "floor_ms" in v else ""
         print(f"  {k:12s} {v['ms_per_step']:7.3f} ms/step {v['share']:5.1%}  {v['kernels_per_step']:5.0f} "

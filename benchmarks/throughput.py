@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--gen-range", default=None, metavar="LO-HI",
                     help="per-request generation budgets drawn uniformly from LO..HI (seeded; replaces -g)")
     ap.add_argument("--max-num-seqs", type=int, default=None, help="default: the number of requests")
-    ap.add_argument("--page-size", type=int, default=16)
+    ap.add_argument("--page-size", type=int, default=None, help="tokens per KV page (default 16; fp8 64)")
     ap.add_argument("--check-every", type=int, default=None)
     ap.add_argument("--logits-path", action="store_true", help="force the raw-logits path (identity processor)")
     ap.add_argument("--no-cuda-graphs", action="store_true")
@@ -370,7 +370,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
                torch=torch.__version__, logits_path=a.logits_path, cuda_graphs=cuda and not a.no_cuda_graphs,
                kv_cache_dtype=a.kv_cache_dtype, kv_dtype=str(llm.kv.k.dtype), deterministic=a.deterministic,
                greedy=a.greedy,
-               hbm_copy_TBps=bw / 1e12, kv_pages=llm.kv.num_pages, page_size=a.page_size,
+               hbm_copy_TBps=bw / 1e12, kv_pages=llm.kv.num_pages, page_size=llm.kv.page_size,
                tok_s=tok_s, total_s=t_total, prefill_s=t_prefill, decode_steps=steps,
                decode_ms_per_step=(t_total - t_prefill) / max(steps, 1) * 1e3,
                floor_ms_per_step=floor["floor_s"] / floor["floor_steps"] * 1e3, **floor)

@@ -374,7 +374,7 @@ def test_engine_fp8_greedy_matches_transformers(ckpt) -> None:
     from litesys import SamplingParams
 
     prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10] * 3, list(range(100, 137))]
-    engine = llm(ckpt, kv_cache_dtype="fp8_e4m3")
+    engine = llm(ckpt, kv_cache_dtype="fp8_e4m3", page_size=16)  # 16-token pages: the prompts fill whole ones
     assert engine.kv.k.dtype == F8 and engine.kv.k.element_size() == 1
     params = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True, repeat_check=False, n=2)
     outs = engine.generate(prompts, params)
@@ -383,6 +383,22 @@ def test_engine_fp8_greedy_matches_transformers(ckpt) -> None:
         assert [s.token_ids for s in out.samples] == [exp, exp]  # n=2: the second sample shares the prompt pages
     # scales: calibrated on the first prefill, margin * amax / 448 of some K, so neither 1 nor tiny
     assert all(engine.kv.calibrated) and bool(((engine.kv.k_scale > 1e-4) & (engine.kv.k_scale < 1)).all())
+
+
+def test_fp8_pages_default_to_64_tokens(ckpt) -> None:
+    from checkpoints import hf_greedy
+
+    from litesys import SamplingParams
+
+    assert llm(ckpt).kv.page_size == 16 and llm(ckpt, kv_cache_dtype="fp8_e4m3", page_size=32).kv.page_size == 32
+    engine = llm(ckpt, kv_cache_dtype="fp8_e4m3")
+    assert engine.kv.page_size == 64 and engine.kv.v[0].stride()[1] == 1  # transposed V: 64-byte runs of slots
+    prompt = list(range(300, 370))  # 70 tokens: one whole page the two samples share, then a partial one
+    params = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True, repeat_check=False, n=2)
+    out = engine.generate([prompt], params)[0]
+    assert [s.token_ids for s in out.samples] == [hf_greedy(ckpt, [prompt], 10)[0]] * 2
+    with pytest.raises(ValueError, match="page_size must be >= 1 or None"):
+        llm(ckpt, page_size=0)
 
 
 def test_given_scales_are_used_and_kept(ckpt, tmp_path) -> None:

@@ -39,7 +39,7 @@ def build(path: Path, config: EngineConfig, sparse=None) -> Engine:
     n_q, n_kv, L, D = model.num_q_heads, model.num_kv_heads, cfg.num_layers, cfg.head_dim
     method = build_sparse(sparse, sparse_heads(model) if sparse is not None else None,  # TP: global heads
                           config.attention_backend)
-    page_size = method.kv_page_size() or config.page_size  # a page selector may need its blocks to be pages
+    page_size = method.kv_page_size() or config.page_size or kv_fp8.page_size(kv_dtype)  # a selector: its blocks
     extra = method.extra_bytes_per_page(L, n_kv, D, dtype)  # e.g. per-page key summaries
     page_bytes = KVCache.bytes_per_page(L, page_size, n_kv, D, kv_dtype)
     num_pages = config.num_kv_pages

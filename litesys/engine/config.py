@@ -26,7 +26,7 @@ class EngineConfig:
     model_class: str | None = _f(None, "qwen2, qwen3, qwen3moe, llama (None: the config's model_type)",
                                  "--model_class")
     gpu_memory_utilization: float = _f(0.9, "GPU memory share for weights + KV pages", "--gpu_memory_utilization")
-    page_size: int = _f(16, "tokens per KV page (a sparse method may set its own)")
+    page_size: int | None = _f(None, "tokens per KV page (None: 16, fp8 pages 64; a sparse method may set its own)")
     max_num_seqs: int = _f(256, "most sequences decoded at once", "--max_num_seqs")
     max_num_batched_tokens: int = _f(16384, "most prompt tokens in one prefill step (longer ones: chunks of it)")
     num_kv_pages: int | None = _f(None, "KV pool size in pages (None: planned from free memory)")

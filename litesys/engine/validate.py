@@ -54,8 +54,10 @@ def check_engine_config(c) -> None:
     check_real("gpu_memory_utilization", c.gpu_memory_utilization)
     if not 0.0 < c.gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {c.gpu_memory_utilization}")
-    for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"):
+    for name in ("max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"):
         check_int(name, getattr(c, name), 1)
+    if c.page_size is not None:
+        check_int("page_size", c.page_size, 1, hint=" or None (16; fp8 pages 64)")
     if c.num_kv_pages is not None:
         check_int("num_kv_pages", c.num_kv_pages, 2, hint=" (page 0 is scratch) or None to plan it")
     if c.check_every is not None:
