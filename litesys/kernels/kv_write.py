@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import FP8_MAX
+from litesys.kernels.blocks import pdl_wait
+from litesys.kernels.common import FP8_MAX, use_pdl
 
 
 @triton.jit
@@ -54,10 +55,12 @@ def _store(x_ptr, c_ptr, page, slot, t, h, stride_xt, stride_xh, stride_cp, stri
 def _kv_write_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, slot_ptr,
                      stride_kt, stride_kh, stride_vt, stride_vh,
                      stride_kcp, stride_kcs, stride_kch, stride_kcd, stride_vcp, stride_vcs, stride_vch, stride_vcd,
-                     PAGE: tl.constexpr, D: tl.constexpr, MAX: tl.constexpr, FP8: tl.constexpr):
+                     PAGE: tl.constexpr, D: tl.constexpr, MAX: tl.constexpr, FP8: tl.constexpr,
+                     PDL: tl.constexpr):
     t = tl.program_id(0)
     h = tl.program_id(1)
-    flat = tl.load(slot_ptr + t).to(tl.int64)
+    flat = tl.load(slot_ptr + t).to(tl.int64)  # slots predate the previous kernel (K's RoPE): read before the wait
+    pdl_wait(PDL)
     if flat >= 0:
         page, slot = flat // PAGE, flat % PAGE
         if FP8:
@@ -83,10 +86,11 @@ def write(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         return
     k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (k, v))
     fp8 = k_scale is not None
+    pdl = use_pdl(k.device)  # launched while the kernel that wrote k drains (one launch latency per layer)
     kc, vc = (k_cache.view(torch.uint8), v_cache.view(torch.uint8)) if fp8 else (k_cache, v_cache)  # e4m3 bytes
     _kv_write_kernel[(t, hkv)](
         k, v, kc, vc, k_scale if fp8 else slot_mapping, v_scale if fp8 else slot_mapping, slot_mapping,
         k.stride(0), k.stride(1), v.stride(0), v.stride(1), *kc.stride(), *vc.stride(),
-        PAGE=k_cache.shape[1], D=d, MAX=FP8_MAX, FP8=fp8, num_warps=1,
+        PAGE=k_cache.shape[1], D=d, MAX=FP8_MAX, FP8=fp8, PDL=pdl, num_warps=1, launch_pdl=pdl,
     )
 

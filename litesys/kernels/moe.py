@@ -10,8 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.blocks import mma
-from litesys.kernels.common import cdiv, dot_precision
+from litesys.kernels.blocks import mma, pdl_wait
+from litesys.kernels.common import cdiv, dot_precision, use_pdl
 from litesys.kernels.moe_align import Alignment, align_block_size
 from litesys.kernels.ref.moe import sum_slots
 
@@ -73,11 +73,12 @@ def _gate_up_kernel(
     num_pairs, K, N,
     stride_xt, stride_we, stride_wn, stride_ot,
     TOP_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    EVEN_K: tl.constexpr, PAIR_MODE: tl.constexpr, DOT_PREC: tl.constexpr,
+    EVEN_K: tl.constexpr, PAIR_MODE: tl.constexpr, DOT_PREC: tl.constexpr, PDL: tl.constexpr,
 ):
     """out[pair, n] = silu(x[tok] · w[e, n]) * (x[tok] · w[e, N + n]) for this block's pairs (w: [E, 2N, K])."""
     pid_n = tl.program_id(0)  # fastest: a block's column tiles run together and share its rows in L2
     pid_m = tl.program_id(1)
+    pdl_wait(PDL)  # the alignment (or the router's ids) is the previous kernel's output
     pair, row_ok, expert, active = _row_block(pid_m, sorted_ids_ptr, block_expert_ptr, num_padded_ptr,
                                               topk_ids_ptr, num_pairs, BLOCK_M, PAIR_MODE)
     if active:
@@ -116,11 +117,12 @@ def _down_kernel(
     num_pairs, K, N,
     stride_at, stride_we, stride_wn, stride_ot,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    EVEN_K: tl.constexpr, PAIR_MODE: tl.constexpr, DOT_PREC: tl.constexpr,
+    EVEN_K: tl.constexpr, PAIR_MODE: tl.constexpr, DOT_PREC: tl.constexpr, PDL: tl.constexpr,
 ):
     """out[pair, n] = topk_w[pair] * (a[pair] · w[e, n]) for this block's pairs (w: [E, N, K])."""
     pid_n = tl.program_id(0)  # fastest: a block's column tiles run together and share its rows in L2
     pid_m = tl.program_id(1)
+    pdl_wait(PDL)  # a is the previous kernel's output
     pair, row_ok, expert, active = _row_block(pid_m, sorted_ids_ptr, block_expert_ptr, num_padded_ptr,
                                               topk_ids_ptr, num_pairs, BLOCK_M, PAIR_MODE)
     if active:
@@ -172,13 +174,14 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
         m_blocks = align.num_blocks
     assert m_blocks < 65536, "grid axis 1 limit: use a larger block_m for this many tokens"
     prec = dot_precision(x.dtype)
+    pdl = use_pdl(x.device)  # each launched while the kernel before it drains (route -> align -> gate_up -> down)
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
     act = torch.empty(n_pairs, inter, dtype=x.dtype, device=x.device)
     _gate_up_kernel[(cdiv(inter, bn), m_blocks)](
         x, w13, act, sorted_ids, block_expert, num_padded, ids,
         n_pairs, H, inter, x.stride(0), w13.stride(0), w13.stride(1), act.stride(0),
         TOP_K=top_k, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, EVEN_K=H % bk == 0, PAIR_MODE=cfg.pair_mode,
-        DOT_PREC=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        DOT_PREC=prec, PDL=pdl, num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl,
     )
     per_pair = torch.empty(n_pairs, H, dtype=x.dtype, device=x.device)
     w = topk_weights.reshape(-1)
@@ -186,7 +189,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
         act, w2, per_pair, w if w.is_contiguous() else w.contiguous(), sorted_ids, block_expert, num_padded, ids,
         n_pairs, inter, H, act.stride(0), w2.stride(0), w2.stride(1), per_pair.stride(0),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, EVEN_K=inter % bk == 0, PAIR_MODE=cfg.pair_mode,
-        DOT_PREC=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        DOT_PREC=prec, PDL=pdl, num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl,
     )
     if top_k == 1:
         return per_pair

@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litesys.kernels.common import next_pow2, use_triton
+from litesys.kernels.blocks import pdl_wait
+from litesys.kernels.common import next_pow2, use_pdl, use_triton
 from litesys.kernels.ref.moe_align import Alignment, align_block_size_torch, padded_capacity
 
 __all__ = ["Alignment", "align_block_size", "padded_capacity"]
@@ -23,8 +24,9 @@ CHUNK = 1024  # pair ids per scan step
 
 @triton.jit
 def _align_kernel(ids_ptr, sorted_ptr, block_expert_ptr, num_padded_ptr, n, cap, num_experts,
-                  BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, CHUNK: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, CHUNK: tl.constexpr, PDL: tl.constexpr):
     e = tl.program_id(0)
+    pdl_wait(PDL)  # the ids are the router's output
     offs_e = tl.arange(0, BLOCK_E)
     offs = tl.arange(0, CHUNK)
     counts = tl.zeros([BLOCK_E], tl.int32)
@@ -72,6 +74,8 @@ def align_block_size(topk_ids: torch.Tensor, num_experts: int, block_m: int, bac
     sorted_ids = torch.empty(cap, dtype=torch.int32, device=ids.device)
     block_expert = torch.empty(cap // block_m, dtype=torch.int32, device=ids.device)
     num_padded = torch.empty(1, dtype=torch.int32, device=ids.device)
+    pdl = use_pdl(ids.device)
     _align_kernel[(num_experts,)](ids, sorted_ids, block_expert, num_padded, n, cap, num_experts,
-                                  BLOCK_M=block_m, BLOCK_E=next_pow2(num_experts), CHUNK=CHUNK, num_warps=4)
+                                  BLOCK_M=block_m, BLOCK_E=next_pow2(num_experts), CHUNK=CHUNK, PDL=pdl, num_warps=4,
+                                  launch_pdl=pdl)
     return Alignment(sorted_ids, block_expert, num_padded, block_m)
