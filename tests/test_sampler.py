@@ -76,8 +76,10 @@ def test_greedy_rows_take_argmax_in_a_mixed_batch():
     p = _params(4, temperature=1.0)
     p.temperature[1] = 0.0
     p.temperature[3] = 0.0
-    toks = sample(logits, p, torch.zeros(4, dtype=torch.int64), False, True, 0)
-    assert toks[1] == logits[1].argmax() and toks[3] == logits[3].argmax()
+    logits[3, [7, 30, 41]] = logits[3].max() + 1  # a tied maximum: the first index, as argmax
+    for full_sort, max_top_k in ((True, 0), (False, 20), (True, 20)):  # greedy rows read the first candidate
+        toks = sample(logits, p, torch.zeros(4, dtype=torch.int64), False, full_sort, max_top_k)
+        assert toks[1] == logits[1].argmax() and toks[3] == 7 == logits[3].argmax()
 
 
 def test_uniform_is_a_pure_function_of_seed_and_step():

@@ -70,13 +70,14 @@ def draw(probs: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tenso
 def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_greedy: bool,
            need_full_sort: bool, max_top_k: int) -> torch.Tensor:
     """Next token per row: [B] int64. ``steps``: index of the token being drawn within each sequence."""
-    greedy = logits.argmax(dim=-1)
     if all_greedy:
-        return greedy
+        return logits.argmax(dim=-1)
     u = uniform(p.seed_hash, steps).unsqueeze(1)
-    toks = [draw(probs, idx, u) for probs, idx in candidates(logits, p, need_full_sort, max_top_k)]
+    sets = candidates(logits, p, need_full_sort, max_top_k)
+    toks = [draw(probs, idx, u) for probs, idx in sets]
     tok = toks[0] if len(toks) == 1 else torch.where((p.top_k >= 1) & (p.top_k <= max_top_k), toks[1], toks[0])
-    return torch.where(p.temperature == 0, greedy, tok)
+    # greedy rows: the first candidate, ranked (value desc, index asc) = argmax's first maximum, without its pass
+    return torch.where(p.temperature == 0, sets[0][1][:, 0], tok)
 
 
 # finish codes kept on the device; names as reported to the user
