@@ -117,12 +117,13 @@ def main(argv: list[str] | None = None) -> dict:
         llm.generate(ids, sp)
     finally:
         del engine._decode
-    us, launches = defaultdict(float), defaultdict(int)
+    us, launches, by_name = defaultdict(float), defaultdict(int), defaultdict(float)
     for e in prof.events():
         if e.device_type == DeviceType.CUDA:
             kind = kind_of(e.name)
             us[kind] += e.time_range.elapsed_us()
             launches[kind] += 1
+            by_name[kind, e.name[:80]] += e.time_range.elapsed_us()
     cfg = llm.cfg
     kv_token = 2 * cfg.num_layers * llm.model.num_kv_heads * cfg.head_dim * llm.kv.k.element_size()
     ctx = a.context + warm + a.steps / 2  # mean tokens per sequence over the window
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     wall_ms = wall[0].elapsed_time(wall[1]) / a.steps
     kinds = {k: dict(ms_per_step=us[k] / a.steps / 1e3, share=us[k] / a.steps / total,
                      kernels_per_step=launches[k] / a.steps,
+                     top_kernels=dict([(n, t / a.steps) for (kk, n), t in sorted(by_name.items(), key=lambda x: -x[1])
+                                       if kk == k][:6]),  # the kind's 6 largest: name -> us per step
                      **({"floor_ms": floor_us[k] / 1e3, "of_floor": floor_us[k] / (us[k] / a.steps)}
                         if k in floors and us[k] else {}))
              for k in sorted(us, key=lambda k: -us[k])}
