@@ -40,11 +40,12 @@ def test_add_rms_norm(dtype, with_res):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("norm", [False, True])
-def test_qk_norm_rope(dtype, norm):
+@pytest.mark.parametrize("nq,nkv", [(4, 2), (12, 2)])  # one program with masked rows; two, k heads in the second
+def test_qk_norm_rope(dtype, norm, nq, nkv):
     from litesys.models.rope import rope_cos_sin
 
     f = _fused()
-    T, nq, nkv, D = 6, 4, 2, 32
+    T, D = 6, 32
     qkv = torch.randn(T, (nq + 2 * nkv) * D, dtype=dtype, device=DEVICE)
     qn = (1 + 0.1 * torch.randn(D, device=DEVICE)).to(dtype) if norm else None
     kn = (1 + 0.1 * torch.randn(D, device=DEVICE)).to(dtype) if norm else None

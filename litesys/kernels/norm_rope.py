@@ -51,9 +51,10 @@ def qk_norm_rope_triton(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: 
     q = torch.empty(T, nq, D, dtype=qkv.dtype, device=qkv.device)
     k = torch.empty(T, nkv, D, dtype=qkv.dtype, device=qkv.device)
     has_norm = q_norm is not None
-    _qk_norm_rope_kernel[(T, nq + nkv)](
+    hb = min(8, next_pow2(nq + nkv))
+    _qk_norm_rope_kernel[(T, cdiv(nq + nkv, hb))](
         qkv, q, k, q_norm if has_norm else qkv, k_norm if has_norm else qkv, rope, positions, qkv.stride(0), nq, nkv,
-        eps, D=D, HAS_NORM=has_norm, num_warps=1)
+        eps, D=D, HB=hb, HAS_NORM=has_norm, num_warps=4)
     v = qkv[:, (nq + nkv) * D:].view(T, nkv, D)
     return q, k, v
 
@@ -95,35 +96,34 @@ if triton is not None:
 
     @triton.jit
     def _qk_norm_rope_kernel(qkv_ptr, q_ptr, k_ptr, qn_ptr, kn_ptr, rope_ptr, pos_ptr, stride_t, nq, nkv, eps,
-                             D: tl.constexpr, HAS_NORM: tl.constexpr):
+                             D: tl.constexpr, HB: tl.constexpr, HAS_NORM: tl.constexpr):
+        # HB heads of one token per program (q heads first, then k): a [HB, D/2] tile per half instead of one
+        # one-warp program per head (Qwen3-0.6B at 256 tokens: 6,144 programs, ~1.5 waves of latency-bound loads)
         t = tl.program_id(0)
-        h = tl.program_id(1)
+        h = tl.program_id(1) * HB + tl.arange(0, HB)
+        ok = h < nq + nkv
+        is_q = h < nq
         half = tl.arange(0, D // 2)
-        src = qkv_ptr + t * stride_t + h * D
-        x1 = tl.load(src + half).to(tl.float32)
-        x2 = tl.load(src + D // 2 + half).to(tl.float32)
+        src = qkv_ptr + t * stride_t + h[:, None] * D + half[None, :]
+        x1 = tl.load(src, mask=ok[:, None], other=0.0).to(tl.float32)
+        x2 = tl.load(src + D // 2, mask=ok[:, None], other=0.0).to(tl.float32)
         dt = qkv_ptr.dtype.element_ty
         if HAS_NORM:
-            inv = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=0) + tl.sum(x2 * x2, axis=0)) / D + eps)
-            if h < nq:
-                w1 = tl.load(qn_ptr + half).to(tl.float32)
-                w2 = tl.load(qn_ptr + D // 2 + half).to(tl.float32)
-            else:
-                w1 = tl.load(kn_ptr + half).to(tl.float32)
-                w2 = tl.load(kn_ptr + D // 2 + half).to(tl.float32)
-            x1 = ((x1 * inv).to(dt).to(tl.float32) * w1).to(dt).to(tl.float32)
-            x2 = ((x2 * inv).to(dt).to(tl.float32) * w2).to(dt).to(tl.float32)
+            inv = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)) / D + eps)
+            w1 = tl.where(is_q[:, None], tl.load(qn_ptr + half)[None, :], tl.load(kn_ptr + half)[None, :])
+            w2 = tl.where(is_q[:, None], tl.load(qn_ptr + D // 2 + half)[None, :],
+                          tl.load(kn_ptr + D // 2 + half)[None, :])
+            x1 = ((x1 * inv[:, None]).to(dt).to(tl.float32) * w1.to(tl.float32)).to(dt).to(tl.float32)
+            x2 = ((x2 * inv[:, None]).to(dt).to(tl.float32) * w2.to(tl.float32)).to(dt).to(tl.float32)
         pos = tl.load(pos_ptr + t).to(tl.int64)
-        c = tl.load(rope_ptr + pos * 2 * D + half).to(dt).to(tl.float32)
-        s = tl.load(rope_ptr + pos * 2 * D + D + half).to(dt).to(tl.float32)
+        c = tl.load(rope_ptr + pos * 2 * D + half).to(dt).to(tl.float32)[None, :]
+        s = tl.load(rope_ptr + pos * 2 * D + D + half).to(dt).to(tl.float32)[None, :]
         o1 = x1 * c - x2 * s
         o2 = x2 * c + x1 * s
-        if h < nq:
-            dst = q_ptr + (t * nq + h) * D
-        else:
-            dst = k_ptr + (t * nkv + (h - nq)) * D
-        tl.store(dst + half, o1.to(dt))
-        tl.store(dst + D // 2 + half, o2.to(dt))
+        row = tl.where(is_q, q_ptr + (t * nq + h) * D, k_ptr + (t * nkv + (h - nq)) * D)
+        dst = row[:, None] + half[None, :]
+        tl.store(dst, o1.to(dt), mask=ok[:, None])
+        tl.store(dst + D // 2, o2.to(dt), mask=ok[:, None])
 
     @triton.jit
     def _silu_mul_kernel(x_ptr, out_ptr, inter, BLOCK: tl.constexpr):
