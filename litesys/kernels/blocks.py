@@ -1,5 +1,5 @@
 """The ``@triton.jit`` building blocks the kernels share: the dot, the online-softmax step, a paged K/V block, split
-bounds, partial/final stores, fp8 scales, programmatic-dependent-launch waits."""
+bounds, partial/final stores, fp8 scales, programmatic-dependent-launch waits, a GPU-scope fence."""
 from __future__ import annotations
 
 import os
@@ -115,6 +115,15 @@ def prefetch_l2(ptrs):
 
 
 @triton.jit
+def gpu_fence():
+    """``fence.acq_rel.gpu`` by every thread of the program: its earlier stores are visible GPU-wide before its
+    later ones (and, after an acquire, later loads see what others released); a no-op under the CPU interpreter."""
+    if not INTERPRET:
+        tl.inline_asm_elementwise("fence.acq_rel.gpu; mov.u32 $0, 0;", "=r", [], dtype=tl.int32, is_pure=False,
+                                  pack=1)
+
+
+@triton.jit
 def prefetch_paged_block(k_ptr, v_ptr, pt_row, n0, end, kvh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs,
                          stride_vh, PAGE: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, V_T: tl.constexpr):
     """L2 prefetch of the K and V bytes of the paged block at rows ``n0 ..`` (those below ``end``; page 0 past it):
@@ -213,8 +222,9 @@ def store_final(out_ptr, acc, den, b, kvh, stride_ob, stride_oh, G: tl.constexpr
 def store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
                 stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G: tl.constexpr, G_PAD: tl.constexpr,
                 D: tl.constexpr, FP8: tl.constexpr, DIRECT: tl.constexpr):
-    """A split-KV program's end: V's fp8 scale once on the output, then ``out`` directly (one split) or this
-    split's partial + lse (a split that starts past the row's length writes nothing: the merge skips it)."""
+    """A split-KV program's store: V's fp8 scale once on the output, then ``out`` directly (one split) or this
+    split's partial + lse (a split that starts past the row's length writes nothing: the merge skips it; the
+    merge is ``decode_merge.fold_merge`` after this, or its own kernel)."""
     if FP8:
         acc = acc * v_scale
     if DIRECT:

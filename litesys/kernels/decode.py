@@ -1,6 +1,9 @@
 """Host side of decode attention: workspace, split choice and kernel launches for both decode paths."""
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import torch
 
 from litesys.kernels.common import (
@@ -42,19 +45,51 @@ def wave_splits(pairs: int, slots: int, max_splits: int, min_waves: int = 3) -> 
     return next((s for s in equal if cdiv(pairs * s, max(1, slots)) >= 2), equal[0])
 
 
+def saturating_plan(pairs: int, sms: int, capacity: int, cfg: DecodeConfig) -> tuple[int, int]:
+    """(splits, block_n) of the 16-bit fused decode for ``pairs`` (sequence, KV head) pairs on ``sms`` SMs with
+    ``cfg.saturate_per_sm`` (launch.py): the fewest splits giving that many programs per SM (at most the table's
+    blocks, ``capacity`` tokens); narrow tiles when those programs fit one wave of them but not of the wide ones."""
+    limit = max(1, min(cfg.max_splits, cdiv(capacity, cfg.block_n)))
+    splits = max(1, min(limit, cdiv(math.ceil(cfg.saturate_per_sm * sms), max(1, pairs))))
+    programs = pairs * splits
+    if cfg.narrow_block_n and cfg.resident_per_sm * sms < programs <= cfg.narrow_resident_per_sm * sms:
+        return splits, cfg.narrow_block_n
+    return splits, cfg.block_n
+
+
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+
+
+def merge_counter(device: torch.device, n: int) -> torch.Tensor:
+    """The folded merge's int32 counters (``decode_merge.fold_merge``), at least ``n``: one zeroed buffer per
+    device, made once and grown when a launch needs more (the kernels leave it zeroed: no memset per launch). The
+    engine runs every graph bucket eagerly before capturing it, so a capture finds it large enough."""
+    buf = _COUNTERS.get(device)
+    if buf is None or buf.numel() < n:
+        buf = _COUNTERS[device] = torch.zeros(max(n, 2 * (0 if buf is None else buf.numel())), dtype=torch.int32,
+                                              device=device)
+    return buf
+
+
 def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Tensor, page_size: int,
                num_kv_heads: int, device: torch.device, cfg: DecodeConfig,
-               resident_per_sm: int = 0) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+               resident_per_sm: int = 0, splits: int = 0) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
     """Number of splits and the partial (out, lse) buffers (None for one split: the kernel writes the output
-    itself, no merge). From shapes only, never from the lengths. Fixed splits (``cfg.split_tokens``): enough of
-    them for the table's capacity, and always through the merge (one code path whatever the batch).
-    ``resident_per_sm > 0``: splits that fill whole waves of that many programs per SM (``wave_splits``)."""
+    itself, no merge; else the merge is folded into the split launch or, ``cfg.fold_merge`` off, its own). From
+    shapes only, never from the lengths. Fixed splits (``cfg.split_tokens``): enough of them for the table's
+    capacity, and always through the merge (one code path whatever the batch).
+    ``resident_per_sm > 0``: splits that fill whole waves of that many programs per SM (``wave_splits``);
+    ``splits > 0``: that many (``saturating_plan``)."""
     capacity = max(1, page_table.shape[1] * page_size)
     if cfg.split_tokens:
         if cfg.split_tokens % cfg.block_n:
             raise ValueError(f"DecodeConfig.split_tokens ({cfg.split_tokens}) must be a multiple of block_n "
                              f"({cfg.block_n}, fp8 pages: fp8_block_n); pick a multiple")
         n_splits = cdiv(capacity, cfg.split_tokens)
+    elif splits:
+        if splits == 1:
+            return 1, None, None
+        n_splits = splits
     elif resident_per_sm:
         n_splits = wave_splits(batch * num_kv_heads, resident_per_sm * num_sms(device),
                                min(cfg.max_splits, cdiv(capacity, cfg.block_n)))
@@ -83,13 +118,17 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     # fp8 tensor cores for a 16-bit model (q read as it is, quantised in the kernel); an fp32 model keeps exact tiles
     fp8_mma = k_scale is not None and cfg.fp8_mma and dtype != torch.float32 and fp8_mma_fits(v_cache, cfg.block_n)
     q = _last_dim_contiguous(q if fp8_mma else q.to(dtype))
-    resident = cfg.resident_per_sm if k_scale is None else cfg.fp8_resident_per_sm
-    _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg, resident)
+    resident, splits = cfg.resident_per_sm if k_scale is None else cfg.fp8_resident_per_sm, 0
+    if k_scale is None and cfg.saturate_per_sm and not cfg.split_tokens:  # 16-bit pages: the saturating plan
+        splits, block_n = saturating_plan(b * hkv, num_sms(q.device), page_table.shape[1] * page_size, cfg)
+        cfg = replace(cfg, block_n=block_n)
+    _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, q.device, cfg, resident, splits)
     prefetch = 0 if k_scale is None else cfg.fp8_prefetch
+    counter = merge_counter(q.device, b * hkv) if partial is not None and cfg.fold_merge else None
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
                  (fp8_mma_group_pad if fp8_mma else group_pad)(hq // hkv), dot_precision(dtype), cfg.num_warps,
-                 cfg.num_stages, k_scale, v_scale, cfg.split_tokens, fp8_mma, prefetch)
-    if partial is not None:
+                 cfg.num_stages, k_scale, v_scale, cfg.split_tokens, fp8_mma, prefetch, counter)
+    if partial is not None and counter is None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps, cfg.split_tokens)
     return out
 
@@ -120,9 +159,10 @@ def softmax_v(logits_: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Te
     if b == 0:
         return out
     _, partial, lse = _workspace(b, hq, d, page_table, page_size, hkv, logits_.device, cfg)
+    counter = merge_counter(logits_.device, b * hkv) if partial is not None and cfg.fold_merge else None
     softmax_v_split(logits_.float(), v_cache, page_table, lengths, partial, lse, out, cfg.block_n,
                     group_pad(hq // hkv), dot_precision(compute), cfg.num_warps, cfg.num_stages, v_scale,
-                    compute == torch.float16, cfg.split_tokens)
-    if partial is not None:
+                    compute == torch.float16, cfg.split_tokens, counter)
+    if partial is not None and counter is None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps, cfg.split_tokens)
     return out

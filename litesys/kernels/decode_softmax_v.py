@@ -1,8 +1,9 @@
 """Stage 1 of the raw-logits path's softmax·V: one program per (sequence, KV head, split).
 
-Same split structure and partial format as ``decode_split`` (so ``decode_merge`` finishes both paths), but
-the scores come from the processed fp32 logits instead of q·k. Logits may be -inf anywhere (processors
-mask positions); positions at or past the length are never read, matching their -inf contract.
+Same split structure, partial format and merge as ``decode_split`` (``decode_merge``: folded into the last split
+program, or its own kernel), but the scores come from the processed fp32 logits instead of q·k. Logits may be
+-inf anywhere (processors mask positions); positions at or past the length are never read, matching their -inf
+contract.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from litesys.kernels.blocks import (
     store_split,
 )
 from litesys.kernels.common import v_layout
+from litesys.kernels.decode_merge import fold_merge, merge_lanes
 
 
 @triton.jit
@@ -30,10 +32,10 @@ def _softmax_v_split_kernel(
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
     out_ptr, stride_ob, stride_oh,
-    max_len, vs_ptr,
+    max_len, vs_ptr, cnt_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr, F16: tl.constexpr,
-    SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr,
+    SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr, FOLD: tl.constexpr, S_BLOCK: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -62,19 +64,25 @@ def _softmax_v_split_kernel(
         acc, m, den = online_softmax_step(acc, m, den, s, v, DOT_PREC)
     store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
                 stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G, G_PAD, D, FP8, DIRECT)
+    if FOLD:
+        fold_merge(cnt_ptr, po_ptr, lse_ptr, out_ptr, b, kvh, length, num_splits, stride_pb, stride_ph, stride_ps,
+                   stride_lb, stride_lh, stride_ob, stride_oh, G, D, BLOCK_N, SPLIT_TOKENS, S_BLOCK)
 
 
 def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, lengths: torch.Tensor,
                     partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor, block_n: int,
                     group_pad: int, dot_prec: str, num_warps: int, num_stages: int,
-                    v_scale: torch.Tensor | None = None, f16: bool = False, split_tokens: int = 0) -> None:
-    """Same outputs as ``decode_split`` (partials, or ``out`` directly when ``partial`` is None), with the scores
-    read from fp32 ``logits`` [B, Hq, L]. fp8 caches: ``v_scale`` [Hkv] fp32, ``f16``: V tiles to fp16 (else fp32)."""
+                    v_scale: torch.Tensor | None = None, f16: bool = False, split_tokens: int = 0,
+                    counter: torch.Tensor | None = None) -> None:
+    """Same outputs as ``decode_split`` (partials, or ``out`` directly when ``partial`` is None; with ``counter``
+    the merged ``out``), with the scores read from fp32 ``logits`` [B, Hq, L]. fp8 caches: ``v_scale`` [Hkv] fp32,
+    ``f16``: V tiles to fp16 (else fp32)."""
     b, hq, max_len = logits.shape
     hkv, d = v_cache.shape[2], v_cache.shape[3]
     direct = partial is None
     po, ls = (out, out) if direct else (partial, lse)
     n_splits = 1 if direct else partial.shape[2]
+    fold = counter is not None and not direct
     v_strides, v_t, vec = v_layout(v_cache, block_n)
     _softmax_v_split_kernel[(b, hkv, n_splits)](
         logits, v_cache, page_table, lengths, po, ls,
@@ -84,9 +92,9 @@ def softmax_v_split(logits: torch.Tensor, v_cache: torch.Tensor, page_table: tor
         *((0, 0, 0, 0, 0) if direct else (partial.stride(0), partial.stride(1), partial.stride(2),
                                           lse.stride(0), lse.stride(1))), n_splits,
         out, out.stride(0), out.stride(1),
-        max_len, lengths if v_scale is None else v_scale,
+        max_len, lengths if v_scale is None else v_scale, lengths if counter is None else counter,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=v_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, DIRECT=direct, FP8=v_scale is not None, F16=f16, SPLIT_TOKENS=split_tokens,
-        V_T=v_t, VEC=vec, num_warps=num_warps,
-        num_stages=num_stages,
+        V_T=v_t, VEC=vec, FOLD=fold, S_BLOCK=merge_lanes(n_splits, split_tokens) if fold else 1,
+        num_warps=num_warps, num_stages=num_stages,
     )

@@ -3,7 +3,8 @@
 The program loads the G query heads that share the KV head as one [G_PAD, D] tile, so every K/V row of
 the split is read from memory once for the whole group. K/V rows are gathered token by token through the
 page table (any page size works; a block may span several pages). It writes the split's normalized partial
-output and its log2-sum-exp; ``decode_merge`` combines the splits.
+output and its log2-sum-exp; the last split of a (sequence, KV head) to finish merges them (``FOLD``,
+``decode_merge.fold_merge``), else the ``decode_merge`` kernel does.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from litesys.kernels.blocks import (
 )
 from litesys.kernels.blocks_fp8 import attend_block_f8, finish_t, load_q_pair, softmax_state_t
 from litesys.kernels.common import next_pow2, v_layout
+from litesys.kernels.decode_merge import fold_merge, merge_lanes
 
 
 @triton.jit
@@ -34,11 +36,11 @@ def _decode_split_kernel(
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
     out_ptr, stride_ob, stride_oh,
-    qk_scale, ks_ptr, vs_ptr,
+    qk_scale, ks_ptr, vs_ptr, cnt_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
     SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr, F8_MMA: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, FOLD: tl.constexpr, S_BLOCK: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -77,6 +79,9 @@ def _decode_split_kernel(
         acc = finish_t(acc, G_PAD)
     store_split(out_ptr, po_ptr, lse_ptr, acc, m, den, v_scale, b, kvh, split, start, length, stride_ob, stride_oh,
                 stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, G, G_PAD, D, FP8, DIRECT)
+    if FOLD:
+        fold_merge(cnt_ptr, po_ptr, lse_ptr, out_ptr, b, kvh, length, num_splits, stride_pb, stride_ph, stride_ps,
+                   stride_lb, stride_lh, stride_ob, stride_oh, G, D, BLOCK_N, SPLIT_TOKENS, S_BLOCK)
 
 
 def fp8_mma_fits(v_cache: torch.Tensor, block_n: int) -> bool:
@@ -98,20 +103,24 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                  lengths: torch.Tensor, partial: torch.Tensor | None, lse: torch.Tensor | None, out: torch.Tensor,
                  qk_scale: float, block_n: int, group_pad: int, dot_prec: str, num_warps: int,
                  num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
-                 split_tokens: int = 0, fp8_mma: bool = False, prefetch: int = 0):
+                 split_tokens: int = 0, fp8_mma: bool = False, prefetch: int = 0,
+                 counter: torch.Tensor | None = None):
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
     tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. V pages in
     either layout (``common.v_layout``). fp8 caches:
     ``k_scale``/``v_scale`` [Hkv] fp32. ``split_tokens > 0``: splits of that many tokens (``blocks.split_bounds``).
     ``fp8_mma``: fp8 pages on e4m3 tensor cores (``blocks_fp8``; where ``fp8_mma_fits``; q in any float dtype),
     else the tiles are converted to q's dtype. ``prefetch > 0``: each block first asks L2 for the block that many
-    blocks ahead (``blocks.prefetch_paged_block``). Returns the launched kernel (``n_regs``, ``n_spills``,
-    ``metadata.shared``: what benchmarks report)."""
+    blocks ahead (``blocks.prefetch_paged_block``). ``counter``: a zeroed int32 buffer of >= B x Hkv (left zeroed):
+    with several splits, the last split program of each (sequence, KV head) writes the merged ``out`` itself
+    (``decode_merge.fold_merge``); without it the caller runs ``decode_merge``. Returns the launched kernel
+    (``n_regs``, ``n_spills``, ``metadata.shared``: what benchmarks report)."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     direct = partial is None
     po, ls = (out, out) if direct else (partial, lse)
     n_splits = 1 if direct else partial.shape[2]
+    fold = counter is not None and not direct
     v_strides, v_t, vec = v_layout(v_cache, block_n)
     if fp8_mma and not (k_scale is not None and fp8_mma_fits(v_cache, block_n)):
         raise ValueError("decode_split(fp8_mma=True) needs fp8 pages, transposed V and D, block_n multiples of 32 "
@@ -126,7 +135,9 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                                           lse.stride(0), lse.stride(1))), n_splits,
         out, out.stride(0), out.stride(1),
         qk_scale, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
+        lengths if counter is None else counter,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, SPLIT_TOKENS=split_tokens, V_T=v_t, VEC=vec,
-        F8_MMA=fp8_mma, PREFETCH=prefetch, num_warps=num_warps, num_stages=num_stages,
+        F8_MMA=fp8_mma, PREFETCH=prefetch, FOLD=fold, S_BLOCK=merge_lanes(n_splits, split_tokens) if fold else 1,
+        num_warps=num_warps, num_stages=num_stages,
     )

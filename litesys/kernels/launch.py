@@ -17,6 +17,9 @@ class DecodeConfig:
     logits_block_n: int = 64
     logits_num_warps: int = 4
     merge_num_warps: int = 4
+    # several splits: the last split program of each (sequence, KV head) merges them in the same launch (fused and
+    # softmax·V paths, ``decode_merge.fold_merge``; bit for bit the merge kernel's output) instead of a second launch
+    fold_merge: bool = True
     # fp8 pages: KV rows per iteration (None: block_n). Half the bytes per row, so twice the rows keep as many bytes
     # in flight (H200, batch 32 x 8K, Qwen3-8B heads: 128 rows 17% faster than 64)
     fp8_block_n: int | None = None
@@ -33,6 +36,17 @@ class DecodeConfig:
     # at every engine row's shape, e.g. 32 x 4K Qwen3-8B heads 5 splits 136 us (3: 175), 128 x 1500 one split 184 us
     # (2: 210), Qwen3-30B-A3B heads 128 x 700 2 splits 59 us (3: 68); programs_per_sm = 8 split the last two
     resident_per_sm: int = 0
+    # 16-bit pages, fused kernel, > 0 (replaces the whole-wave rule above): the fewest splits that give this many
+    # programs per SM, enough to saturate the bandwidth; more splits only add merge and per-program work. H200 sweep
+    # of (block_n, splits) at 15 shapes (results/h200_session5.json, ``bn_sweep``): at 512 (sequence, KV head) pairs
+    # one split beats the two of the wave rule by 8-15% (Qwen3-30B-A3B 128 x 1000: 68 vs 80 us), at 256 two beat
+    # five; measured saturation between 2 and 2.5 programs per SM of 64-row tiles
+    saturate_per_sm: float = 0.0
+    # ... and when those programs overflow one wave of block_n tiles (resident_per_sm: the compiled kernel's
+    # occupancy, 103-107 registers -> 4 per SM) but fit one wave of narrow_block_n tiles (narrow_resident_per_sm:
+    # 70-72 registers -> 7), the narrow tiles: 96 x 8 Qwen3-8B heads x 1500, 32 rows 142 us, 64 rows 161 (0: off)
+    narrow_block_n: int = 0
+    narrow_resident_per_sm: int = 0
     # fp8 pages, fused kernel, 16-bit models: both products on e4m3 tensor cores, q and P as two e4m3 terms
     # (``blocks_fp8``), instead of converting every K/V value to fp16 in registers. Off by default: on the H200, with
     # 16 query rows, it measured the same as the converting kernel (32 x 8K Qwen3-8B heads 178.5 vs 183.3 us, 64 x 4K
@@ -59,7 +73,8 @@ class PrefillConfig:
     num_stages: int = 3
 
 
-DECODE = DecodeConfig(resident_per_sm=5, fp8_block_n=128, fp8_num_stages=3, fp8_resident_per_sm=4)
+DECODE = DecodeConfig(resident_per_sm=4, saturate_per_sm=2.5, narrow_block_n=32, narrow_resident_per_sm=7,
+                      fp8_block_n=128, fp8_num_stages=3, fp8_resident_per_sm=4)
 
 
 def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
