@@ -1,7 +1,9 @@
 """Triton decode kernels vs the PyTorch reference (on CPU through TRITON_INTERPRET=1, tiny shapes)."""
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -185,14 +187,20 @@ def test_grid_depends_on_shapes_only() -> None:
 
 
 def test_bf16_split_counts_of_the_benchmark_rows() -> None:
-    """DECODE's 16-bit split choice on an H200 (132 SMs x 5 resident programs = 660 slots), by hand: the counts the
-    split sweep measured fastest (benchmarks/decode_splits.py) for the engine rows' (sequence, KV head) pairs."""
-    from litesys.kernels.decode import wave_splits
+    """DECODE's 16-bit (splits, block_n) on an H200 (132 SMs), by hand: the fastest the (block_n, splits) sweep
+    measured (results/h200_session5.json, ``bn_sweep``) at the engine rows' (sequence, KV head) pairs."""
+    from litesys.kernels.decode import saturating_plan
     from litesys.kernels.launch import DECODE
 
-    slots = DECODE.resident_per_sm * 132
-    assert slots == 660
-    assert wave_splits(2048, slots, 64) == 1  # 256 seqs x 8 KV heads: one wave of whole sequences, no merge
-    assert wave_splits(1024, slots, 64) == 1  # 128 x 8: 184 us; 2 splits (programs_per_sm = 8) 210 us
-    assert wave_splits(512, slots, 64) == 2  # 64 x 8 and Qwen3-30B-A3B's 128 x 4: 2 splits; 3 were 5-15% slower
-    assert wave_splits(256, slots, 64) == 5  # 32 x 8: 5 splits (1,280 programs, two waves) 136 us; 3: 175 us
+    def plan(pairs: int, capacity: int = 8192) -> tuple[int, int]:
+        return saturating_plan(pairs, 132, capacity, DECODE)
+
+    assert math.ceil(DECODE.saturate_per_sm * 132) == 330  # programs that saturate the bandwidth
+    assert plan(2048) == (1, 64)  # 256 seqs x 8 KV heads: 163 us (2 splits: 176)
+    assert plan(1024) == (1, 64)  # 128 x 8: 191 us (2 splits: 210; 32-row tiles, 2 waves of them: 241)
+    assert plan(768) == (1, 32)  # 96 x 8: 768 > 528 wide slots, <= 924 narrow ones: 142 us (64 rows: 161-162)
+    assert plan(512) == (1, 64)  # 64 x 8 and Qwen3-30B-A3B's 128 x 4: 68 us at 128 x 1000 (2 splits: 80)
+    assert plan(384) == (1, 64)  # 48 x 8 x 2000: 104 us (2 splits: 126)
+    assert plan(256) == (2, 64)  # 32 x 8: 138 us at 4200 (5 splits: 139, 3: 180; one split: 173)
+    assert plan(8) == (42, 64) and plan(8, capacity=640) == (10, 64)  # one sequence: capped by its table's blocks
+    assert saturating_plan(512, 132, 8192, replace(DECODE, narrow_block_n=0)) == (1, 64)

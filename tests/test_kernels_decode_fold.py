@@ -69,7 +69,7 @@ def both(fn, cfg: DecodeConfig, monkeypatch) -> tuple[torch.Tensor, torch.Tensor
     old = fn(dataclasses.replace(cfg, fold_merge=False)).cpu()
     with monkeypatch.context() as m:
         m.setattr(decode, "decode_merge", lambda *a, **k: pytest.fail("the folded path launched the merge kernel"))
-        new = fn(cfg).cpu()
+        new = fn(dataclasses.replace(cfg, fold_merge=True)).cpu()
     assert not (decode.merge_counter(torch.device(DEVICE), 1) != 0).any()
     return old, new
 

@@ -1,9 +1,10 @@
 """Stage 2 of split decode attention: merge the splits' partial outputs with their log2-sum-exps.
 
-Two ways, same bits: folded into the split kernel (``fold_merge``: the last split program of a (sequence, KV
-head) to finish merges its G query heads, no second launch), or as its own kernel (``decode_merge``: one program
-per (sequence, query head); ``DecodeConfig.fold_merge = False``). Both run ``merge_head``: only the splits that
-cover the sequence's length are read, in split order; a sequence of length 0 (padded CUDA-graph row) gets zeros.
+Two ways, same bits: as its own kernel (``decode_merge``: one program per (sequence, query head); the default), or
+folded into the split kernel (``fold_merge``, ``DecodeConfig.fold_merge``: the last split program of a (sequence,
+KV head) to finish merges its G query heads, no second launch; slower on the H200, launch.py says by how much).
+Both run ``merge_head``: only the splits that cover the sequence's length are read, in split order; a sequence of
+length 0 (padded CUDA-graph row) gets zeros.
 """
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ def splits_with_tokens(length, num_splits, BLOCK_N: tl.constexpr, SPLIT_TOKENS: 
     return tl.where(per > 0, tl.cdiv(length, tl.maximum(per, 1)), 0)
 
 
-@triton.jit(noinline=True)  # its own function: the folded kernel keeps its registers (H200 sm_90, fp8: 121 vs 143)
+# noinline: its own function, so the folded kernel keeps its registers (Triton 3.6, sm_90, fp8: 117, inlined 143: 3
+# programs per SM instead of 4) and the merge keeps the merge kernel's tile layouts (inlined, its [16, D] partials
+# took the q tile's, another summation order)
+@triton.jit(noinline=True)
 def merge_head(po_row, lse_row, out_row, n_splits, stride_ps, S_BLOCK: tl.constexpr, D: tl.constexpr):
     """out_row [D] <- the first ``n_splits`` partials of one query head (``po_row`` [S, D] fp32 at ``stride_ps``,
     ``lse_row`` [S] log2-sum-exps) weighted by exp2(lse - max lse). Partials are read through L2 (``.cg``): the

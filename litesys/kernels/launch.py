@@ -17,9 +17,12 @@ class DecodeConfig:
     logits_block_n: int = 64
     logits_num_warps: int = 4
     merge_num_warps: int = 4
-    # several splits: the last split program of each (sequence, KV head) merges them in the same launch (fused and
-    # softmax·V paths, ``decode_merge.fold_merge``; bit for bit the merge kernel's output) instead of a second launch
-    fold_merge: bool = True
+    # several splits: True = the last split program of each (sequence, KV head) merges them in the same launch (fused
+    # and softmax·V paths, ``decode_merge.fold_merge``; bit for bit the merge kernel's output) instead of a second
+    # launch. Off: on the H200 it was slower at every measured shape (results/h200_decode_merge_fold.json: 1-20 us per
+    # call, more with more heads per group and splits; e.g. fp8 128 x 1000 Qwen3-30B-A3B heads 56.8 vs 51.3 us): that
+    # program merges its G heads one after another at the end, where the merge kernel has one program per head
+    fold_merge: bool = False
     # fp8 pages: KV rows per iteration (None: block_n). Half the bytes per row, so twice the rows keep as many bytes
     # in flight (H200, batch 32 x 8K, Qwen3-8B heads: 128 rows 17% faster than 64)
     fp8_block_n: int | None = None
