@@ -117,7 +117,7 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
         return out
     # fp8 tensor cores for a 16-bit model (q read as it is, quantised in the kernel); an fp32 model keeps exact tiles
     fp8_mma = k_scale is not None and cfg.fp8_mma and dtype != torch.float32 and fp8_mma_fits(v_cache, cfg.block_n)
-    q = _last_dim_contiguous(q if fp8_mma else q.to(dtype))
+    q = _last_dim_contiguous(q)  # converted to dtype in the kernel (fp8 pages: fp16 or fp32)
     resident, splits = cfg.resident_per_sm if k_scale is None else cfg.fp8_resident_per_sm, 0
     if k_scale is None and cfg.saturate_per_sm and not cfg.split_tokens:  # 16-bit pages: the saturating plan
         splits, block_n = saturating_plan(b * hkv, num_sms(q.device), page_table.shape[1] * page_size, cfg)
@@ -127,7 +127,8 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     counter = merge_counter(q.device, b * hkv) if partial is not None and cfg.fold_merge else None
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
                  (fp8_mma_group_pad if fp8_mma else group_pad)(hq // hkv), dot_precision(dtype), cfg.num_warps,
-                 cfg.num_stages, k_scale, v_scale, cfg.split_tokens, fp8_mma, prefetch, counter)
+                 cfg.num_stages, k_scale, v_scale, cfg.split_tokens, fp8_mma, prefetch, counter,
+                 None if fp8_mma else dtype)
     if partial is not None and counter is None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps, cfg.split_tokens)
     return out

@@ -40,7 +40,7 @@ def _decode_split_kernel(
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
     SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr, F8_MMA: tl.constexpr,
-    PREFETCH: tl.constexpr, FOLD: tl.constexpr, S_BLOCK: tl.constexpr,
+    PREFETCH: tl.constexpr, FOLD: tl.constexpr, S_BLOCK: tl.constexpr, QT: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -56,7 +56,7 @@ def _decode_split_kernel(
         q, qfac = load_q_pair(q_ptr, b, kvh, stride_qb, stride_qh, qk_scale, G, G_PAD, D)
         m, den, acc = softmax_state_t(G_PAD, D)
     else:
-        q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D)
+        q = load_q_group(q_ptr, b, kvh, stride_qb, stride_qh, G, G_PAD, D).to(QT)  # the tiles meet q's QT
         m, den, acc = softmax_state(G_PAD, D)
     pt_row = pt_ptr + b * stride_ptb
     for n0 in range(start, end, BLOCK_N):
@@ -84,6 +84,9 @@ def _decode_split_kernel(
                    stride_lb, stride_lh, stride_ob, stride_oh, G, D, BLOCK_N, SPLIT_TOKENS, S_BLOCK)
 
 
+_TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
+
+
 def fp8_mma_fits(v_cache: torch.Tensor, block_n: int) -> bool:
     """Whether the e4m3 tensor-core path (``blocks_fp8``) reads these pages: fp8, V transposed (``common.v_layout``),
     D and ``block_n`` multiples of 32 (the depth of an fp8 dot)."""
@@ -104,16 +107,17 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                  qk_scale: float, block_n: int, group_pad: int, dot_prec: str, num_warps: int,
                  num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
                  split_tokens: int = 0, fp8_mma: bool = False, prefetch: int = 0,
-                 counter: torch.Tensor | None = None):
+                 counter: torch.Tensor | None = None, compute_dtype: torch.dtype | None = None):
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
     tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. V pages in
     either layout (``common.v_layout``). fp8 caches:
     ``k_scale``/``v_scale`` [Hkv] fp32. ``split_tokens > 0``: splits of that many tokens (``blocks.split_bounds``).
     ``fp8_mma``: fp8 pages on e4m3 tensor cores (``blocks_fp8``; where ``fp8_mma_fits``; q in any float dtype),
-    else the tiles are converted to q's dtype. ``prefetch > 0``: each block first asks L2 for the block that many
-    blocks ahead (``blocks.prefetch_paged_block``). ``counter``: a zeroed int32 buffer of >= B x Hkv (left zeroed):
-    with several splits, the last split program of each (sequence, KV head) writes the merged ``out`` itself
-    (``decode_merge.fold_merge``); without it the caller runs ``decode_merge``. Returns the launched kernel
+    else the tiles are converted to ``compute_dtype`` (None: q's dtype; q is converted in registers, so an fp8
+    cache's bf16 q needs no conversion launch of its own). ``prefetch > 0``: each block first asks L2 for the
+    block that many blocks ahead (``blocks.prefetch_paged_block``). ``counter``: a zeroed int32 buffer of >= B x
+    Hkv (left zeroed): with several splits, the last split program of each (sequence, KV head) writes the merged
+    ``out`` itself (``decode_merge.fold_merge``); without it the caller runs ``decode_merge``. Returns the kernel
     (``n_regs``, ``n_spills``, ``metadata.shared``: what benchmarks report)."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
@@ -139,5 +143,5 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, SPLIT_TOKENS=split_tokens, V_T=v_t, VEC=vec,
         F8_MMA=fp8_mma, PREFETCH=prefetch, FOLD=fold, S_BLOCK=merge_lanes(n_splits, split_tokens) if fold else 1,
-        num_warps=num_warps, num_stages=num_stages,
+        QT=_TL_DTYPES[compute_dtype or q.dtype], num_warps=num_warps, num_stages=num_stages,
     )
