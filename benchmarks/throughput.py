@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     p_range = parse_range(a.prompt_range, "--prompt-range") if a.prompt_range else (a.prompt_len, a.prompt_len)
     g_range = parse_range(a.gen_range, "--gen-range") if a.gen_range else (a.gen_len, a.gen_len)
+    for flag, value in (("-n", a.num_requests), ("--page-size", a.page_size), ("--max-num-seqs", a.max_num_seqs),
+                        ("--check-every", a.check_every)):
+        if value is not None and value < 1:
+            raise UsageExit(f"throughput.py: {flag} must be >= 1, got {value}")
     if g_range[0] < 2:
         raise UsageExit("throughput.py: generation lengths (-g / --gen-range) must be >= 2: the first token comes "
                         "from the prefill, the rest are the decode steps measured")

@@ -24,6 +24,14 @@ def test_ranges_parse_and_bad_ones_name_the_flag():
             throughput.parse_range(bad, "--prompt-range")
 
 
+@pytest.mark.parametrize("flag", ["-n", "--page-size", "--max-num-seqs", "--check-every"])
+def test_bad_counts_are_one_line_before_anything_runs(flag, tmp_path):
+    out = tmp_path / "res.json"
+    with pytest.raises(SystemExit, match=f"throughput.py: {flag} must be >= 1, got 0"):
+        throughput.main(["--device", "cpu", flag, "0", "--json", str(out)])
+    assert not out.exists()
+
+
 def test_uniform_workload_is_the_one_measured_before():
     ids, budgets = throughput.workload(5, (7, 7), (9, 9))
     assert ids == torch.randint(100, 100000, (5, 7), generator=torch.Generator().manual_seed(0)).tolist()
