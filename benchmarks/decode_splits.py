@@ -47,7 +47,7 @@ def measure(b: int, ctx: int, hq: int, hkv: int, cap: int, copy: float, page: in
     floor_us = b * ctx * hkv * d * 2 * 2 / copy * 1e6
     grid = itertools.product(range(4, 9), (32, 64))
     cfgs = {"DECODE": DECODE, **{f"programs_per_sm={p},block_n={n}": dataclasses.replace(
-        DECODE, saturate_per_sm=0, resident_per_sm=0, programs_per_sm=p, block_n=n) for p, n in grid}}
+        DECODE, saturate_per_sm=0, programs_per_sm=p, block_n=n) for p, n in grid}}
     us = {name: 1e3 * graph_ms(lambda c=c: decode.fused(q, k_cache, v_cache, table, lengths, 0.088, c), 5, 20)
           for name, c in cfgs.items()}
     return dict(batch=b, context=ctx, q_heads=hq, kv_heads=hkv, floor_us=floor_us, us=us,

@@ -118,7 +118,7 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     # fp8 tensor cores for a 16-bit model (q read as it is, quantised in the kernel); an fp32 model keeps exact tiles
     fp8_mma = k_scale is not None and cfg.fp8_mma and dtype != torch.float32 and fp8_mma_fits(v_cache, cfg.block_n)
     q = _last_dim_contiguous(q)  # converted to dtype in the kernel (fp8 pages: fp16 or fp32)
-    resident, splits = cfg.resident_per_sm if k_scale is None else cfg.fp8_resident_per_sm, 0
+    splits, resident = 0, 0 if k_scale is None else cfg.fp8_resident_per_sm  # fp8 pages: whole waves
     if k_scale is None and cfg.saturate_per_sm and not cfg.split_tokens:  # 16-bit pages: the saturating plan
         splits, block_n = saturating_plan(b * hkv, num_sms(q.device), page_table.shape[1] * page_size, cfg)
         cfg = replace(cfg, block_n=block_n)

@@ -34,20 +34,16 @@ class DecodeConfig:
     # chosen to fill whole waves of that many (``decode.wave_splits``): at batch 32 x 8K, Qwen3-8B heads, 4 programs
     # per SM, 3 splits (1.5 waves) ran 208 us, 4 splits (1.9 waves) 181 us. 0: programs_per_sm
     fp8_resident_per_sm: int = 0
-    # 16-bit pages, fused kernel: the same whole-wave split choice with this many programs per SM (0: programs_per_sm).
-    # H200 sweep (benchmarks/decode_splits.py, results/h200_decode_splits.json): 5 gives the measured best split count
-    # at every engine row's shape, e.g. 32 x 4K Qwen3-8B heads 5 splits 136 us (3: 175), 128 x 1500 one split 184 us
-    # (2: 210), Qwen3-30B-A3B heads 128 x 700 2 splits 59 us (3: 68); programs_per_sm = 8 split the last two
-    resident_per_sm: int = 0
-    # 16-bit pages, fused kernel, > 0 (replaces the whole-wave rule above): the fewest splits that give this many
-    # programs per SM, enough to saturate the bandwidth; more splits only add merge and per-program work. H200 sweep
-    # of (block_n, splits) at 15 shapes (results/h200_session5.json, ``bn_sweep``): at 512 (sequence, KV head) pairs
-    # one split beats the two of the wave rule by 8-15% (Qwen3-30B-A3B 128 x 1000: 68 vs 80 us), at 256 two beat
-    # five; measured saturation between 2 and 2.5 programs per SM of 64-row tiles
+    # 16-bit pages, fused kernel, > 0 (``decode.saturating_plan``; 0: programs_per_sm): the fewest splits that give
+    # this many programs per SM, enough to saturate the bandwidth; more splits only add merge and per-program work.
+    # H200 sweep of (block_n, splits) at 15 shapes (results/h200_session5.json, ``bn_sweep``): at 512 (sequence, KV
+    # head) pairs one split beats the two of session 4's whole-wave rule by 8-15% (Qwen3-30B-A3B 128 x 1000: 68 vs
+    # 80 us), at 256 two beat five; measured saturation between 2 and 2.5 programs per SM of 64-row tiles
     saturate_per_sm: float = 0.0
     # ... and when those programs overflow one wave of block_n tiles (resident_per_sm: the compiled kernel's
     # occupancy, 103-107 registers -> 4 per SM) but fit one wave of narrow_block_n tiles (narrow_resident_per_sm:
     # 70-72 registers -> 7), the narrow tiles: 96 x 8 Qwen3-8B heads x 1500, 32 rows 142 us, 64 rows 161 (0: off)
+    resident_per_sm: int = 0
     narrow_block_n: int = 0
     narrow_resident_per_sm: int = 0
     # fp8 pages, fused kernel, 16-bit models: both products on e4m3 tensor cores, q and P as two e4m3 terms
