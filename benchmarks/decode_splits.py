@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import UsageExit, copy_bandwidth, graph_ms, save_json  # noqa: E402
 
 from litesys.kernels import decode  # noqa: E402
-from litesys.kernels.common import LOG2E, group_pad  # noqa: E402
+from litesys.kernels.common import LOG2E, group_pad, num_sms  # noqa: E402
 from litesys.kernels.decode_merge import decode_merge  # noqa: E402
 from litesys.kernels.decode_split import decode_split  # noqa: E402
 from litesys.kernels.launch import DECODE  # noqa: E402
@@ -36,15 +36,22 @@ SHAPES = [(32, 4200, 32, 8, 8320), (32, 8200, 32, 8, 8320), (32, 2000, 32, 8, 83
           (256, 1100, 16, 8, 1152), (128, 200, 16, 8, 384)]  # (batch, context, Hq, Hkv, table capacity)
 
 
-def measure(b: int, ctx: int, hq: int, hkv: int, cap: int, copy: float, page: int = 16, d: int = 128) -> dict:
-    """One shape: us per fused call for DECODE and the programs_per_sm x block_n grid."""
-    num_pages = b * (cap // page) + 1
+def workload(b: int, ctx: int, hq: int, hkv: int, cap: int, copy: float, page: int = 16, d: int = 128) -> tuple:
+    """Random bf16 K/V in shuffled pages (a table of ``cap`` tokens a row), every length ``ctx``, a query, and the
+    K/V bytes' time at the copy bandwidth (us)."""
+    per_row = -(-cap // page)
+    num_pages = b * per_row + 1
     k_cache = torch.randn(num_pages, page, hkv, d, device="cuda", dtype=torch.bfloat16)
     v_cache = torch.randn_like(k_cache)
-    table = (torch.randperm(num_pages - 1, device="cuda") + 1).view(b, cap // page).int()
+    table = (torch.randperm(num_pages - 1, device="cuda") + 1).view(b, per_row).int()
     lengths = torch.full((b,), ctx, device="cuda", dtype=torch.int32)
     q = torch.randn(b, hq, d, device="cuda", dtype=torch.bfloat16)
-    floor_us = b * ctx * hkv * d * 2 * 2 / copy * 1e6
+    return k_cache, v_cache, table, lengths, q, b * ctx * hkv * d * 2 * 2 / copy * 1e6
+
+
+def measure(b: int, ctx: int, hq: int, hkv: int, cap: int, copy: float) -> dict:
+    """One shape: us per fused call for DECODE and the programs_per_sm x block_n grid."""
+    k_cache, v_cache, table, lengths, q, floor_us = workload(b, ctx, hq, hkv, cap, copy)
     grid = itertools.product(range(4, 9), (32, 64))
     cfgs = {"DECODE": DECODE, **{f"programs_per_sm={p},block_n={n}": dataclasses.replace(
         DECODE, saturate_per_sm=0, programs_per_sm=p, block_n=n) for p, n in grid}}
@@ -61,17 +68,12 @@ EXPLICIT_SHAPES = [(32, 4200, 32, 8), (32, 8192, 32, 8), (64, 2000, 32, 4), (48,
 EXPLICIT_SPLITS = (1, 2, 3, 4, 5, 6, 8)
 
 
-def measure_explicit(b: int, ctx: int, hq: int, hkv: int, copy: float, page: int = 16, d: int = 128) -> dict:
+def measure_explicit(b: int, ctx: int, hq: int, hkv: int, copy: float) -> dict:
     """One shape: us of split + merge at each explicit (block_n, splits), and of DECODE's own plan."""
     cap = ctx + 64
-    num_pages = b * (cap // page + 1) + 1
-    k_cache = torch.randn(num_pages, page, hkv, d, device="cuda", dtype=torch.bfloat16)
-    v_cache = torch.randn_like(k_cache)
-    table = (torch.randperm(num_pages - 1, device="cuda")[: b * (cap // page + 1)] + 1).view(b, -1).int()
-    lengths = torch.full((b,), ctx, device="cuda", dtype=torch.int32)
-    q = torch.randn(b, hq, d, device="cuda", dtype=torch.bfloat16)
+    k_cache, v_cache, table, lengths, q, floor_us = workload(b, ctx, hq, hkv, cap, copy)
+    d = q.shape[2]
     out = torch.empty_like(q)
-    floor_us = b * ctx * hkv * d * 2 * 2 / copy * 1e6
 
     def run(block_n: int, splits: int):
         part = torch.empty(b, hq, splits, d, dtype=torch.float32, device="cuda") if splits > 1 else None
@@ -85,7 +87,7 @@ def measure_explicit(b: int, ctx: int, hq: int, hkv: int, copy: float, page: int
         return fn
     us = {f"block_n={n},splits={s}": 1e3 * graph_ms(run(n, s), 5, 10) for n in (32, 64) for s in EXPLICIT_SPLITS}
     us["DECODE"] = 1e3 * graph_ms(lambda: decode.fused(q, k_cache, v_cache, table, lengths, 0.088, DECODE), 5, 10)
-    plan = decode.saturating_plan(b * hkv, torch.cuda.get_device_properties(0).multi_processor_count, cap, DECODE)
+    plan = decode.saturating_plan(b * hkv, num_sms(q.device), table.shape[1] * k_cache.shape[1], DECODE)  # fused's
     return dict(batch=b, context=ctx, q_heads=hq, kv_heads=hkv, floor_us=floor_us, plan=plan, us=us,
                 best=min(us, key=us.get), of_copy_bw={n: floor_us / t for n, t in us.items()})
 
