@@ -18,19 +18,24 @@ except ImportError:  # pragma: no cover - CPU installs without triton
 # ---- residual add + RMSNorm ------------------------------------------------------------------------------
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(RMSNorm(x + residual) * weight, x + residual); ``residual=None`` means no add."""
-    if not use_triton(x) or x.dim() != 2:
+    """(RMSNorm(x + residual) * weight, x + residual); ``residual=None`` means no add. A 3-D fp32 ``x`` is the
+    split-K partials of the projection before (``linear_splitk``): their sum, rounded to the model dtype, is x."""
+    if not use_triton(x):
+        if x.dim() == 3:
+            x = x.sum(0).to(weight.dtype)
         return ref.add_rms_norm(x, residual, weight, eps)
     return add_rms_norm_triton(x, residual, weight, eps)
 
 
 def add_rms_norm_triton(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    T, H = x.shape
-    out = torch.empty_like(x)
-    res_out = torch.empty_like(x) if residual is not None else x
-    _add_rms_norm_kernel[(T,)](x, residual if residual is not None else x, res_out, weight, out, H, eps,
-                               HAS_RES=residual is not None, BLOCK=next_pow2(H), num_warps=4)
+    parts = x.shape[0] if x.dim() == 3 else 0
+    T, H = x.shape[-2:]
+    dt = weight.dtype if parts else x.dtype
+    out = torch.empty(T, H, dtype=dt, device=x.device)
+    res_out = torch.empty_like(out) if residual is not None or parts else x
+    _add_rms_norm_kernel[(T,)](x, residual if residual is not None else x, res_out, weight, out, H, T * H, eps,
+                               PARTS=parts, HAS_RES=residual is not None, BLOCK=next_pow2(H), num_warps=4)
     return out, res_out
 
 
@@ -78,15 +83,22 @@ def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
 if triton is not None:
 
     @triton.jit
-    def _add_rms_norm_kernel(x_ptr, r_ptr, r_out_ptr, w_ptr, out_ptr, H, eps, HAS_RES: tl.constexpr,
-                             BLOCK: tl.constexpr):
+    def _add_rms_norm_kernel(x_ptr, r_ptr, r_out_ptr, w_ptr, out_ptr, H, part_stride, eps, PARTS: tl.constexpr,
+                             HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         m = cols < H
-        x = tl.load(x_ptr + row * H + cols, mask=m, other=0.0)
+        if PARTS:  # x = the sum of split-K partials (fp32, fixed order), rounded as the projection's output would be
+            acc = tl.load(x_ptr + row * H + cols, mask=m, other=0.0)
+            for s in tl.static_range(1, PARTS):
+                acc += tl.load(x_ptr + s * part_stride + row * H + cols, mask=m, other=0.0)
+            x = acc.to(out_ptr.dtype.element_ty)
+        else:
+            x = tl.load(x_ptr + row * H + cols, mask=m, other=0.0)
         if HAS_RES:
             # round the sum to the model dtype first, as the unfused residual add does
             x = (x.to(tl.float32) + tl.load(r_ptr + row * H + cols, mask=m, other=0.0).to(tl.float32)).to(x.dtype)
+        if HAS_RES or PARTS:
             tl.store(r_out_ptr + row * H + cols, x, mask=m)
         xf = x.to(tl.float32)
         inv = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=0) / H + eps)
