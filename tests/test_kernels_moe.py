@@ -131,6 +131,28 @@ def test_routed_end_to_end_with_default_config():
         assert rel_err(out, ref) < 1e-5
 
 
+def test_per_slot_outputs_summed_by_the_norm():
+    """fused_moe(per_slot=True) -> add+RMSNorm (the Triton kernel summing the k slots) equals the summed output
+    -> add+RMSNorm, and the CPU twin sums them in slot order too."""
+    from litesys.kernels import norm_rope
+    from litesys.kernels.ref import norm_rope as ref_norm
+
+    x, w13, w2, w, ids = make_case(9, 64, 32, 8, 3, torch.float32)
+    args = [t.to(DEVICE) for t in (x, w13, w2, w, ids)]
+    cfg = MoeKernelConfig(16, 32, 32, 4, 2)
+    parts = fused_moe(*args, config=cfg, per_slot=True)
+    assert parts.shape == (3, 9, 64)
+    summed = fused_moe(*args, config=cfg)
+    torch.testing.assert_close(parts.sum(0), summed, atol=1e-5, rtol=1e-5)
+    res, ln = torch.randn(9, 64, device=DEVICE), 1 + torch.rand(64, device=DEVICE)
+    y, r = norm_rope.add_rms_norm_triton(parts, res, ln, 1e-6)
+    y_ref, r_ref = ref_norm.add_rms_norm(summed, res, ln, 1e-6)
+    torch.testing.assert_close(r, r_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    y_cpu, _ = norm_rope.add_rms_norm(parts.cpu(), res.cpu(), ln.cpu(), 1e-6)
+    torch.testing.assert_close(y_cpu, y_ref.cpu(), atol=1e-5, rtol=1e-5)
+
+
 def test_slots_are_summed_in_slot_order():
     # fp32: 1e8 + 1 and 1 - 1e8 round to +-1e8, so the 1 survives only where the 1e8s cancel before it comes
     per_pair = torch.tensor([[1e8, 1.0, -1e8, 2.0], [1.0, 1e8, -1e8, 2.0], [1e8, -1e8, 1.0, 2.0]]).unsqueeze(-1)
@@ -193,9 +215,9 @@ def test_executor_with_fused_kernels_matches_transformers(tmp_path, monkeypatch)
                            num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True)
     calls = []
 
-    def fused(x, *args):
-        calls.append(x.shape[0])
-        return fused_moe(x.to(DEVICE), *(a.to(DEVICE) for a in args)).to(x.device)
+    def fused(x, *args, per_slot=False):
+        calls.append((x.shape[0], per_slot))
+        return fused_moe(x.to(DEVICE), *(a.to(DEVICE) for a in args), per_slot=per_slot).to(x.device)
 
     monkeypatch.setattr(qm, "moe_experts", fused)
     cfg = ModelConfig.from_dir(path)
@@ -207,7 +229,7 @@ def test_executor_with_fused_kernels_matches_transformers(tmp_path, monkeypatch)
     meta = AttnMeta(True, torch.arange(16, 29), 16, m.num_q_heads, m.num_kv_heads,
                     cu_seqlens=torch.tensor([0, 13], dtype=torch.int32), max_seqlen=13)
     logits = m.compute_logits(m.forward(ids, torch.arange(13), meta, attn))
-    assert calls == [13, 13]  # both layers went through the kernels
+    assert calls == [(13, True), (13, True)]  # both layers through the kernels, slots summed by the next norm
     with torch.no_grad():
         ref = load_hf(path)(ids[None]).logits[0]
     assert (logits - ref).abs().max().item() < 1e-4

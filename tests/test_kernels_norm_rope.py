@@ -38,6 +38,22 @@ def test_add_rms_norm(dtype, with_res):
     assert torch.allclose(y.float(), y_ref.float(), atol=tol, rtol=tol)
 
 
+def test_add_rms_norm_sums_parts():
+    """A 3-D input's parts (strided, as fused_moe(per_slot=True) leaves them) are summed in fp32, part 0 first."""
+    f, ref = _fused(), _ref()
+    torch.manual_seed(2)
+    parts = torch.randn(5, 3, 48, device=DEVICE).transpose(0, 1)
+    res = torch.randn(5, 48, device=DEVICE)
+    w = 1 + 0.1 * torch.randn(48, device=DEVICE)
+    for residual in (res, None):
+        y, r = f.add_rms_norm_triton(parts, residual, w, 1e-6)
+        y_ref, r_ref = ref.add_rms_norm(ref.sum_parts(parts), residual, w, 1e-6)
+        torch.testing.assert_close(r, r_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    y_cpu, _ = f.add_rms_norm(parts.cpu(), res.cpu(), w.cpu(), 1e-6)  # the torch path sums them too
+    torch.testing.assert_close(y_cpu, ref.add_rms_norm(parts.sum(0), res, w, 1e-6)[0].cpu(), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("norm", [False, True])
 @pytest.mark.parametrize("nq,nkv", [(4, 2), (12, 2)])  # one program with masked rows; two, k heads in the second

@@ -152,9 +152,11 @@ def _down_kernel(
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor, config: MoeKernelConfig | None = None,
-              align: Alignment | None = None, invariant: bool = False) -> torch.Tensor:
+              align: Alignment | None = None, invariant: bool = False, per_slot: bool = False) -> torch.Tensor:
     """Same contract as ``moe_reference``: x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_* [T, k] -> [T, H].
-    ``invariant`` (deterministic mode): ``invariant_config`` tiles and the slot sum in a fixed order."""
+    ``invariant`` (deterministic mode): ``invariant_config`` tiles and the slot sum in a fixed order.
+    ``per_slot``: the k weighted expert outputs unsummed, a [k, T, H] view, for ``add_rms_norm`` to sum (in slot
+    order, as ``sum_slots``): one reduction launch and one copy fewer per layer (30B-A3B decode: ~8 us each)."""
     T, H = x.shape
     E, two_i, _ = w13.shape
     inter, top_k = two_i // 2, topk_ids.shape[1]
@@ -193,6 +195,8 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     )
     if top_k == 1:
         return per_pair
+    if per_slot:
+        return per_pair.view(T, top_k, H).transpose(0, 1)
     if invariant:
         return sum_slots(per_pair.view(T, top_k, H)).to(x.dtype)
     return per_pair.view(T, top_k, H).sum(dim=1, dtype=torch.float32).to(x.dtype)

@@ -18,11 +18,12 @@ except ImportError:  # pragma: no cover - CPU installs without triton
 # ---- residual add + RMSNorm ------------------------------------------------------------------------------
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(RMSNorm(x + residual) * weight, x + residual); ``residual=None`` means no add. A 3-D fp32 ``x`` is the
-    split-K partials of the projection before (``linear_splitk``): their sum, rounded to the model dtype, is x."""
+    """(RMSNorm(x + residual) * weight, x + residual); ``residual=None`` means no add. A 3-D ``x`` [S, T, H] (any
+    strides but the last) holds parts of the layer output: x is their sum in fp32, part 0 first, rounded to the
+    model dtype (MoE: a token's k expert outputs, ``fused_moe(per_slot=True)``: no separate reduction launch)."""
     if not use_triton(x):
         if x.dim() == 3:
-            x = x.sum(0).to(weight.dtype)
+            x = ref.sum_parts(x).to(weight.dtype)
         return ref.add_rms_norm(x, residual, weight, eps)
     return add_rms_norm_triton(x, residual, weight, eps)
 
@@ -30,12 +31,15 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.T
 def add_rms_norm_triton(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     parts = x.shape[0] if x.dim() == 3 else 0
+    if x.stride(-1) != 1:
+        x = x.contiguous()
     T, H = x.shape[-2:]
     dt = weight.dtype if parts else x.dtype
     out = torch.empty(T, H, dtype=dt, device=x.device)
     res_out = torch.empty_like(out) if residual is not None or parts else x
-    _add_rms_norm_kernel[(T,)](x, residual if residual is not None else x, res_out, weight, out, H, T * H, eps,
-                               PARTS=parts, HAS_RES=residual is not None, BLOCK=next_pow2(H), num_warps=4)
+    _add_rms_norm_kernel[(T,)](x, residual if residual is not None else x, res_out, weight, out, H,
+                               x.stride(0) if parts else 0, x.stride(-2), eps, PARTS=parts,
+                               HAS_RES=residual is not None, BLOCK=next_pow2(H), num_warps=4)
     return out, res_out
 
 
@@ -83,18 +87,19 @@ def silu_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
 if triton is not None:
 
     @triton.jit
-    def _add_rms_norm_kernel(x_ptr, r_ptr, r_out_ptr, w_ptr, out_ptr, H, part_stride, eps, PARTS: tl.constexpr,
-                             HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+    def _add_rms_norm_kernel(x_ptr, r_ptr, r_out_ptr, w_ptr, out_ptr, H, stride_part, stride_row, eps,
+                             PARTS: tl.constexpr, HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         m = cols < H
-        if PARTS:  # x = the sum of split-K partials (fp32, fixed order), rounded as the projection's output would be
-            acc = tl.load(x_ptr + row * H + cols, mask=m, other=0.0)
+        src = x_ptr + row.to(tl.int64) * stride_row + cols
+        if PARTS:  # x = the parts' sum in fp32, part 0 first (as ref.sum_parts), rounded to the model dtype
+            acc = tl.load(src, mask=m, other=0.0).to(tl.float32)
             for s in tl.static_range(1, PARTS):
-                acc += tl.load(x_ptr + s * part_stride + row * H + cols, mask=m, other=0.0)
+                acc += tl.load(src + s * stride_part, mask=m, other=0.0).to(tl.float32)
             x = acc.to(out_ptr.dtype.element_ty)
         else:
-            x = tl.load(x_ptr + row * H + cols, mask=m, other=0.0)
+            x = tl.load(src, mask=m, other=0.0)
         if HAS_RES:
             # round the sum to the model dtype first, as the unfused residual add does
             x = (x.to(tl.float32) + tl.load(r_ptr + row * H + cols, mask=m, other=0.0).to(tl.float32)).to(x.dtype)

@@ -39,6 +39,7 @@ def sparse_layers(cfg: ModelConfig) -> list[bool]:
 
 class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
     invariant = False  # deterministic mode (engine/deterministic.py): batch-invariant experts and routing sums
+    per_slot_to_norm = True  # experts' slot sum left to the next add+RMSNorm (tensor parallel: summed before reduce)
 
     def __init__(self, cfg: ModelConfig, device: torch.device | str, dtype: torch.dtype, max_seq_len: int):
         super().__init__(cfg, device, dtype, max_seq_len)
@@ -99,8 +100,10 @@ class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
         if not self.sparse[i]:
             return super().mlp(i, x, w)
         weights, ids = self.route(i, x)
-        experts = invariant_experts if self.invariant else moe_experts
-        return self.reduce(experts(x, w.gate_up, w.down, weights, ids))
+        if self.invariant:
+            return self.reduce(invariant_experts(x, w.gate_up, w.down, weights, ids))
+        # the k expert outputs of a token go unsummed to the next add+RMSNorm, which sums them (single device)
+        return self.reduce(moe_experts(x, w.gate_up, w.down, weights, ids, per_slot=self.per_slot_to_norm))
 
     def route(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer ``i``'s routing: (weights [T, k], expert ids [T, k]); the router GEMM is ``self.linear``."""

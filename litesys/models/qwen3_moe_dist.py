@@ -12,6 +12,8 @@ from litesys.models.qwen3_moe import Qwen3MoeForCausalLM, sparse_layers
 
 
 class Qwen3MoeDistForCausalLM(TensorParallel, Qwen3MoeForCausalLM):
+    per_slot_to_norm = False  # the all-reduce takes the summed [T, H]
+
     @classmethod
     def split_sizes(cls, cfg: ModelConfig) -> dict[str, tuple[str, int]]:
         sizes = super().split_sizes(cfg)

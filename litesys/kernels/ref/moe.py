@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from litesys.kernels.ref.norm_rope import silu_mul
+from litesys.kernels.ref.norm_rope import silu_mul, sum_parts
 
 
 def moe_reference(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
@@ -36,7 +36,4 @@ def moe_reference(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_wei
 def sum_slots(per_pair: torch.Tensor) -> torch.Tensor:
     """[T, k, H] -> [T, H] in fp32, slot 0 + slot 1 + ... in that order: elementwise adds, so a token's sum never
     depends on the other tokens (a reduction kernel may split the k differently for another token count)."""
-    acc = per_pair[:, 0].float()
-    for j in range(1, per_pair.shape[1]):
-        acc = acc + per_pair[:, j]
-    return acc
+    return sum_parts(per_pair.transpose(0, 1))

@@ -15,6 +15,15 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.T
     return weight * y, r
 
 
+def sum_parts(parts: torch.Tensor) -> torch.Tensor:
+    """[S, T, H] -> [T, H] fp32: part 0 + part 1 + ... in that order (elementwise adds: a row's sum never depends
+    on the other rows), what ``add_rms_norm`` does with a 3-D input."""
+    acc = parts[0].float()
+    for s in range(1, parts.shape[0]):
+        acc = acc + parts[s]
+    return acc
+
+
 def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor | None, k_norm: torch.Tensor | None,
                  rope: torch.Tensor, positions: torch.Tensor, nq: int, nkv: int, eps: float
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

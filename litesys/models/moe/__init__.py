@@ -9,11 +9,12 @@ from litesys.models.moe.routing import route
 
 
 def moe_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-                topk_ids: torch.Tensor) -> torch.Tensor:
-    """The experts' weighted output [T, H]: fused Triton kernels on CUDA, the PyTorch loop elsewhere."""
+                topk_ids: torch.Tensor, per_slot: bool = False) -> torch.Tensor:
+    """The experts' weighted output [T, H]: fused Triton kernels on CUDA, the PyTorch loop elsewhere.
+    ``per_slot``: on CUDA, each token's k outputs unsummed ([k, T, H]) for the next add+RMSNorm to sum."""
     if use_triton(x):
         from litesys.kernels.moe import fused_moe  # Triton only where it can run
-        return fused_moe(x, w13, w2, topk_weights, topk_ids)
+        return fused_moe(x, w13, w2, topk_weights, topk_ids, per_slot=per_slot)
     return moe_reference(x, w13, w2, topk_weights, topk_ids)
 
 
