@@ -10,7 +10,6 @@ import torch
 from litesys.distributed import Dist
 from litesys.engine.sequence import Seq
 from litesys.engine.slots import Slots
-from litesys.kernels.common import use_triton
 from litesys.kernels.hash import seed_hash, uniform
 from litesys.kernels.topk import TOPK_MAX, topk
 from litesys.sampling_params import SamplingParams
@@ -73,35 +72,12 @@ def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_gr
     """Next token per row: [B] int64. ``steps``: index of the token being drawn within each sequence."""
     if all_greedy:
         return logits.argmax(dim=-1)
-    if use_triton(logits):
-        return sample_fused(logits, p, steps, need_full_sort, max_top_k)
     u = uniform(p.seed_hash, steps).unsqueeze(1)
     sets = candidates(logits, p, need_full_sort, max_top_k)
     toks = [draw(probs, idx, u) for probs, idx in sets]
     tok = toks[0] if len(toks) == 1 else torch.where((p.top_k >= 1) & (p.top_k <= max_top_k), toks[1], toks[0])
     # greedy rows: the first candidate, ranked (value desc, index asc) = argmax's first maximum, without its pass
     return torch.where(p.temperature == 0, sets[0][1][:, 0], tok)
-
-
-def sample_fused(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, need_full_sort: bool,
-                 max_top_k: int) -> torch.Tensor:
-    """``sample`` on CUDA: each candidate set's filters and draw in one launch (``kernels/sample_draw.py``, the
-    twin of ``filtered`` + ``draw``); the full sort's own set, when there is one, in torch. A row with
-    1 <= top_k <= max_top_k draws through the kernel at the same width either way (deterministic mode's rule)."""
-    from litesys.kernels import sample_draw
-
-    w = min(max_top_k, logits.shape[1])
-    if not need_full_sort:
-        vals, idx = topk(logits, w)
-        return sample_draw.draw(vals, idx, p.temperature, p.top_k, p.top_p, p.min_p, p.seed_hash, steps)
-    vals, idx = logits.sort(dim=-1, descending=True, stable=True)
-    tok = draw(*filtered(vals, idx, p), uniform(p.seed_hash, steps).unsqueeze(1))
-    tok = torch.where(p.temperature == 0, idx[:, 0], tok)
-    if w:
-        small = sample_draw.draw(vals[:, :w], idx[:, :w], p.temperature, p.top_k, p.top_p, p.min_p, p.seed_hash,
-                                 steps)
-        tok = torch.where((p.top_k >= 1) & (p.top_k <= max_top_k), small, tok)
-    return tok
 
 
 # finish codes kept on the device; names as reported to the user
