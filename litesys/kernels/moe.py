@@ -156,7 +156,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     """Same contract as ``moe_reference``: x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_* [T, k] -> [T, H].
     ``invariant`` (deterministic mode): ``invariant_config`` tiles and the slot sum in a fixed order.
     ``per_slot``: the k weighted expert outputs unsummed, a [k, T, H] view, for ``add_rms_norm`` to sum (in slot
-    order, as ``sum_slots``): one reduction launch and one copy fewer per layer (30B-A3B decode: ~8 us each)."""
+    order, as ``sum_slots``): one reduction launch and one copy fewer per layer (30B-A3B decode: ~8 us together)."""
     T, H = x.shape
     E, two_i, _ = w13.shape
     inter, top_k = two_i // 2, topk_ids.shape[1]
