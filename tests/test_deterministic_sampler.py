@@ -79,14 +79,14 @@ def test_engine_row_among_mates_with_other_top_k(tmp_path, monkeypatch):
     50, 64 and 65; a step sorts the whole vocabulary only beside a mate with top_k 0 or 65."""
     ckpt = make_checkpoint(tmp_path / "m", "qwen3", with_tokenizer=False, vocab_size=V)
     widths = []
-    candidates = sampler_mod.candidates
+    ranked = sampler_mod.ranked
 
     def record(logits, *args):
-        sets = candidates(logits, *args)
-        widths.append(tuple(probs.shape[1] for probs, _ in sets))
+        sets = ranked(logits, *args)
+        widths.append(tuple(vals.shape[1] for vals, _ in sets))
         return sets
 
-    monkeypatch.setattr(sampler_mod, "candidates", record)
+    monkeypatch.setattr(sampler_mod, "ranked", record)
     llm = LLM(str(ckpt), device="cpu", dtype=torch.float32, max_seq_len=64, deterministic=True)
     target = [3, 14, 15, 92, 65, 35]
     own = SamplingParams(temperature=0.8, top_k=20, max_new_tokens=24, ignore_eos=True, seed=77)

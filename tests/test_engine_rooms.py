@@ -10,10 +10,10 @@ import torch
 from checkpoints import make_checkpoint
 
 from litesys import LLM, SamplingParams
-from litesys.engine import sampler
 from litesys.engine.config import EngineConfig
 from litesys.engine.memory import CPU_KV_BYTES, GpuMemory, plan_kv_pages
 from litesys.engine.slots import SCALARS, Slots
+from litesys.kernels.ref import step as ref_step  # the stop checks' torch path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(device="cpu", dtype=torch.float32, max_seq_len=64, page_size=4, max_num_seqs=2)
@@ -94,8 +94,8 @@ def test_an_iterator_may_pair_prompts_with_their_params(ckpt):
 def test_a_run_without_the_repetition_stop_runs_none_of_its_checks(ckpt, monkeypatch):
     llm = LLM(ckpt, **SETTINGS)
     calls = []
-    real = sampler.repetition_hits
-    monkeypatch.setattr(sampler, "repetition_hits", lambda *a: calls.append(1) or real(*a))
+    real = ref_step.repetition_hits
+    monkeypatch.setattr(ref_step, "repetition_hits", lambda *a: calls.append(1) or real(*a))
     checked = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True, repeat_check_window=8,
                              repeat_block_size=2)
     llm.generate(PROMPTS[:2], checked)

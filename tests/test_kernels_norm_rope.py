@@ -80,3 +80,57 @@ def test_silu_mul():
     x = torch.randn(3, 2 * 1500, device=DEVICE)
     g, u = x.chunk(2, dim=-1)
     assert torch.allclose(f.silu_mul_triton(x), torch.nn.functional.silu(g) * u, atol=1e-5)
+
+
+@pytest.mark.parametrize("pages_dtype", [torch.bfloat16, torch.float32, torch.float8_e4m3fn])
+@pytest.mark.parametrize("nq,nkv,norm", [(4, 2, True), (12, 2, True), (6, 2, False)])
+def test_qk_norm_rope_writes_the_pages_as_kv_write(pages_dtype, nq, nkv, norm):
+    """With ``pages`` the norm+RoPE launch also stores K and V: its q, k bit for bit the plain launch's, and the
+    pages bit for bit what ``kv_write.write`` stores from them (bf16/fp32 pages, fp8 pages with scales and V
+    transposed as the pool keeps them; a negative slot writes nothing)."""
+    from litesys.kernels import kv_write
+    from litesys.kernels.common import transposed_pages
+    from litesys.models.rope import rope_cos_sin
+
+    f = _fused()
+    torch.manual_seed(nq)
+    T, D, P, ps = 5, 32, 6, 4
+    dtype = torch.float32 if pages_dtype == torch.float32 else torch.bfloat16
+    qkv = (3 * torch.randn(T, (nq + 2 * nkv) * D, device=DEVICE)).to(dtype)
+    qn = (1 + 0.1 * torch.randn(D, device=DEVICE)).to(dtype) if norm else None
+    kn = (1 + 0.1 * torch.randn(D, device=DEVICE)).to(dtype) if norm else None
+    rope = rope_cos_sin(D, {"rope_theta": 1e6}, 4096, 512, DEVICE)
+    pos = torch.tensor([0, 3, 9, 100, 17], device=DEVICE)
+    slots = torch.tensor([5, 13, -1, 22, 0], device=DEVICE)
+    fp8 = pages_dtype == torch.float8_e4m3fn
+    scales = (torch.rand(nkv, device=DEVICE) + 0.5, torch.rand(nkv, device=DEVICE) + 0.5) if fp8 else (None, None)
+
+    def pool():
+        k = torch.zeros(P, ps, nkv, D, dtype=torch.uint8 if fp8 else pages_dtype, device=DEVICE)
+        k = k.view(pages_dtype) if fp8 else k
+        v = transposed_pages((P, ps, nkv, D), pages_dtype, DEVICE) if fp8 else torch.zeros_like(k)
+        return k, v
+
+    (k_want, v_want), (k_got, v_got) = pool(), pool()
+    q0, k0, v0 = f.qk_norm_rope_triton(qkv, qn, kn, rope, pos, nq, nkv, 1e-6)
+    kv_write.write(k0, v0, k_want, v_want, slots, *scales)
+    q1, k1, v1 = f.qk_norm_rope_triton(qkv, qn, kn, rope, pos, nq, nkv, 1e-6,
+                                       f.KVPages(k_got, v_got, slots, *scales))
+    assert torch.equal(q0, q1) and torch.equal(k0, k1) and torch.equal(v0, v1)
+    for want, got in ((k_want, k_got), (v_want, v_got)):
+        w, g = (x.view(torch.uint8) if fp8 else x for x in (want, got))
+        assert torch.equal(w, g)
+    written = k_got.view(torch.uint8).reshape(P * ps, -1).any(1).nonzero().flatten().tolist()
+    assert written == [0, 5, 13, 22]  # the rows' slots; the negative slot's row wrote nothing
+
+
+def test_qk_norm_rope_pages_need_triton():
+    from litesys.models.rope import rope_cos_sin
+
+    f = _fused()
+    qkv = torch.randn(2, 4 * 16)
+    rope = rope_cos_sin(16, {"rope_theta": 1e6}, 64, 64, "cpu")
+    pages = f.KVPages(torch.zeros(2, 4, 1, 16), torch.zeros(2, 4, 1, 16), torch.zeros(2, dtype=torch.int64))
+    assert not f.fuses_kv_write(qkv, 16)
+    with pytest.raises(ValueError, match="check fuses_kv_write first"):
+        f.qk_norm_rope(qkv, None, None, rope, torch.zeros(2, dtype=torch.int64), 2, 1, 1e-6, pages)

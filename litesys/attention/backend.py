@@ -14,6 +14,7 @@ from litesys.attention.kv_cache import KVCache
 from litesys.attention.meta import AttnMeta
 from litesys.attention.sparse.base import DenseMethod, SparseMethod
 from litesys.kernels.common import use_triton
+from litesys.kernels.norm_rope import KVPages, fuses_kv_write
 from litesys.kernels.ref import ops_torch
 
 
@@ -33,8 +34,18 @@ class Attention:
         self.num_q_heads, self.num_kv_heads, self.head_dim, self.scale = num_q_heads, num_kv_heads, head_dim, scale
         self.method = method or DenseMethod()  # the decode attention (sparse.build)
 
-    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
-        """q: [T, Hq, D], k/v: [T, Hkv, D] for the step's new tokens -> [T, Hq, D].
+    def fused_write(self, layer: int, qkv: torch.Tensor, meta: AttnMeta) -> KVPages | None:
+        """Where the q/k norm+RoPE launch can store a decode step's new K/V itself (``norm_rope.KVPages``; one
+        launch fewer per layer, as ``KVCache.write`` stores them), else None (prefill: fp8 scales may still be
+        calibrated; CPU: the torch twins)."""
+        if meta.is_prefill or not fuses_kv_write(qkv, self.head_dim):
+            return None
+        return KVPages(self.kv.k[layer], self.kv.v[layer], meta.slot_mapping, *self.kv.scales(layer))
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttnMeta,
+                 written: bool = False) -> torch.Tensor:
+        """q: [T, Hq, D], k/v: [T, Hkv, D] for the step's new tokens -> [T, Hq, D]; ``written``: K/V are in the
+        pages already (``fused_write``).
 
         An fp8 cache: every read dequantises with the layer's (K, V) scales (None, None otherwise), and prefill
         attends to the quantised K/V it stores, so a prompt sees the values its later decode steps read."""
@@ -44,7 +55,7 @@ class Attention:
             kv.calibrate(layer, k, v)  # the first prefill through this layer fixes its scales (unless given)
             k, v = kv.quantize(layer, k, v)
             kv.write_quantized(layer, k, v, meta.slot_mapping)
-        else:
+        elif not written:
             kv.write(layer, k, v, meta.slot_mapping)
         self.method.on_write(layer, kv, k_new, meta)
         if meta.is_prefill:

@@ -20,6 +20,7 @@ from litesys.engine.scheduler import PrefillItem, Scheduler
 from litesys.engine.sequence import Request, Seq
 from litesys.engine.slots import Slots
 from litesys.engine.swap import SwapSpace, paged_tensors
+from litesys.kernels import step as step_kernels
 from litesys.kernels.common import cdiv
 from litesys.outputs import CompletionOutput
 
@@ -201,13 +202,11 @@ class Engine:
         """One decode step over slots 0..B-1 reading and writing only device state (a CUDA graph holds all of it):
         the forward, every row's input token now in the KV cache, then the sampler's next tokens and stop codes."""
         st, ps = self.slots, self.page_size
-        pos = st.seq_len[:B]
-        page = st.page_table[:B].gather(1, (pos // ps).unsqueeze(1)).squeeze(1).long()
-        meta = AttnMeta(False, page * ps + pos % ps, ps, self.attn.num_q_heads, self.attn.num_kv_heads,
-                        page_table=st.page_table[:B], lengths=(pos + 1).int(), max_len=max_len,
-                        seq_ids=st.seed[:B])  # per-sample ids for the random sparse methods
+        # positions, KV slots and lengths of the rows' new tokens; seq_len advances (not a graph's padding rows)
+        pos, slot, lengths = step_kernels.decode_meta(st.seq_len[:B], st.page_table[:B], ps)
+        meta = AttnMeta(False, slot, ps, self.attn.num_q_heads, self.attn.num_kv_heads, page_table=st.page_table[:B],
+                        lengths=lengths, max_len=max_len, seq_ids=st.seed[:B])  # ids for the random sparse methods
         logits = self.model.compute_logits(self.model.forward(st.last_token[:B], pos, meta, self.attn))
-        pos += st.page_table[:B, 0] != 0  # in place; a graph's padding rows (only the scratch page 0) stay at 0
         self.sampler.step(logits, slice(0, B))
 
     def _grow_pages(self) -> None:

@@ -10,7 +10,10 @@ import torch
 from litesys.distributed import Dist
 from litesys.engine.sequence import Seq
 from litesys.engine.slots import Slots
+from litesys.kernels import step as step_kernels
+from litesys.kernels.common import use_triton
 from litesys.kernels.hash import seed_hash, uniform
+from litesys.kernels.ref.step import repetition_hits  # noqa: F401 - re-exported (the stop's definition)
 from litesys.kernels.topk import TOPK_MAX, topk
 from litesys.sampling_params import SamplingParams
 
@@ -43,19 +46,23 @@ def filtered(vals: torch.Tensor, idx: torch.Tensor, p: SamplingTensors) -> tuple
     return probs / probs.cumsum(-1)[:, -1:], idx
 
 
-def candidates(logits: torch.Tensor, p: SamplingTensors, need_full_sort: bool, max_top_k: int
-               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The candidate sets of a step, [(probs [B, K], token ids [B, K])], ranked on the raw logits (temperature does
-    not change the order) by (value desc, index asc): the full sort's and/or the first ``max_top_k``'s (0: none;
+def ranked(logits: torch.Tensor, need_full_sort: bool, max_top_k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ranked candidates of a step, [(values [B, K], token ids [B, K])], by (value desc, index asc) on the raw
+    logits (temperature does not change the order): the full sort's and/or the first ``max_top_k``'s (0: none;
     the Triton top-k on the GPU, ``kernels/topk.py``). With both, a row with 1 <= top_k <= max_top_k draws from the
     second: the same ops at the same width as in a batch without a sort, so deterministic mode's fixed candidate
     count holds whatever the row's mates' top_k (``Sampler.refresh``)."""
     w = min(max_top_k, logits.shape[1])
     vals, idx = logits.sort(dim=-1, descending=True, stable=True) if need_full_sort else topk(logits, w)
-    sets = [filtered(vals, idx, p)]
     if need_full_sort and w:
-        sets.append(filtered(vals[:, :w].contiguous(), idx[:, :w].contiguous(), p))
-    return sets
+        return [(vals, idx), (vals[:, :w].contiguous(), idx[:, :w].contiguous())]
+    return [(vals, idx)]
+
+
+def candidates(logits: torch.Tensor, p: SamplingTensors, need_full_sort: bool, max_top_k: int
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``ranked``'s sets filtered: [(probs [B, K], token ids [B, K])]."""
+    return [filtered(vals, idx, p) for vals, idx in ranked(logits, need_full_sort, max_top_k)]
 
 
 def draw(probs: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -68,36 +75,25 @@ def draw(probs: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tenso
 
 
 def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_greedy: bool,
-           need_full_sort: bool, max_top_k: int) -> torch.Tensor:
-    """Next token per row: [B] int64. ``steps``: index of the token being drawn within each sequence."""
+           need_full_sort: bool, max_top_k: int, backend: str = "auto") -> torch.Tensor:
+    """Next token per row: [B] int64. ``steps``: index of the token being drawn within each sequence. Greedy rows
+    take a set's first candidate (ranked by value desc, index asc: argmax's first maximum, without its pass)."""
     if all_greedy:
         return logits.argmax(dim=-1)
-    u = uniform(p.seed_hash, steps).unsqueeze(1)
-    sets = candidates(logits, p, need_full_sort, max_top_k)
-    toks = [draw(probs, idx, u) for probs, idx in sets]
-    tok = toks[0] if len(toks) == 1 else torch.where((p.top_k >= 1) & (p.top_k <= max_top_k), toks[1], toks[0])
-    # greedy rows: the first candidate, ranked (value desc, index asc) = argmax's first maximum, without its pass
-    return torch.where(p.temperature == 0, sets[0][1][:, 0], tok)
+    sets = ranked(logits, need_full_sort, max_top_k)
+    if use_triton(logits, backend):  # a set's filters, uniform and draw in one launch (kernels/sample_draw.py)
+        from litesys.kernels import sample_draw
+
+        toks = [sample_draw.draw(v, i, p.temperature, p.top_k, p.top_p, p.min_p, p.seed_hash, steps) for v, i in sets]
+    else:  # the twin
+        u = uniform(p.seed_hash, steps).unsqueeze(1)
+        toks = [torch.where(p.temperature == 0, i[:, 0], draw(*filtered(v, i, p), u)) for v, i in sets]
+    return toks[0] if len(toks) == 1 else torch.where((p.top_k >= 1) & (p.top_k <= max_top_k), toks[1], toks[0])
 
 
 # finish codes kept on the device; names as reported to the user
 RUNNING, STOP, LENGTH, REPETITION = 0, 1, 2, 3
 FINISH_REASONS = {STOP: "stop", LENGTH: "length", REPETITION: "repetition"}
-
-
-def repetition_hits(gen: torch.Tensor, gen_len: torch.Tensor, window: int, block: int, threshold: int
-                    ) -> torch.Tensor:
-    """Which rows repeat: their last ``window`` tokens (of gen [B, cap], gen_len [B]) hold the trailing ``block``
-    at least ``threshold`` times at any offset -> bool [B] (False while gen_len < window)."""
-    if gen.shape[1] < window:
-        return torch.zeros(gen.shape[0], dtype=torch.bool, device=gen.device)
-    start = (gen_len - window).clamp_min(0)
-    cols = start.unsqueeze(1) + torch.arange(window, device=gen.device).unsqueeze(0)
-    win = gen.gather(1, cols.clamp(max=gen.shape[1] - 1))  # [B, window]
-    tail = win[:, window - block:]  # [B, block]
-    frames = win.unfold(1, block, 1)  # [B, window - block + 1, block]
-    count = (frames == tail.unsqueeze(1)).all(-1).sum(-1)
-    return (count >= threshold) & (gen_len >= window)
 
 
 class Sampler:
@@ -139,22 +135,15 @@ class Sampler:
         """Sample the next token of slots ``rows`` from ``logits`` [rows, V], append it, set their stop codes: device
         ops on views of the slot tensors only (no host read), so a decode step's CUDA graph holds all of it."""
         st = self.slots
-        steps, live = st.gen_len[rows], st.finish_code[rows] == RUNNING
+        steps = st.gen_len[rows]
         params = SamplingTensors(*(getattr(st, f.name)[rows] for f in fields(SamplingTensors)))  # slot columns
         tok = sample(logits, params, steps, self.all_greedy, self.need_full_sort, self.max_top_k)
         # Tensor parallel: every rank goes on with tp-rank 0's tokens, so scheduling can never diverge (docs/tp.md)
         tok = self.dist.broadcast_first(tok)
-        gen = st.generated[rows]
-        # a finished row (not yet collected) writes just past its end and keeps its length and code
-        gen.scatter_(1, steps.clamp(max=gen.shape[1] - 1).unsqueeze(1), tok.int().unsqueeze(1))
-        steps += live  # in place: gen_len of the live rows
-        st.last_token[rows] = tok
-        is_eos = (tok.unsqueeze(1) == self.eos).any(1) & (st.ignore_eos[rows] == 0)  # isin may sync (sort path)
-        code = torch.where(is_eos, STOP, torch.where(steps >= st.max_gen[rows], LENGTH, RUNNING))
-        for g, (window, block, thr) in enumerate(self.rep_groups):
-            hit = repetition_hits(gen, steps, window, block, thr) & (st.rep_group[rows] == g)
-            code = torch.where((code == RUNNING) & hit, REPETITION, code)
-        st.finish_code[rows] = torch.where(live, code, st.finish_code[rows])
+        # append, lengths and stop codes (EOS, length, repetition): one launch on the GPU (kernels/step.py)
+        step_kernels.commit(tok, st.generated[rows], steps, st.last_token[rows], st.finish_code[rows], st.max_gen[rows],
+                            st.ignore_eos[rows], st.rep_group[rows], self.eos, tuple(self.rep_groups),
+                            (RUNNING, STOP, LENGTH, REPETITION))
 
     def _rep_group(self, p: SamplingParams) -> int:
         key = (p.repeat_check_window, p.repeat_block_size, p.repeat_threshold)

@@ -144,8 +144,9 @@ class Qwen3ForCausalLM:
         for i, w in enumerate(self.layers):
             x, res = add_rms_norm(h, res, w.ln1, eps)
             qkv = self.linear(x, w.qkv, w.qkv_bias)
-            q, k, v = qk_norm_rope(qkv, w.q_norm, w.k_norm, self.rope, positions, nq, nkv, eps)
-            o = attn(i, q, k, v, meta)
+            pages = attn.fused_write(i, qkv, meta)  # decode on the GPU: the norm+RoPE launch stores K/V too
+            q, k, v = qk_norm_rope(qkv, w.q_norm, w.k_norm, self.rope, positions, nq, nkv, eps, pages)
+            o = attn(i, q, k, v, meta, written=pages is not None)
             h = self.reduce(self.linear(o.reshape(T, nq * D), w.o))
             if w.o_bias is not None:  # after the reduce: added once, not once per rank
                 h = h + w.o_bias
