@@ -9,6 +9,8 @@
 ms/step, the memory floor (weights + the KV of every running sequence read once per decode step, over the HBM copy
 bandwidth measured in this run; fp8 KV pages count 1 byte per element) and the ratio to it. ``--prompt-range LO-HI``
 and ``--gen-range LO-HI`` draw each request's prompt length and generation budget (seeded; exactly that many tokens).
+The timed run prefills its prompts in full (the prefix cache is off: the warm-up runs saw the same prompts; rows
+measured before 2026-12-02 had it on, so their timed prefill mostly hit the cache; ``--prefix-cache``: that way).
 Where the step time goes: host ms per decode step (the engine's decode step timed on the host: Python and launches),
 GPU span per step (CUDA events around it: idle gaps included), and over a few steady steps of a short profiled run,
 GPU busy ms per step (kernel time) and launches per step (cudaLaunchKernel, cuLaunchKernel, cudaGraphLaunch, ...).
@@ -272,6 +274,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--check-every", type=int, default=None)
     ap.add_argument("--logits-path", action="store_true", help="force the raw-logits path (identity processor)")
     ap.add_argument("--no-cuda-graphs", action="store_true")
+    ap.add_argument("--prefix-cache", action="store_true",
+                    help="keep the prefix cache on: the timed run's prompts were seen by the warm-up runs, so their "
+                         "full pages come from the cache and the timed prefill is mostly skipped (off: every run "
+                         "prefills its prompts in full, as an eval's distinct prompts are)")
     ap.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8_e4m3"),
                     help="KV pages: auto = bf16, fp8_e4m3 = FP8 (docs/kv_fp8.md)")
     ap.add_argument("--deterministic", action="store_true", help="deterministic=True: batch-invariant kernels")
@@ -330,7 +336,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
               max_seq_len=p_range[1] + g_range[1] + 8, load_format="random",
               max_num_seqs=a.max_num_seqs or a.num_requests, page_size=a.page_size,
               cuda_graphs=cuda and not a.no_cuda_graphs, check_every=a.check_every, kv_cache_dtype=a.kv_cache_dtype,
-              deterministic=a.deterministic)
+              deterministic=a.deterministic, enable_prefix_cache=a.prefix_cache)
     if a.logits_path:  # an identity processor on every layer: logits kernel -> processor -> softmax·V kernel
         from litesys.attention.sparse.base import ProcessorMethod
         llm.attn.method = ProcessorMethod({i: [identity] for i in range(llm.cfg.num_layers)})
@@ -352,10 +358,11 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     # warm-up: budgets 1..n shrink the batch through every graph bucket, so no capture lands in the timed run
     llm.generate(ids, [dataclasses.replace(sp, max_new_tokens=min(1 + i, g_range[0])) for i in range(len(ids))])
     sync()
-    t = time.perf_counter()
-    llm.generate(ids, dataclasses.replace(sp, max_new_tokens=1))
-    sync()
-    t_prefill = time.perf_counter() - t
+    for _ in range(2):  # the prefill alone, timed the second time (the first may compile kernels for its shapes)
+        t = time.perf_counter()
+        llm.generate(ids, dataclasses.replace(sp, max_new_tokens=1))
+        sync()
+        t_prefill = time.perf_counter() - t
     steps0 = llm.engine.stats["decode_steps"]
     timer = StepTimer(llm.engine, cuda)
     t = time.perf_counter()
@@ -366,6 +373,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
     finally:
         step_times = timer.close()
     steps = llm.engine.stats["decode_steps"] - steps0
+    hit_tokens = llm.engine.counts.prefix_hit_tokens  # of the timed run: 0 unless --prefix-cache
     assert [len(o.token_ids) for o in outs] == budgets
     tok_s = sum(budgets) / t_total
     floor = memory_floor(llm, prompt_lens, budgets, bw)
@@ -373,6 +381,7 @@ def measure(a: argparse.Namespace, p_range: tuple[int, int], g_range: tuple[int,
                device=torch.cuda.get_device_name() if cuda else "cpu",
                torch=torch.__version__, logits_path=a.logits_path, cuda_graphs=cuda and not a.no_cuda_graphs,
                kv_cache_dtype=a.kv_cache_dtype, kv_dtype=str(llm.kv.k.dtype), deterministic=a.deterministic,
+               prefix_cache=a.prefix_cache, timed_prefix_hit_tokens=hit_tokens,
                greedy=a.greedy,
                hbm_copy_TBps=bw / 1e12, kv_pages=llm.kv.num_pages, page_size=llm.kv.page_size,
                tok_s=tok_s, total_s=t_total, prefill_s=t_prefill, decode_steps=steps,

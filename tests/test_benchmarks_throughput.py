@@ -121,6 +121,11 @@ def test_a_ragged_run_on_cpu(tmp_path):
         shape["head_dim"] * 4
     assert res["timed_steps"] == res["decode_steps"] >= max(budgets) - 1  # the timer wraps the real decode step
     assert res["host_ms_per_step"] > 0 and res["gpu_span_ms_per_step"] is None
+    # the timed run prefills its prompts in full: none of its tokens came from the warm-up runs' cached pages
+    assert res["prefix_cache"] is False and res["timed_prefix_hit_tokens"] == 0
+    cached = throughput.main(["--device", "cpu", "--config", str(cfg), "-n", "6", "--prompt-range", "8-12",
+                              "--gen-range", "2-3", "--page-size", "4", "--prefix-cache"])
+    assert cached["timed_prefix_hit_tokens"] >= 6 * 4  # --prefix-cache: at least each prompt's first full page
 
 
 def test_hf_in_the_same_run_on_cpu(tmp_path, monkeypatch):

@@ -78,3 +78,16 @@ def test_sample_through_the_kernel_equals_the_torch_path(top_ks, deterministic):
         got = sample(logits.to(DEVICE), SamplingTensors(*(t.to(DEVICE) for t in vars(p).values())),
                      steps.to(DEVICE), False, s.need_full_sort, s.max_top_k, backend="triton").cpu()
         assert torch.equal(got, want), step
+
+
+def test_greedy_through_the_kernel_is_argmax_first_maximum():
+    """All-greedy batches on Triton take the top-k kernel's first candidate: argmax's first maximum, ties too."""
+    from litesys.engine.sampler import SamplingTensors, sample
+
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randint(-3, 3, (9, 700), generator=g).to(torch.bfloat16)  # many ties at the maximum
+    e = torch.zeros(9)
+    p = SamplingTensors(e, e.long(), e + 1, e, e.long())
+    got = sample(logits.to(DEVICE), SamplingTensors(*(t.to(DEVICE) for t in vars(p).values())),
+                 torch.zeros(9, dtype=torch.int64, device=DEVICE), True, False, 0, backend="triton")
+    assert got.is_contiguous() and torch.equal(got.cpu(), logits.float().argmax(-1))

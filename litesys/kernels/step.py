@@ -57,6 +57,7 @@ def commit(tok: torch.Tensor, generated: torch.Tensor, gen_len: torch.Tensor, la
     if not use_triton(tok, backend) or len(rep_groups) > MAX_GROUPS:
         return ref.commit(*args)
     B, cap = generated.shape
+    tok = tok.contiguous()  # e.g. a column of the top-k's indices (greedy)
     if B == 0:
         return
     # a window longer than the capacity never fills (no hits): such a group is left out
