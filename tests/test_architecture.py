@@ -34,6 +34,8 @@ TWINS = {
     "hash": (S, K + "hash", "test_sparse_processors.py"),
     "select": (K + "select", None, "test_sparse_select.py"),
     "gemm_invariant": (K + "gemm_invariant", K + "ref.gemm_invariant", "test_deterministic_gemm.py"),
+    "sample_draw": (K + "sample_draw", "litesys.engine.sampler", "test_kernels_sample_draw.py"),
+    "step": (K + "step", K + "ref.step", "test_kernels_step.py"),
 }
 
 
