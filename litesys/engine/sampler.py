@@ -78,7 +78,7 @@ def sample(logits: torch.Tensor, p: SamplingTensors, steps: torch.Tensor, all_gr
            need_full_sort: bool, max_top_k: int, backend: str = "auto") -> torch.Tensor:
     """Next token per row: [B] int64. ``steps``: index of the token being drawn within each sequence. Greedy rows
     take a set's first candidate (ranked by value desc, index asc: argmax's first maximum, without its pass)."""
-    if all_greedy:  # the first maximum: on the GPU the top-k kernel's first candidate (faster than argmax at few rows)
+    if all_greedy:  # the first maximum; on the GPU the top-k kernel's first candidate, the sampled rows' ranking
         return topk(logits, 1)[1][:, 0].contiguous() if use_triton(logits, backend) else logits.argmax(dim=-1)
     sets = ranked(logits, need_full_sort, max_top_k)
     if use_triton(logits, backend):  # a set's filters, uniform and draw in one launch (kernels/sample_draw.py)
