@@ -93,3 +93,16 @@ def test_commit_by_hand():
     assert code.tolist() == [3, 1, 2, 2]  # repetition, EOS, length (EOS ignored), already finished
     assert gen_len.tolist() == [6, 6, 6, 5] and last.tolist() == [2, 9, 9, 2]
     assert gen[:, 5].tolist() == [2, 9, 9, 2]  # the finished row writes just past its end, as the twin does
+
+
+def test_commit_one_occurrence_short_of_the_threshold_is_no_hit():
+    """The same window as above with threshold 4: three occurrences are not enough (the kernel stops counting once
+    fewer than the threshold can still match: the answer must not change)."""
+    from litesys.kernels import step
+
+    gen = torch.tensor([[1, 2, 1, 2, 1, 0, 0, 0]], dtype=torch.int32).to(DEVICE)
+    gen_len, code = torch.tensor([5]).to(DEVICE), torch.tensor([0]).to(DEVICE)
+    one = torch.tensor([0]).to(DEVICE)
+    step.commit(torch.tensor([2]).to(DEVICE), gen, gen_len, one.clone(), code, torch.tensor([50]).to(DEVICE), one,
+                one, torch.tensor([9]).to(DEVICE), ((6, 2, 4),), CODES, backend="triton")
+    assert code.tolist() == [0] and gen_len.tolist() == [6]

@@ -93,15 +93,21 @@ if triton is not None:
         return tl.where(c == col, tok, tl.load(gen_row + c))
 
     @triton.jit
-    def _repeats(gen_row, n, cap, col, tok, window, block, SPAN: tl.constexpr):
-        """How often the trailing ``block`` tokens of the last ``window`` (ending at ``n``) occur in them."""
+    def _repeats(gen_row, n, cap, col, tok, window, block, threshold, SPAN: tl.constexpr):
+        """Whether the trailing ``block`` tokens of the last ``window`` (ending at ``n``) occur in them at least
+        ``threshold`` times (the trailing frame itself counts, as in the twin)."""
         start = n - window
         i = tl.arange(0, SPAN)
         eq = i <= window - block
-        for j in range(0, block):
+        alive = tl.sum(eq.to(tl.int32), axis=0)
+        j = 0
+        # stop once fewer than threshold offsets still match (text that does not repeat: after a token or two)
+        while (j < block) & (alive >= threshold):
             t = _window_at(gen_row, start + window - block + j, cap, col, tok)
             eq &= _window_at(gen_row, start + i + j, cap, col, tok) == t
-        return tl.sum(eq.to(tl.int32), axis=0)
+            alive = tl.sum(eq.to(tl.int32), axis=0)
+            j += 1
+        return alive >= threshold
 
     @triton.jit
     def _commit_kernel(tok_ptr, gen_ptr, len_ptr, last_ptr, code_ptr, max_ptr, ign_ptr, grp_ptr, eos_ptr, n_eos, cap,
@@ -131,6 +137,6 @@ if triton is not None:
                 k = k0 if s == 0 else k1 if s == 1 else k2 if s == 2 else k3
                 t = t0 if s == 0 else t1 if s == 1 else t2 if s == 2 else t3
                 if (grp == g) & (code == RUNNING) & live & (n >= w):
-                    if _repeats(gen_row, n, cap, col, tok.to(tl.int32), w, k, SPAN) >= t:
+                    if _repeats(gen_row, n, cap, col, tok.to(tl.int32), w, k, t, SPAN):
                         code = REPETITION
         tl.store(code_ptr + b, tl.where(live, code, code0))
