@@ -33,13 +33,20 @@ def e4m3_bits(y):
 
 
 @triton.jit
+def e4m3_quantize(x, scale, MAX: tl.constexpr):
+    """fp32 ``x`` -> the e4m3 bytes of ``x / scale`` as ``kv_fp8.quantize`` stores them: correctly rounded, clamped
+    to +-MAX, NaN -> 0 (pages never hold NaN bytes)."""
+    y = tl.minimum(tl.maximum(tl.math.div_rn(x, scale), -MAX), MAX)
+    return e4m3_bits(tl.where(x == x, y, 0.0))
+
+
+@triton.jit
 def _quantize_store(x_ptr, c_ptr, scale, page, slot, t, h, stride_xt, stride_xh, stride_cp, stride_cs, stride_ch,
                     stride_cd, D: tl.constexpr, MAX: tl.constexpr):
     offs_d = tl.arange(0, D)
     x = tl.load(x_ptr + t * stride_xt + h * stride_xh + offs_d).to(tl.float32)
-    y = tl.minimum(tl.maximum(tl.math.div_rn(x, scale), -MAX), MAX)
-    y = tl.where(x == x, y, 0.0)  # NaN -> 0, as kv_fp8.quantize: pages never hold NaN bytes
-    tl.store(c_ptr + page * stride_cp + slot * stride_cs + h * stride_ch + offs_d * stride_cd, e4m3_bits(y))
+    tl.store(c_ptr + page * stride_cp + slot * stride_cs + h * stride_ch + offs_d * stride_cd,
+             e4m3_quantize(x, scale, MAX))
 
 
 @triton.jit

@@ -14,7 +14,7 @@ try:
     import triton
     import triton.language as tl
 
-    from litesys.kernels.kv_write import e4m3_bits
+    from litesys.kernels.kv_write import e4m3_quantize
 except ImportError:  # pragma: no cover - CPU installs without triton
     triton = None
 
@@ -150,9 +150,8 @@ if triton is not None:
         """Half-rows ``y`` [HB, D/2] (fp32; columns ``half``) of KV heads ``kvh`` into their page slots."""
         base = page * stride_p + slot * stride_s + kvh.to(tl.int64) * stride_h
         dst = c_ptr + base[:, None] + half[None, :] * stride_d
-        if FP8:  # kv_write's quantisation: correctly rounded y / scale, clamped, NaN -> 0, e4m3 bytes
-            q = tl.minimum(tl.maximum(tl.math.div_rn(y, scale[:, None]), -MAX), MAX)
-            tl.store(dst, e4m3_bits(tl.where(y == y, q, 0.0)), mask=ok[:, None])
+        if FP8:  # kv_write's quantisation and e4m3 bytes
+            tl.store(dst, e4m3_quantize(y, scale[:, None], MAX), mask=ok[:, None])
         else:
             tl.store(dst, y.to(c_ptr.dtype.element_ty), mask=ok[:, None])
 
