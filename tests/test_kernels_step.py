@@ -106,3 +106,23 @@ def test_commit_one_occurrence_short_of_the_threshold_is_no_hit():
     step.commit(torch.tensor([2]).to(DEVICE), gen, gen_len, one.clone(), code, torch.tensor([50]).to(DEVICE), one,
                 one, torch.tensor([9]).to(DEVICE), ((6, 2, 4),), CODES, backend="triton")
     assert code.tolist() == [0] and gen_len.tolist() == [6]
+
+
+def test_longest_first_is_a_stable_descending_sort():
+    from litesys.kernels import step
+    from litesys.kernels.ref import step as ref
+
+    g = torch.Generator().manual_seed(3)
+    for B in (1, 5, 64, 130):  # one program, several, a partial last chunk of rows and of columns
+        lengths = torch.randint(1, 12, (B,), generator=g, dtype=torch.int32)  # many ties
+        want = ref.longest_first(lengths)
+        got = step.longest_first(lengths.to(DEVICE), backend="triton").cpu()
+        assert got.dtype == torch.int32 and torch.equal(got, want)
+        # by hand: lengths never increase along the order, and equal lengths keep their row order
+        ls = lengths[want.long()]
+        assert bool((ls[:-1] >= ls[1:]).all())
+        ties = want[:-1][ls[:-1] == ls[1:]], want[1:][ls[:-1] == ls[1:]]
+        assert bool((ties[0] < ties[1]).all())
+    assert step.longest_first(torch.tensor([3, 9, 9, 1], dtype=torch.int32).to(DEVICE),
+                              backend="triton").tolist() == [1, 2, 0, 3]
+    assert step.longest_first(torch.zeros(0, dtype=torch.int32).to(DEVICE), backend="triton").numel() == 0

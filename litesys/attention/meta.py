@@ -20,6 +20,9 @@ class AttnMeta:
     page_table: torch.Tensor | None = None  # [B, max_pages] int32, row b = pages of sequence b in order
     lengths: torch.Tensor | None = None  # [B] int32: tokens in the KV cache incl. the new ones
     max_len: int = 0  # host-side upper bound of ``lengths`` (width of the raw-logits tensor)
+    # [B] int32 rows longest first (kernels.step.longest_first), the order the dense decode kernel starts its
+    # programs in (the longest run first, the short ones fill the last wave); None: row order. Results are the same
+    order: torch.Tensor | None = None
     # prefill
     cu_seqlens: torch.Tensor | None = None  # [B+1] int32 prefix sums of prompt lengths
     max_seqlen: int = 0

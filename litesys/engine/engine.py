@@ -205,7 +205,8 @@ class Engine:
         # positions, KV slots and lengths of the rows' new tokens; seq_len advances (not a graph's padding rows)
         pos, slot, lengths = step_kernels.decode_meta(st.seq_len[:B], st.page_table[:B], ps)
         meta = AttnMeta(False, slot, ps, self.attn.num_q_heads, self.attn.num_kv_heads, page_table=st.page_table[:B],
-                        lengths=lengths, max_len=max_len, seq_ids=st.seed[:B])  # ids for the random sparse methods
+                        lengths=lengths, max_len=max_len, seq_ids=st.seed[:B],  # ids for the random sparse methods
+                        order=step_kernels.longest_first(lengths))
         logits = self.model.compute_logits(self.model.forward(st.last_token[:B], pos, meta, self.attn))
         self.sampler.step(logits, slice(0, B))
 

@@ -107,7 +107,9 @@ def _workspace(batch: int, num_q_heads: int, head_dim: int, page_table: torch.Te
 
 def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
           lengths: torch.Tensor, scale: float, cfg: DecodeConfig = DECODE, k_scale: torch.Tensor | None = None,
-          v_scale: torch.Tensor | None = None) -> torch.Tensor:
+          v_scale: torch.Tensor | None = None, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Decode attention over the paged cache, one fused split launch (+ the merge): q [B, Hq, D] -> [B, Hq, D].
+    ``order``: [B] int32 rows in the order their programs start (``step.longest_first``), or None (row order)."""
     b, hq, d = q.shape
     page_size, hkv = k_cache.shape[1], k_cache.shape[2]
     dtype = _compute_dtype(q, k_cache, k_scale)
@@ -128,7 +130,7 @@ def fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_ta
     decode_split(q, k_cache, v_cache, page_table, lengths, partial, lse, out, scale * LOG2E, cfg.block_n,
                  (fp8_mma_group_pad if fp8_mma else group_pad)(hq // hkv), dot_precision(dtype), cfg.num_warps,
                  cfg.num_stages, k_scale, v_scale, cfg.split_tokens, fp8_mma, prefetch, counter,
-                 None if fp8_mma else dtype)
+                 None if fp8_mma else dtype, order)
     if partial is not None and counter is None:
         decode_merge(partial, lse, lengths, out, cfg.block_n, cfg.merge_num_warps, cfg.split_tokens)
     return out

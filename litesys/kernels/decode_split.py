@@ -36,14 +36,19 @@ def _decode_split_kernel(
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh, num_splits,
     out_ptr, stride_ob, stride_oh,
-    qk_scale, ks_ptr, vs_ptr, cnt_ptr,
+    qk_scale, ks_ptr, vs_ptr, cnt_ptr, ord_ptr,
     G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DIRECT: tl.constexpr, FP8: tl.constexpr,
     SPLIT_TOKENS: tl.constexpr, V_T: tl.constexpr, VEC: tl.constexpr, F8_MMA: tl.constexpr,
-    PREFETCH: tl.constexpr, FOLD: tl.constexpr, S_BLOCK: tl.constexpr, QT: tl.constexpr,
+    PREFETCH: tl.constexpr, FOLD: tl.constexpr, S_BLOCK: tl.constexpr, QT: tl.constexpr, ORDERED: tl.constexpr,
+    HKV: tl.constexpr,
 ):
-    b = tl.program_id(0)
-    kvh = tl.program_id(1)
+    if ORDERED:  # programs in the given row order, all KV heads of a row side by side (blocks start in pid order)
+        b = tl.load(ord_ptr + tl.program_id(0) // HKV)
+        kvh = tl.program_id(0) % HKV
+    else:
+        b = tl.program_id(0)
+        kvh = tl.program_id(1)
     split = tl.program_id(2)
     k_scale, v_scale = fp8_scales(ks_ptr, vs_ptr, kvh, FP8)
     if FP8:  # fp8 pages: K's scale multiplies the scores, V's the output (one KV head per program)
@@ -107,7 +112,8 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                  qk_scale: float, block_n: int, group_pad: int, dot_prec: str, num_warps: int,
                  num_stages: int, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
                  split_tokens: int = 0, fp8_mma: bool = False, prefetch: int = 0,
-                 counter: torch.Tensor | None = None, compute_dtype: torch.dtype | None = None):
+                 counter: torch.Tensor | None = None, compute_dtype: torch.dtype | None = None,
+                 order: torch.Tensor | None = None):
     """Fill ``partial`` [B, Hq, S, D] fp32 and ``lse`` [B, Hq, S] fp32 (log2 domain) for the splits that hold
     tokens; with ``partial=None`` (one split) write the final ``out`` [B, Hq, D] directly instead. V pages in
     either layout (``common.v_layout``). fp8 caches:
@@ -117,8 +123,9 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     cache's bf16 q needs no conversion launch of its own). ``prefetch > 0``: each block first asks L2 for the
     block that many blocks ahead (``blocks.prefetch_paged_block``). ``counter``: a zeroed int32 buffer of >= B x
     Hkv (left zeroed): with several splits, the last split program of each (sequence, KV head) writes the merged
-    ``out`` itself (``decode_merge.fold_merge``); without it the caller runs ``decode_merge``. Returns the kernel
-    (``n_regs``, ``n_spills``, ``metadata.shared``: what benchmarks report)."""
+    ``out`` itself (``decode_merge.fold_merge``); without it the caller runs ``decode_merge``. ``order``: [B] int32
+    row indices, the order the programs start in (``step.longest_first``; the results do not depend on it). Returns
+    the kernel (``n_regs``, ``n_spills``, ``metadata.shared``: what benchmarks report)."""
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
     direct = partial is None
@@ -129,7 +136,8 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     if fp8_mma and not (k_scale is not None and fp8_mma_fits(v_cache, block_n)):
         raise ValueError("decode_split(fp8_mma=True) needs fp8 pages, transposed V and D, block_n multiples of 32 "
                          "(check fp8_mma_fits first)")
-    return _decode_split_kernel[(b, hkv, n_splits)](
+    grid = (b * hkv, 1, n_splits) if order is not None else (b, hkv, n_splits)
+    return _decode_split_kernel[grid](
         q, k_cache, v_cache, page_table, lengths, po, ls,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -139,9 +147,10 @@ def decode_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                                           lse.stride(0), lse.stride(1))), n_splits,
         out, out.stride(0), out.stride(1),
         qk_scale, lengths if k_scale is None else k_scale, lengths if v_scale is None else v_scale,
-        lengths if counter is None else counter,
+        lengths if counter is None else counter, lengths if order is None else order,
         G=hq // hkv, G_PAD=group_pad, D=d, PAGE=k_cache.shape[1], BLOCK_N=block_n,
         DOT_PREC=dot_prec, DIRECT=direct, FP8=k_scale is not None, SPLIT_TOKENS=split_tokens, V_T=v_t, VEC=vec,
         F8_MMA=fp8_mma, PREFETCH=prefetch, FOLD=fold, S_BLOCK=merge_lanes(n_splits, split_tokens) if fold else 1,
-        QT=_TL_DTYPES[compute_dtype or q.dtype], num_warps=num_warps, num_stages=num_stages,
+        QT=_TL_DTYPES[compute_dtype or q.dtype], ORDERED=order is not None, HKV=hkv, num_warps=num_warps,
+        num_stages=num_stages,
     )

@@ -34,6 +34,8 @@ def paged_softmax_v(logits: torch.Tensor, v_cache: torch.Tensor, page_table: tor
 
 def paged_decode_fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                        lengths: torch.Tensor, scale: float, max_len: int | None = None,
-                       k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """Split-KV flash-decoding in fixed pieces; ``max_len`` is unused."""
-    return decode.fused(q, k_cache, v_cache, page_table, lengths, scale, INVARIANT, k_scale=k_scale, v_scale=v_scale)
+                       k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+                       order: torch.Tensor | None = None) -> torch.Tensor:
+    """Split-KV flash-decoding in fixed pieces; ``max_len`` is unused (``order``: as ``ops_triton``)."""
+    return decode.fused(q, k_cache, v_cache, page_table, lengths, scale, INVARIANT, k_scale=k_scale, v_scale=v_scale,
+                        order=order)

@@ -35,10 +35,12 @@ def paged_softmax_v(
 def paged_decode_fused(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
     lengths: torch.Tensor, scale: float, max_len: int | None = None,
-    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None, order: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Split-KV flash-decoding; ``max_len`` is unused (the grid follows the page table's capacity)."""
-    return decode.fused(q, k_cache, v_cache, page_table, lengths, scale, k_scale=k_scale, v_scale=v_scale)
+    """Split-KV flash-decoding; ``max_len`` is unused (the grid follows the page table's capacity); ``order``: the
+    rows in the order their programs start (``AttnMeta.order``)."""
+    return decode.fused(q, k_cache, v_cache, page_table, lengths, scale, k_scale=k_scale, v_scale=v_scale,
+                        order=order)
 
 
 def prefill_attention(

@@ -1,6 +1,7 @@
-"""The decode step's bookkeeping around the forward as two Triton launches: ``decode_meta`` before it (positions,
-KV slots, lengths, the length advance) and ``commit`` after the sampler (append the token, advance the generated
-length, EOS / length / repetition stop codes).
+"""The decode step's bookkeeping around the forward as Triton launches: ``decode_meta`` before it (positions,
+KV slots, lengths, the length advance), ``longest_first`` (the rows by length, the order the decode attention
+launches its programs in) and ``commit`` after the sampler (append the token, advance the generated length, EOS /
+length / repetition stop codes).
 
 Their twins, ``kernels/ref/step.py``, are the torch code they replace (the CPU path and the reference). In
 torch these are ~30 launches of [B]-sized ops per step plus, per repetition group, a [B, window, block] compare
@@ -37,6 +38,19 @@ def decode_meta(seq_len: torch.Tensor, page_table: torch.Tensor, page_size: int,
         _decode_meta_kernel[(triton.cdiv(B, block),)](seq_len, page_table, pos, slot, lengths, B,
                                                      page_table.stride(0), PAGE=page_size, BLOCK=block, num_warps=4)
     return pos, slot, lengths
+
+
+def longest_first(lengths: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Row indices of ``lengths`` [B] int32, longest first, ties in row order -> [B] int32 (a stable descending
+    sort). The decode attention launches its (sequence, KV head) programs in this order, so the longest run first
+    and the short ones fill the last wave (longest-processing-time-first scheduling; results do not depend on it)."""
+    if not use_triton(lengths, backend):
+        return ref.longest_first(lengths)
+    B = lengths.shape[0]
+    order = torch.empty(B, dtype=torch.int32, device=lengths.device)
+    if B:
+        _longest_first_kernel[(triton.cdiv(B, 64),)](lengths, order, B, ROWS=64, COLS=64, num_warps=4)
+    return order
 
 
 MAX_GROUPS = 4  # repetition groups ``commit`` takes (one row meets one; a run has one per distinct setting)
@@ -85,6 +99,19 @@ if triton is not None:
         tl.store(slot_ptr + b, page * PAGE + pos % PAGE, mask=m)
         tl.store(len_ptr + b, (pos + 1).to(tl.int32), mask=m)
         tl.store(seq_ptr + b, pos + (first != 0).to(tl.int64), mask=m)
+
+    @triton.jit
+    def _longest_first_kernel(len_ptr, order_ptr, B, ROWS: tl.constexpr, COLS: tl.constexpr):
+        """Each row's rank = the rows longer than it, plus the equally long ones before it; order[rank] = row."""
+        i = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        li = tl.load(len_ptr + i, mask=i < B, other=0)
+        rank = tl.zeros([ROWS], dtype=tl.int32)
+        for j0 in range(0, B, COLS):
+            j = j0 + tl.arange(0, COLS)
+            lj = tl.load(len_ptr + j, mask=j < B, other=0)
+            ahead = (lj[None, :] > li[:, None]) | ((lj[None, :] == li[:, None]) & (j[None, :] < i[:, None]))
+            rank += tl.sum((ahead & (j[None, :] < B)).to(tl.int32), axis=1)
+        tl.store(order_ptr + rank, i, mask=i < B)
 
     @triton.jit
     def _window_at(gen_row, c, cap, col, tok):

@@ -26,7 +26,7 @@ def dense_decode(layer: int, q: torch.Tensor, kv, meta: AttnMeta, ops: ModuleTyp
     """Dense decode attention of one layer, one fused stage: q [B, Hq, D] -> [B, Hq, D]."""
     ks, vs = kv.scales(layer)
     return ops.paged_decode_fused(q, kv.k[layer], kv.v[layer], meta.page_table, meta.lengths, scale, meta.max_len,
-                                  ks, vs)
+                                  ks, vs, order=meta.order)
 
 
 class SparseMethod(ABC):

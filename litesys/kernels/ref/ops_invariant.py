@@ -73,8 +73,9 @@ def _padded_len(n: int, block: int) -> int:
 def paged_decode_fused(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                        lengths: torch.Tensor, scale: float, max_len: int | None = None,
                        k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
-                       block: int = BLOCK) -> torch.Tensor:
-    """Decode attention over the paged cache -> [B, Hq, D] (q's dtype for fp8 caches, else the cache's)."""
+                       order: torch.Tensor | None = None, block: int = BLOCK) -> torch.Tensor:
+    """Decode attention over the paged cache -> [B, Hq, D] (q's dtype for fp8 caches, else the cache's; ``order``,
+    a launch order, is unused)."""
     if max_len is None:
         max_len = int(lengths.max()) if lengths.numel() else 0
     n = _padded_len(max_len, block)

@@ -57,9 +57,9 @@ def paged_softmax_v(
 def paged_decode_fused(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
     lengths: torch.Tensor, scale: float, max_len: int | None = None,
-    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None, order: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Decode attention without a processor (on CPU simply the two stages)."""
+    """Decode attention without a processor (on CPU simply the two stages; ``order``, a launch order, is unused)."""
     if max_len is None:
         max_len = int(lengths.max())
     logits = paged_decode_logits(q, k_cache, page_table, lengths, scale, max_len, k_scale)

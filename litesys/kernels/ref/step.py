@@ -14,6 +14,11 @@ def decode_meta(seq_len: torch.Tensor, page_table: torch.Tensor, page_size: int
     return pos, page * page_size + pos % page_size, (pos + 1).int()
 
 
+def longest_first(lengths: torch.Tensor) -> torch.Tensor:
+    """Row indices, longest first, ties in row order (``kernels.step.longest_first``)."""
+    return torch.sort(lengths, descending=True, stable=True).indices.int()
+
+
 def repetition_hits(gen: torch.Tensor, gen_len: torch.Tensor, window: int, block: int, threshold: int
                     ) -> torch.Tensor:
     """Which rows repeat: their last ``window`` tokens (of gen [B, cap], gen_len [B]) hold the trailing ``block``
