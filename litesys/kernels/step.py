@@ -6,7 +6,8 @@ length / repetition stop codes).
 Their twins, ``kernels/ref/step.py``, are the torch code they replace (the CPU path and the reference). In
 torch these are ~30 launches of [B]-sized ops per step plus, per repetition group, a [B, window, block] compare
 (H200, Qwen3-0.6B at 256 rows: ~0.1 ms of a 6 ms step); here two, one program per row for ``commit`` (a row's
-result depends on that row alone). Integer work only: bit for bit the twins' results.
+result depends on that row alone), plus ``longest_first`` (its twin is a stable ``torch.sort``). Integer work only:
+bit for bit the twins' results.
 """
 from __future__ import annotations
 
