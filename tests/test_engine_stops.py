@@ -6,8 +6,8 @@ import torch
 from litesys.attention.backend import Attention
 from litesys.attention.kv_cache import KVCache
 from litesys.engine.engine import Engine
-from litesys.engine.sampler import repetition_hits
 from litesys.engine.sequence import Request
+from litesys.kernels.ref.step import repetition_hits
 from litesys.sampling_params import SamplingParams, derive_seed
 
 V = 64

@@ -13,7 +13,6 @@ from litesys.engine.slots import Slots
 from litesys.kernels import step as step_kernels
 from litesys.kernels.common import use_triton
 from litesys.kernels.hash import seed_hash, uniform
-from litesys.kernels.ref.step import repetition_hits  # noqa: F401 - re-exported (the stop's definition)
 from litesys.kernels.topk import TOPK_MAX, topk
 from litesys.sampling_params import SamplingParams
 
