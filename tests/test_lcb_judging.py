@@ -254,6 +254,19 @@ def test_io_modes_graded_and_reported_together(tmp_path, capsys):
     assert "I/O modes differ on 1 problem(s):" in out and "add: passed lcb_runner 3/7, script 5/7" in out
 
 
+def test_an_endless_printer_is_stopped_by_the_output_cap(tmp_path):
+    # With a clock far away, only the output cap can end these runs: a wrong answer long before the time limit,
+    # in both I/O modes, and the grader never holds more than the cap.
+    gen = tmp_path / "gen"
+    lines, chunk = "while True:\n    print('y' * 9999)", "import sys\nwhile True:\n    sys.stdout.write('z' * 65536)"
+    write_generations(gen / "samples.0.jsonl", [(ADD, lines), (ADD, chunk)])
+    _, recs = grade(gen, None, "--workers", "2", "--timeout", "60")
+    assert len(recs) == 4
+    for r in recs:
+        assert r["verdict"] == "wrong answer" and "printed more than" in r["detail"], r
+        assert r["elapsed_s"] < 30, r
+
+
 # ---- a corrupt row among good ones --------------------------------------------------------------------------------
 def test_corrupt_row_gets_its_own_verdict(tmp_path, capsys):
     gen = tmp_path / "gen"

@@ -108,7 +108,9 @@ def hostile_cases(sentinel: Path, escape: str) -> list[tuple]:
         ("kill everything it can", ADD, "import posix\ntry:\n    posix.kill(-1, 9)\nexcept OSError:\n    pass\n"
                                         + sum_, {"lcb_runner": {"passed"}, "script": {"runtime error"}}),
         ("print 1 GB at once", ADD, "print('x' * (1 << 30))", {"runtime error", "wrong answer"}),
-        ("print 1 GB in lines", ADD, "while True:\n    print('y' * 9999)", {"wrong answer"}),
+        # the output cap (64 M characters, ~0.2-0.4 s alone) or, on a loaded machine, the 1 s clock stops it first;
+        # test_lcb_judging.py::test_an_endless_printer_is_stopped_by_the_output_cap checks the cap without a race
+        ("print 1 GB in lines", ADD, "while True:\n    print('y' * 9999)", {"wrong answer", "time limit"}),
         ("flood the verdict channel", ADD, "import os\nwhile True:\n    for fd in range(3, 12):\n        try:\n"
                                            "            os.write(fd, b'{' * 65536)\n        except OSError:\n"
                                            "            pass", {"runtime error", "time limit"}),
