@@ -44,8 +44,9 @@ def test_killed_and_resumed_with_another_batch_size(ckpt, data_dir, reference, t
     out = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "eval_math.py"), "--model", ckpt, "--data-dir", data_dir, *COMMON,
            "--output_dir", str(out), "--max_num_seqs", "2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, LITESYS_NO_PROGRESS="1"), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    (tmp_path / "tmp").mkdir()  # the killed run's multiprocessing folder lands here, not in /tmp
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, LITESYS_NO_PROGRESS="1", TMPDIR=str(tmp_path / "tmp")),
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     shard, deadline = out / "samples.0.jsonl", time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if shard.is_file() and shard.read_text().count("\n") >= 1:

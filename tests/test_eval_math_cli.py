@@ -71,7 +71,8 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(ckpt, data_dir, greedy
     out = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "eval_math.py"), "--model", ckpt, "--data-dir", data_dir, *FLAGS,
            "--gen_len", "16", "--temperature", "0", "--output_dir", str(out), "--max_num_seqs", "2"]
-    env = dict(os.environ, LITESYS_NO_PROGRESS="1")
+    (tmp_path / "tmp").mkdir()  # the killed run's multiprocessing folder lands here, not in /tmp
+    env = dict(os.environ, LITESYS_NO_PROGRESS="1", TMPDIR=str(tmp_path / "tmp"))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     shard = out / "samples.0.jsonl"

@@ -91,7 +91,9 @@ def test_torchrun_tp2_matches_single(ckpt, data, single, tmp_path):
     """eval_lcb_dist.py on 2 CPU ranks (gloo), one replica x TP 2: the flag reaches LiveCodeBench's engine. (The
     replica split is the shared dist_runner's, tested as 2 replicas x TP 2 in tests/test_tp.py.)"""
     tp, out = 2, tmp_path / "dist"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "LITESYS_NO_PROGRESS": "1"}
+    (tmp_path / "tmp").mkdir()  # torchrun's torchelastic_* folders land here, not in /tmp
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "LITESYS_NO_PROGRESS": "1",
+           "TMPDIR": str(tmp_path / "tmp")}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(ROOT / "eval_lcb_dist.py"), "--tp", str(tp), "--model", ckpt, "--data_file", data,
                         *FLAGS, "--output_dir", str(out)], capture_output=True, text=True, timeout=300, env=env,

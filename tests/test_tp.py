@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -223,11 +224,13 @@ print("TOKENS", os.environ["RANK"], out[0].token_ids, flush=True)
 
 
 def _torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1",
-           "LITESYS_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           str(script), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    # TMPDIR: torchrun's torchelastic_* folders and the ranks' multiprocessing folders go where they are removed
+    with tempfile.TemporaryDirectory(prefix="litesys-torchrun-") as tmp:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1",
+               "LITESYS_NO_PROGRESS": "1", "TMPDIR": tmp}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               str(script), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.slow
