@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -22,8 +24,10 @@ def model_config(config: str) -> dict:
 
 
 def random_model_dir(cfg: dict) -> Path:
-    """A fresh temporary folder holding only ``config.json``: all that ``LLM(..., load_format="random")`` reads."""
-    tmp = Path(tempfile.mkdtemp())
+    """A fresh temporary folder holding only ``config.json``: all that ``LLM(..., load_format="random")`` reads.
+    Removed when the script exits (a benchmark may reload it, e.g. for the HF baseline, until then)."""
+    tmp = Path(tempfile.mkdtemp(prefix="litesys-random-model-"))
+    atexit.register(shutil.rmtree, tmp, True)
     (tmp / "config.json").write_text(json.dumps(cfg))
     return tmp
 

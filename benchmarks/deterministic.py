@@ -27,6 +27,7 @@ batch's. The JSON is written after each mode.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import os
@@ -254,7 +255,8 @@ def engine_runs(save=lambda res: None) -> dict:
     from litesys import LLM, SamplingParams
 
     src = json.loads((Path(__file__).parent / "configs" / "qwen3_0.6b.json").read_text())
-    tmp = Path(tempfile.mkdtemp())
+    tmp = Path(tempfile.mkdtemp(prefix="litesys-random-model-"))
+    atexit.register(shutil.rmtree, tmp, True)
     (tmp / "config.json").write_text(json.dumps({**src, **ENGINE["config"]}))
     rng = random.Random(0)
     vocab = ENGINE["config"].get("vocab_size", src["vocab_size"])
@@ -308,7 +310,6 @@ def engine_runs(save=lambda res: None) -> dict:
             f"{len(prompts)}" + "".join(f", {k} {v}" for k, v in res[name].items() if k.startswith(("swap", "resume"))))
         free()
         save(res)
-    shutil.rmtree(tmp, ignore_errors=True)
     if {"default", "deterministic"} <= set(res):
         res["tok_per_s_ratio"] = res["deterministic"]["tok_per_s"] / res["default"]["tok_per_s"]
     return res

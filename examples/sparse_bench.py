@@ -143,13 +143,16 @@ def bench_attention(shape: str, ctx: int, batch: int, page: int, profile: bool =
 def bench_e2e(ctx: int, batch: int, page: int, new_tokens: int) -> list[dict]:
     """Engine decode tok/s on random Qwen3-0.6B weights: (time(N) - time(8)) isolates decode from prefill."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import atexit
+    import shutil
     import tempfile
 
     from checkpoints import make_checkpoint
 
     from litesys import LLM, SamplingParams
 
-    tmp = Path(tempfile.mkdtemp())
+    tmp = Path(tempfile.mkdtemp(prefix="litesys-sparse-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)  # a 1.2 GB checkpoint per run
     ckpt = make_checkpoint(tmp / "qwen3-0.6b", "qwen3", with_tokenizer=False, hidden_size=1024,
                            intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
                            num_key_value_heads=8, head_dim=128, max_position_embeddings=ctx + 2 * new_tokens)
