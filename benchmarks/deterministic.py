@@ -27,14 +27,11 @@ batch's. The JSON is written after each mode.
 from __future__ import annotations
 
 import argparse
-import atexit
 import dataclasses
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -66,7 +63,7 @@ if SMOKE:
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import graph_ms, log  # noqa: E402
+from common import graph_ms, log, random_model_dir  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from litesys.kernels import decode  # noqa: E402
@@ -255,9 +252,7 @@ def engine_runs(save=lambda res: None) -> dict:
     from litesys import LLM, SamplingParams
 
     src = json.loads((Path(__file__).parent / "configs" / "qwen3_0.6b.json").read_text())
-    tmp = Path(tempfile.mkdtemp(prefix="litesys-random-model-"))
-    atexit.register(shutil.rmtree, tmp, True)
-    (tmp / "config.json").write_text(json.dumps({**src, **ENGINE["config"]}))
+    tmp = random_model_dir({**src, **ENGINE["config"]})
     rng = random.Random(0)
     vocab = ENGINE["config"].get("vocab_size", src["vocab_size"])
     prompts = [[rng.randrange(vocab) for _ in range(rng.randint(*ENGINE["prompt"]))] for _ in range(ENGINE["requests"])]
