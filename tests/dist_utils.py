@@ -8,6 +8,8 @@ test initialises its process group exactly as under torchrun. A rank that raises
 traceback and the other ranks (likely blocked in a collective) are killed; when several fail, the earliest
 error leads (the others are usually peers noticing the failed rank is gone). A run past ``timeout`` seconds
 fails instead of hanging CI.
+
+``torchrun(script, *args)`` runs a script under the real ``torchrun`` (``python -m torch.distributed.run``) instead.
 """
 from __future__ import annotations
 
@@ -15,12 +17,17 @@ import multiprocessing as mp
 import os
 import pickle
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
 GRACE_S = 1.0  # after a first error, how long to collect the others before choosing which one to show
 
 
@@ -111,3 +118,14 @@ def run_ranks(fn: Callable[..., Any], world: int, *args, timeout: float = 120.0,
         others = "".join(f"\n(then {m.splitlines()[0]})" for _, _, m in errors[1:])
         raise RankError(errors[0][2] + others)
     return [results[r] for r in range(world)]
+
+
+def torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node nproc script args`` from the repository root, output captured."""
+    # TMPDIR: torchrun's torchelastic_* folders and the ranks' multiprocessing folders go where they are removed
+    with tempfile.TemporaryDirectory(prefix="litesys-torchrun-") as tmp:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "LITESYS_NO_PROGRESS": "1",
+               "TMPDIR": tmp}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               str(script), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)

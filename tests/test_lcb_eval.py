@@ -3,12 +3,10 @@ parallel, eval_lcb_dist.py under torchrun, sparse settings, bad input; its outpu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from dist_utils import torchrun
 from test_lcb_grade import ADD, ADD_TO
 
 from litesys.eval.tasks.lcb import grade_main
@@ -91,13 +89,8 @@ def test_torchrun_tp2_matches_single(ckpt, data, single, tmp_path):
     """eval_lcb_dist.py on 2 CPU ranks (gloo), one replica x TP 2: the flag reaches LiveCodeBench's engine. (The
     replica split is the shared dist_runner's, tested as 2 replicas x TP 2 in tests/test_tp.py.)"""
     tp, out = 2, tmp_path / "dist"
-    (tmp_path / "tmp").mkdir()  # torchrun's torchelastic_* folders land here, not in /tmp
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "LITESYS_NO_PROGRESS": "1",
-           "TMPDIR": str(tmp_path / "tmp")}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(ROOT / "eval_lcb_dist.py"), "--tp", str(tp), "--model", ckpt, "--data_file", data,
-                        *FLAGS, "--output_dir", str(out)], capture_output=True, text=True, timeout=300, env=env,
-                       cwd=ROOT)
+    r = torchrun(ROOT / "eval_lcb_dist.py", "--tp", str(tp), "--model", ckpt, "--data_file", data, *FLAGS,
+                 "--output_dir", str(out), timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
     assert len(list(out.glob("samples.*.jsonl"))) == 2 // tp  # one shard per replica
     assert outputs(out) == single

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoints import make_checkpoint, prefill_logits
-from dist_utils import RankError, run_ranks
+from dist_utils import RankError, run_ranks, torchrun
 
 from litesys import LLM, SamplingParams
 from litesys.distributed import Dist
@@ -223,25 +222,15 @@ print("TOKENS", os.environ["RANK"], out[0].token_ids, flush=True)
 """
 
 
-def _torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 180) -> subprocess.CompletedProcess:
-    # TMPDIR: torchrun's torchelastic_* folders and the ranks' multiprocessing folders go where they are removed
-    with tempfile.TemporaryDirectory(prefix="litesys-torchrun-") as tmp:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1",
-               "LITESYS_NO_PROGRESS": "1", "TMPDIR": tmp}
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-               str(script), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @pytest.mark.slow
 def test_torchrun_job_fails_with_the_rank_error(ckpts, tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(DRIVER))
-    ok = _torchrun(script, ckpts["qwen3_kv2"], "-1")
+    ok = torchrun(script, ckpts["qwen3_kv2"], "-1")
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert ok.stdout.count("TOKENS") == 2
     t0 = time.monotonic()
-    bad = _torchrun(script, ckpts["qwen3_kv2"], "1")
+    bad = torchrun(script, ckpts["qwen3_kv2"], "1")
     assert bad.returncode != 0
     assert "RuntimeError: rank 1 failed on purpose" in bad.stderr
     assert "TOKENS" not in bad.stdout  # rank 0 did not carry on alone
@@ -360,7 +349,7 @@ def test_eval_two_replicas_of_tp2_cover_the_single_process_run(eval_inputs, tmp_
     assert len(ref) == 2 * len(PROBLEMS)
 
     out = tmp_path / "tp"
-    run = _torchrun(ROOT / "eval_math_dist.py", "--tp", "2", *_eval_flags(data, ckpt, out), nproc=4, timeout=300)
+    run = torchrun(ROOT / "eval_math_dist.py", "--tp", "2", *_eval_flags(data, ckpt, out), nproc=4, timeout=300)
     assert run.returncode == 0, run.stderr[-4000:]
     assert sorted(p.name for p in out.glob("samples.*.jsonl")) == ["samples.0.jsonl", "samples.1.jsonl"]
     got = _records(out)
@@ -389,7 +378,7 @@ def test_eval_bad_tp_launches_are_one_line_errors(eval_inputs, tmp_path):
     # first rank to exit has printed its line; torchrun may stop the other before it prints, so 1 or 2 lines.
     bad = str(make_checkpoint(tmp_path / "heads3", "qwen3", num_attention_heads=3, num_key_value_heads=1,
                               head_dim=16))
-    run = _torchrun(ROOT / "eval_math_dist.py", "--tp", "2", *_eval_flags(data, bad, tmp_path / "b"))
+    run = torchrun(ROOT / "eval_math_dist.py", "--tp", "2", *_eval_flags(data, bad, tmp_path / "b"))
     assert run.returncode != 0
     lines = [ln for ln in run.stderr.splitlines() if ln.startswith("eval_math_dist.py: error:")]
     assert len(lines) in (1, 2) and set(lines) == {
